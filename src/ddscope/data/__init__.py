@@ -1,0 +1,130 @@
+"""Data sources, subsets, label noise; everything as tensors, batched by index later.
+
+``SOURCES`` maps a data-set name to a loader ``(DataConfig) -> Dataset``. :func:`prepare` turns a
+source into the tensors of one trial: optional train subset, validation split, seeded label noise.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from ..config import DataConfig
+from . import mnist1d
+from .noise import apply_label_noise
+from .source import Dataset
+
+
+def _mnist1d(cfg: DataConfig) -> Dataset:
+    return mnist1d.load(cfg.num_samples, cfg.train_split)
+
+
+SOURCES: dict[str, Callable[[DataConfig], Dataset]] = {"mnist1d": _mnist1d}
+
+
+@dataclass(frozen=True)
+class TrialData:
+    """The tensors one trial trains and measures on.
+
+    ``y_train`` holds the (noisy) labels the net is fit on, ``y_train_clean`` the true ones and
+    ``noisy_mask`` (N_train,) marks the samples whose training label is wrong.
+    """
+
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    y_train_clean: torch.Tensor
+    noisy_mask: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    x_val: torch.Tensor
+    y_val: torch.Tensor
+    num_classes: int
+    name: str
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.x_train.shape[1:])
+
+    def splits(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """Named (x, y) pairs: train (noisy labels), train_clean / train_noisy subsets, test, val."""
+        m = self.noisy_mask
+        out = {
+            "train": (self.x_train, self.y_train),
+            "train_clean": (self.x_train[~m], self.y_train[~m]),
+            "train_noisy": (self.x_train[m], self.y_train[m]),
+            "test": (self.x_test, self.y_test),
+        }
+        if self.x_val.shape[0]:
+            out["val"] = (self.x_val, self.y_val)
+        return out
+
+    def to(self, device) -> "TrialData":
+        kw = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in self.__dict__.items()}
+        return TrialData(**kw)
+
+
+@functools.lru_cache(maxsize=4)
+def load_source(cfg: DataConfig) -> Dataset:
+    """Load (and cache per process) the source named by ``cfg.name``."""
+    return SOURCES[cfg.name](cfg)
+
+
+def _subset(y: torch.Tensor, n: int, balanced: bool, num_classes: int, g: torch.Generator) -> torch.Tensor:
+    """Indices of a random (or class-balanced) subset of size n, in random order."""
+    if n >= y.shape[0]:
+        return torch.randperm(y.shape[0], generator=g)
+    if not balanced:
+        return torch.randperm(y.shape[0], generator=g)[:n]
+    per, extra = divmod(n, num_classes)
+    idx = []
+    for c in range(num_classes):
+        members = (y == c).nonzero().flatten()
+        members = members[torch.randperm(members.shape[0], generator=g)]
+        idx.append(members[: per + (1 if c < extra else 0)])
+    idx = torch.cat(idx)
+    return idx[torch.randperm(idx.shape[0], generator=g)]
+
+
+def prepare(cfg: DataConfig) -> TrialData:
+    """Subset, validation split and label noise, all drawn from ``cfg.seed``."""
+    ds = load_source(cfg)
+    g = torch.Generator().manual_seed(cfg.seed)
+    x, y = ds.x_train, ds.y_train
+    n_keep = cfg.n_train if cfg.n_train > 0 else x.shape[0] - cfg.val_size
+    if n_keep + cfg.val_size > x.shape[0]:
+        from ..errors import UserError
+
+        raise UserError(
+            f"config keys 'data.n_train' + 'data.val_size' = {n_keep + cfg.val_size} exceed the "
+            f"{x.shape[0]} training samples of {ds.name}"
+        )
+    perm = torch.randperm(x.shape[0], generator=g)
+    val_idx, rest = perm[: cfg.val_size], perm[cfg.val_size :]
+    if cfg.n_train > 0:
+        sub = _subset(y[rest], cfg.n_train, cfg.subset == "balanced", ds.num_classes, g)
+        train_idx = rest[sub]
+    else:
+        train_idx = rest.sort().values  # the full training set keeps its published order
+    y_clean = y[train_idx]
+    y_noisy, _ = apply_label_noise(y_clean, cfg.noise, cfg.noise_kind, ds.num_classes, g)
+    # A sample counts as noisy when its training label is wrong: under the ``uniform``
+    # convention a redrawn label that happens to equal the true one is clean.
+    mask = y_noisy != y_clean
+    return TrialData(
+        x_train=x[train_idx],
+        y_train=y_noisy,
+        y_train_clean=y_clean,
+        noisy_mask=mask,
+        x_test=ds.x_test,
+        y_test=ds.y_test,
+        x_val=x[val_idx],
+        y_val=y[val_idx],
+        num_classes=ds.num_classes,
+        name=ds.name,
+    )
+
+
+__all__ = ["SOURCES", "Dataset", "TrialData", "prepare", "load_source", "apply_label_noise"]

@@ -1,0 +1,32 @@
+"""Width-parameterised model families: ``make_model(cfg, input_shape, num_classes)``.
+
+``MODELS`` maps a family name to a constructor
+``(width, input_shape, num_classes, *, depth, batchnorm) -> nn.Module``. Every model is a tree of
+``nn.Sequential``, :class:`~ddscope.models.blocks.Residual` and leaf layers so that the Lipschitz
+upper bound can walk it.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from torch import nn
+
+from ..config import ModelConfig
+from .mlp import mlp
+
+MODELS: dict[str, Callable[..., nn.Module]] = {"mlp": mlp}
+
+
+def make_model(cfg: ModelConfig, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+    """Build the family ``cfg.name`` at width ``cfg.width`` (initialised from torch's global RNG)."""
+    return MODELS[cfg.name](
+        cfg.width, tuple(input_shape), num_classes, depth=cfg.depth, batchnorm=cfg.batchnorm
+    )
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+__all__ = ["MODELS", "make_model", "count_parameters"]

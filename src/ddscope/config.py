@@ -1,0 +1,457 @@
+"""Frozen configs for one trial and for a sweep; TOML in, strict validation, stable hash.
+
+A sweep file is a TOML document with the sections of a trial (``[data]``, ``[model]``,
+``[optim]``, ``[metrics]``) plus top-level ``seed``/``device`` and an optional ``[sweep]`` table
+(``name``, ``description``). Any *scalar* field given a list of values becomes a grid axis, e.g.
+``model.width = [2, 4, 8]`` × ``seed = [0, 1]`` expands to six trials. Tuple-valued fields
+(``metrics.groups``, ...) take lists as their value. Unknown keys, wrong types and out-of-range
+values raise :class:`~ddscope.errors.UserError` with one line naming the key and what is allowed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import itertools
+import json
+import sys
+import types
+import typing
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+from .errors import UserError
+
+PRESET_DIR = Path(__file__).resolve().parent / "configs"
+
+NOISE_KINDS = ("uniform", "flip")
+OPTIMIZERS = ("sgd", "adam")
+DEVICES = ("cpu", "cuda", "auto")
+METRIC_GROUPS = ("jacobian", "paths", "lipschitz", "hessian", "theorem2", "distance")
+JAC_OUTPUTS = ("logits", "softmax", "log_softmax", "loss")
+SPLITS = ("train", "train_clean", "train_noisy", "test")
+SUBSETS = ("random", "balanced")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    name: str = "mnist1d"  # data source: see ddscope.data.SOURCES
+    root: str = "data"  # folder with real data sets in their published formats (not mnist1d)
+    num_samples: int = 16000  # MNIST-1D only: samples generated before the train/test split
+    train_split: float = 0.25  # MNIST-1D only: fraction used for training
+    n_train: int = 0  # train on a subset of this many samples (0 = all); sample-wise double descent
+    subset: str = "random"  # "random" or "balanced" (class-balanced) subset of n_train
+    val_size: int = 0  # held out from the training data as a validation split
+    noise: float = 0.15  # label-noise rate p in [0, 1)
+    noise_kind: str = "uniform"  # "uniform" (may keep its label) or "flip" (always wrong)
+    augment: bool = False  # random crop (padding 4) + horizontal flip, batched on device (images)
+    seed: int = 0  # seed of the data generation, the subset and the label-noise draw
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str = "mlp"  # family: see ddscope.models.MODELS
+    width: int = 64  # the width parameter k (hidden units, base channels, embedding dim)
+    depth: int = 2  # hidden layers (MLP) / transformer blocks (ViT)
+    batchnorm: bool = False  # BatchNorm in conv families that take it
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    name: str = "sgd"  # "sgd" or "adam"
+    lr: float = 0.01
+    momentum: float = 0.9  # SGD only
+    weight_decay: float = 0.0
+    batch_size: int = 100
+    epochs: int = 500
+    warmup_epochs: int = 0  # linear learning-rate warm-up over this many epochs
+    amp: bool = False  # mixed precision for training on CUDA (metrics stay float32)
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    groups: tuple[str, ...] = ("jacobian",)  # see METRIC_GROUPS
+    splits: tuple[str, ...] = ("train", "train_clean", "train_noisy", "test")
+    epochs: tuple[int, ...] = ()  # explicit metric epochs; empty = log-spaced schedule
+    num_log_epochs: int = 12  # points of the default log-spaced schedule (plus 0 and the last)
+    output: str = "logits"  # Jacobian of "logits", "softmax", "log_softmax" or "loss"
+    jac_samples: int = 0  # points per split for Jacobian norms (0 = all)
+    path_pairs: int = 100
+    path_k: int = 8
+    hess_samples: int = 1000
+    hess_matvecs: int = 60
+    lanczos_iters: int = 30
+    checkpoint_epochs: tuple[int, ...] = ()  # extra epochs at which weights are saved
+
+
+@dataclass(frozen=True)
+class TrialConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    seed: int = 0  # seed of the initialisation and the batch order
+    device: str = "cpu"  # "cpu", "cuda" or "auto"
+
+    def to_dict(self) -> dict[str, Any]:
+        return _to_plain(dataclasses.asdict(self))
+
+    @property
+    def trial_id(self) -> str:
+        """Stable id: the first 12 hex digits of the SHA-1 of the canonical JSON of the config.
+
+        ``device`` is excluded: the same trial run on another device is the same trial.
+        """
+        d = self.to_dict()
+        d.pop("device")
+        blob = json.dumps(d, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha1(blob.encode()).hexdigest()[:12]
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TrialConfig":
+        return _build(cls, d, "")
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    name: str
+    base: TrialConfig
+    grid: dict[str, tuple]  # dotted key -> values, in the order given
+    description: str = ""
+
+    def trials(self) -> list[TrialConfig]:
+        """Cartesian product of the grid axes, first axis slowest."""
+        keys = list(self.grid)
+        out = []
+        for combo in itertools.product(*(self.grid[k] for k in keys)):
+            out.append(set_key(self.base, dict(zip(keys, combo))))
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        d = self.base.to_dict()
+        for key, values in self.grid.items():
+            _put(d, key, list(values))
+        d["sweep"] = {"name": self.name, "description": self.description}
+        return d
+
+
+# ----------------------------------------------------------------------------- validation
+
+
+def _check_ranges(c: TrialConfig) -> None:
+    def bad(key, msg):
+        raise UserError(f"config key '{key}': {msg}")
+
+    if c.model.width <= 0:
+        bad("model.width", f"must be a positive integer, got {c.model.width}")
+    if c.model.depth <= 0:
+        bad("model.depth", f"must be a positive integer, got {c.model.depth}")
+    if not 0.0 <= c.data.noise < 1.0:
+        bad("data.noise", f"must be in [0, 1), got {c.data.noise}")
+    if c.data.noise_kind not in NOISE_KINDS:
+        bad("data.noise_kind", f"must be one of {', '.join(NOISE_KINDS)}, got '{c.data.noise_kind}'")
+    if c.data.subset not in SUBSETS:
+        bad("data.subset", f"must be one of {', '.join(SUBSETS)}, got '{c.data.subset}'")
+    if c.data.n_train < 0:
+        bad("data.n_train", f"must be >= 0 (0 = all), got {c.data.n_train}")
+    if c.data.val_size < 0:
+        bad("data.val_size", f"must be >= 0, got {c.data.val_size}")
+    if c.data.num_samples <= 0:
+        bad("data.num_samples", f"must be positive, got {c.data.num_samples}")
+    if not 0.0 < c.data.train_split < 1.0:
+        bad("data.train_split", f"must be in (0, 1), got {c.data.train_split}")
+    if c.optim.name not in OPTIMIZERS:
+        bad("optim.name", f"must be one of {', '.join(OPTIMIZERS)}, got '{c.optim.name}'")
+    if not c.optim.lr > 0:
+        bad("optim.lr", f"must be > 0, got {c.optim.lr}")
+    if c.optim.batch_size <= 0:
+        bad("optim.batch_size", f"must be a positive integer, got {c.optim.batch_size}")
+    if c.optim.epochs <= 0:
+        bad("optim.epochs", f"must be a positive integer, got {c.optim.epochs}")
+    if c.optim.warmup_epochs < 0:
+        bad("optim.warmup_epochs", f"must be >= 0, got {c.optim.warmup_epochs}")
+    if not 0.0 <= c.optim.momentum < 1.0:
+        bad("optim.momentum", f"must be in [0, 1), got {c.optim.momentum}")
+    if c.device not in DEVICES:
+        bad("device", f"must be one of {', '.join(DEVICES)}, got '{c.device}'")
+    for g in c.metrics.groups:
+        if g not in METRIC_GROUPS:
+            bad("metrics.groups", f"unknown group '{g}'; allowed: {', '.join(METRIC_GROUPS)}")
+    for s in c.metrics.splits:
+        if s not in SPLITS:
+            bad("metrics.splits", f"unknown split '{s}'; allowed: {', '.join(SPLITS)}")
+    if c.metrics.output not in JAC_OUTPUTS:
+        bad("metrics.output", f"must be one of {', '.join(JAC_OUTPUTS)}, got '{c.metrics.output}'")
+    if any(e < 0 for e in c.metrics.epochs):
+        bad("metrics.epochs", "epochs must be >= 0")
+    for key in ("jac_samples", "hess_samples", "path_pairs", "path_k", "hess_matvecs", "lanczos_iters"):
+        v = getattr(c.metrics, key)
+        if v < 0 or (key in ("path_k",) and v < 2):
+            bad(f"metrics.{key}", f"out of range: {v}")
+    # Names of model families and data sources are checked against their registries.
+    from .data import SOURCES
+    from .models import MODELS
+
+    if c.model.name not in MODELS:
+        bad("model.name", f"unknown model '{c.model.name}'; allowed: {', '.join(sorted(MODELS))}")
+    if c.data.name not in SOURCES:
+        bad("data.name", f"unknown data set '{c.data.name}'; allowed: {', '.join(sorted(SOURCES))}")
+
+
+def _type_name(tp) -> str:
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(value: Any, tp, key: str):
+    """Check ``value`` against the annotated type ``tp``; ints are accepted for floats."""
+    origin = typing.get_origin(tp)
+    if origin is tuple:
+        (inner, _) = typing.get_args(tp)
+        if not isinstance(value, (list, tuple)):
+            value = [value]
+        return tuple(_coerce(v, inner, key) for v in value)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+    raise UserError(f"config key '{key}': expected {_type_name(tp)}, got {value!r}")
+
+
+def _hints(cls) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _build(cls, d: dict[str, Any], prefix: str):
+    if not isinstance(d, dict):
+        raise UserError(f"config key '{prefix.rstrip('.')}': expected a table, got {d!r}")
+    hints = _hints(cls)
+    names = [f.name for f in fields(cls)]
+    unknown = [k for k in d if k not in names]
+    if unknown:
+        key = prefix + unknown[0]
+        raise UserError(f"unknown config key '{key}'; allowed in this section: {', '.join(names)}")
+    kwargs = {}
+    for name in names:
+        if name not in d:
+            continue
+        tp = hints[name]
+        if dataclasses.is_dataclass(tp):
+            kwargs[name] = _build(tp, d[name], f"{prefix}{name}.")
+        else:
+            kwargs[name] = _coerce(d[name], tp, prefix + name)
+    return cls(**kwargs)
+
+
+def _to_plain(x):
+    if isinstance(x, dict):
+        return {k: _to_plain(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_to_plain(v) for v in x]
+    return x
+
+
+def _put(d: dict, dotted: str, value) -> None:
+    parts = dotted.split(".")
+    for p in parts[:-1]:
+        d = d.setdefault(p, {})
+    d[parts[-1]] = value
+
+
+def _field_type(dotted: str):
+    """Annotated type of a dotted key of TrialConfig, or UserError naming the allowed keys."""
+    cls = TrialConfig
+    parts = dotted.split(".")
+    for i, p in enumerate(parts):
+        hints = _hints(cls)
+        if p not in hints:
+            raise UserError(
+                f"unknown config key '{dotted}'; allowed: {', '.join(_all_keys())}"
+            )
+        tp = hints[p]
+        if i < len(parts) - 1:
+            if not dataclasses.is_dataclass(tp):
+                raise UserError(f"unknown config key '{dotted}'")
+            cls = tp
+    if dataclasses.is_dataclass(tp):
+        raise UserError(f"config key '{dotted}' is a section; name one of its keys")
+    return tp
+
+
+def _all_keys(cls=TrialConfig, prefix="") -> list[str]:
+    out = []
+    for name, tp in _hints(cls).items():
+        if dataclasses.is_dataclass(tp):
+            out += _all_keys(tp, f"{prefix}{name}.")
+        else:
+            out.append(prefix + name)
+    return out
+
+
+def set_key(cfg: TrialConfig, updates: dict[str, Any]) -> TrialConfig:
+    """Return ``cfg`` with dotted keys replaced (validated)."""
+    d = cfg.to_dict()
+    for key, value in updates.items():
+        _field_type(key)
+        _put(d, key, value)
+    out = TrialConfig.from_dict(d)
+    _check_ranges(out)
+    return out
+
+
+def _is_scalar_type(tp) -> bool:
+    return typing.get_origin(tp) is not tuple
+
+
+def sweep_from_dict(d: dict[str, Any], default_name: str = "sweep") -> SweepConfig:
+    """Split a TOML document into the base trial and the grid (lists on scalar keys)."""
+    d = json.loads(json.dumps(d))  # deep copy of plain data
+    meta = d.pop("sweep", {}) or {}
+    if not isinstance(meta, dict):
+        raise UserError("config key 'sweep': expected a table with name/description")
+    unknown = [k for k in meta if k not in ("name", "description")]
+    if unknown:
+        raise UserError(f"unknown config key 'sweep.{unknown[0]}'; allowed: name, description")
+    grid: dict[str, tuple] = {}
+
+    def walk(node: dict, prefix: str):
+        for key in list(node):
+            dotted = prefix + key
+            tp = _field_type(dotted) if not isinstance(node[key], dict) else None
+            if isinstance(node[key], dict):
+                _field_type_section(dotted)
+                walk(node[key], dotted + ".")
+            elif isinstance(node[key], list) and _is_scalar_type(tp):
+                values = node.pop(key)
+                if not values:
+                    raise UserError(f"config key '{dotted}': an empty list gives no trials")
+                grid[dotted] = tuple(_coerce(v, tp, dotted) for v in values)
+
+    walk(d, "")
+    base = TrialConfig.from_dict(d)
+    sweep = SweepConfig(
+        name=str(meta.get("name", default_name)),
+        base=base,
+        grid=grid,
+        description=str(meta.get("description", "")),
+    )
+    for t in sweep.trials():  # validates every grid point's ranges
+        _check_ranges(t)
+    if not grid:
+        _check_ranges(base)
+    return sweep
+
+
+def _field_type_section(dotted: str) -> None:
+    hints = _hints(TrialConfig)
+    if dotted not in hints or not dataclasses.is_dataclass(hints[dotted]):
+        sections = [k for k, t in hints.items() if dataclasses.is_dataclass(t)]
+        raise UserError(f"unknown config section '[{dotted}]'; allowed: {', '.join(sections)}, sweep")
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``key=value`` with a TOML value (``3``, ``0.1``, ``[2, 4]``, ``true``, ``"adam"``);
+    a bare word that is not TOML is taken as a string."""
+    if "=" not in text:
+        raise UserError(f"override '{text}' must look like key=value, e.g. model.width=64")
+    key, raw = text.split("=", 1)
+    key, raw = key.strip(), raw.strip()
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw
+    return key, value
+
+
+def apply_overrides(d: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    d = json.loads(json.dumps(d))
+    for text in overrides:
+        key, value = parse_override(text)
+        if key.startswith("sweep."):
+            d.setdefault("sweep", {})[key.split(".", 1)[1]] = value
+            continue
+        _field_type(key)
+        _put(d, key, value)
+    return d
+
+
+def list_presets() -> list[str]:
+    return sorted(p.stem for p in PRESET_DIR.glob("*.toml"))
+
+
+def read_toml(path_or_preset: str) -> tuple[dict[str, Any], str]:
+    """Read a sweep TOML file, or a preset by name. Returns (document, default name)."""
+    p = Path(path_or_preset)
+    if not p.suffix and not p.exists():
+        p = PRESET_DIR / f"{path_or_preset}.toml"
+        if not p.exists():
+            raise UserError(
+                f"unknown preset or config file '{path_or_preset}'; presets: {', '.join(list_presets())}"
+            )
+    if not p.exists():
+        raise UserError(f"config file not found: {p}")
+    try:
+        return tomllib.loads(p.read_text()), p.stem
+    except tomllib.TOMLDecodeError as e:
+        raise UserError(f"config file {p} is not valid TOML: {e}") from None
+
+
+def load_sweep(path_or_preset: str, overrides: list[str] | None = None) -> SweepConfig:
+    doc, stem = read_toml(path_or_preset)
+    doc = apply_overrides(doc, overrides or [])
+    return sweep_from_dict(doc, default_name=stem)
+
+
+def dumps_toml(d: dict[str, Any]) -> str:
+    """Minimal TOML writer for config documents (tables of scalars and lists)."""
+
+    def fmt(v):
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, (int, float)):
+            return repr(v)
+        if isinstance(v, str):
+            return json.dumps(v)
+        if isinstance(v, (list, tuple)):
+            return "[" + ", ".join(fmt(x) for x in v) + "]"
+        raise TypeError(v)
+
+    top = [f"{k} = {fmt(v)}" for k, v in d.items() if not isinstance(v, dict)]
+    out = top[:]
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.append(f"\n[{k}]")
+            out += [f"{kk} = {fmt(vv)}" for kk, vv in v.items()]
+    return "\n".join(out) + "\n"
+
+
+__all__ = [
+    "DataConfig",
+    "ModelConfig",
+    "OptimConfig",
+    "MetricsConfig",
+    "TrialConfig",
+    "SweepConfig",
+    "load_sweep",
+    "sweep_from_dict",
+    "set_key",
+    "apply_overrides",
+    "parse_override",
+    "list_presets",
+    "read_toml",
+    "dumps_toml",
+    "replace",
+]

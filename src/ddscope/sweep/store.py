@@ -1,0 +1,328 @@
+"""The results store: one SQLite file per sweep, the single source of truth.
+
+Schema (version 1, WAL mode, busy timeout):
+
+- ``meta(key, value)``: ``schema_version``, ``sweep`` (the sweep config as JSON), ``created``.
+- ``trials``: one row per trial with its config (JSON), state ``pending | running | done |
+  failed``, the claiming ``worker`` and its ``heartbeat``, attempts, error text, a JSON
+  ``summary`` (params, interp_epoch, wall time) and the packed noisy-label mask.
+- ``records(trial_id, epoch, metric, value)``: the tidy rows, primary key (trial, epoch, metric),
+  so a row can never be stored twice.
+
+A trial's rows and its state change commit in one transaction; claims use ``BEGIN IMMEDIATE`` so
+two sweep processes on one store never run the same trial; a trial whose worker died (same host,
+dead PID) or whose heartbeat is older than ``stale_after`` seconds is reclaimed.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import socket
+import sqlite3
+import time
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterable, Iterator
+
+from ..errors import UserError
+
+SCHEMA_VERSION = 1
+STATES = ("pending", "running", "done", "failed")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS trials (
+    trial_id   TEXT PRIMARY KEY,
+    position   INTEGER NOT NULL,
+    config     TEXT NOT NULL,
+    status     TEXT NOT NULL DEFAULT 'pending',
+    worker     TEXT,
+    heartbeat  REAL,
+    started    REAL,
+    finished   REAL,
+    attempts   INTEGER NOT NULL DEFAULT 0,
+    error      TEXT,
+    summary    TEXT,
+    noisy_mask BLOB
+);
+CREATE TABLE IF NOT EXISTS records (
+    trial_id TEXT NOT NULL,
+    epoch    INTEGER NOT NULL,
+    metric   TEXT NOT NULL,
+    value    REAL,
+    PRIMARY KEY (trial_id, epoch, metric)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS trials_status ON trials(status, position);
+"""
+
+
+def worker_id() -> str:
+    """``host:pid:random`` — unique per process, and tells whether a same-host holder is alive."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+def _holder_dead(worker: str | None) -> bool:
+    """True when ``worker`` ran on this host and its process no longer exists."""
+    if not worker:
+        return True
+    try:
+        host, pid, _ = worker.split(":")
+        pid = int(pid)
+    except ValueError:
+        return False
+    if host != socket.gethostname():
+        return False
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+class Store:
+    """Thin, explicit wrapper around the SQLite file; open with :meth:`open` or :meth:`create`."""
+
+    def __init__(self, path: Path, conn: sqlite3.Connection):
+        self.path = path
+        self.conn = conn
+
+    # ------------------------------------------------------------------ opening
+
+    @staticmethod
+    def _connect(path: Path) -> sqlite3.Connection:
+        conn = sqlite3.connect(path, timeout=60.0, isolation_level=None)  # autocommit; explicit BEGIN
+        conn.execute("PRAGMA busy_timeout = 60000")
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = NORMAL")
+        return conn
+
+    @classmethod
+    def open(cls, path: str | Path) -> "Store":
+        """Open an existing store; a missing or corrupted file is a :class:`UserError`."""
+        path = Path(path)
+        if path.is_dir():
+            path = path / "store.sqlite"
+        if not path.exists():
+            raise UserError(f"no ddscope store at {path} (run `ddscope sweep` first)")
+        try:
+            conn = cls._connect(path)
+            row = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+            conn.execute("SELECT count(*) FROM trials").fetchone()
+        except sqlite3.DatabaseError as e:
+            raise UserError(f"the store {path} is corrupted or not a ddscope store ({e})") from None
+        if row is None:
+            raise UserError(f"the store {path} is corrupted or not a ddscope store (no schema version)")
+        version = int(row[0])
+        if version > SCHEMA_VERSION:
+            raise UserError(
+                f"the store {path} has schema version {version}; this ddscope reads up to {SCHEMA_VERSION}"
+            )
+        store = cls(path, conn)
+        store._migrate(version)
+        return store
+
+    @classmethod
+    def create(cls, path: str | Path, sweep: dict) -> "Store":
+        """Create (or open, if it exists) the store for ``sweep``; the sweep config is kept in meta."""
+        path = Path(path)
+        if path.exists():
+            return cls.open(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        conn = cls._connect(path)
+        conn.executescript(_SCHEMA)
+        with _tx(conn):
+            conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+            conn.execute("INSERT OR IGNORE INTO meta VALUES ('sweep', ?)", (json.dumps(sweep),))
+            conn.execute("INSERT OR IGNORE INTO meta VALUES ('created', ?)", (str(time.time()),))
+        return cls(path, conn)
+
+    def _migrate(self, version: int) -> None:
+        """Bring an older schema up to :data:`SCHEMA_VERSION` (version 1 is the first)."""
+        if version < SCHEMA_VERSION:  # pragma: no cover — no older versions exist yet
+            with _tx(self.conn):
+                self.conn.execute("UPDATE meta SET value=? WHERE key='schema_version'", (str(SCHEMA_VERSION),))
+
+    def close(self) -> None:
+        self.conn.close()
+
+    # ------------------------------------------------------------------ meta
+
+    def meta(self, key: str) -> str | None:
+        row = self.conn.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        return None if row is None else row[0]
+
+    def sweep_config(self) -> dict:
+        return json.loads(self.meta("sweep") or "{}")
+
+    # ------------------------------------------------------------------ trials
+
+    def add_trials(self, trials: Iterable[tuple[str, dict]]) -> int:
+        """Insert (trial_id, config) pairs not yet present; returns how many were new."""
+        with _tx(self.conn):
+            start = self.conn.execute("SELECT coalesce(max(position), -1) + 1 FROM trials").fetchone()[0]
+            n = 0
+            for i, (tid, cfg) in enumerate(trials):
+                cur = self.conn.execute(
+                    "INSERT OR IGNORE INTO trials (trial_id, position, config) VALUES (?, ?, ?)",
+                    (tid, start + i, json.dumps(cfg, sort_keys=True)),
+                )
+                n += cur.rowcount
+        return n
+
+    def reclaim(self, stale_after: float) -> list[str]:
+        """Put back to pending the running trials whose holder is dead or silent too long."""
+        with _tx(self.conn):
+            return self._reclaim(stale_after)
+
+    def _reclaim(self, stale_after: float) -> list[str]:
+        now = time.time()
+        rows = self.conn.execute("SELECT trial_id, worker, heartbeat FROM trials WHERE status='running'").fetchall()
+        back = [tid for tid, w, hb in rows if _holder_dead(w) or (hb or 0) < now - stale_after]
+        for tid in back:
+            self.conn.execute(
+                "UPDATE trials SET status='pending', worker=NULL, heartbeat=NULL WHERE trial_id=?", (tid,)
+            )
+        return back
+
+    def claim(self, worker: str, only: set[str] | None = None, stale_after: float = 300.0) -> tuple[str, dict] | None:
+        """Atomically take the next pending trial (in sweep order) for ``worker``."""
+        with _tx(self.conn):
+            self._reclaim(stale_after)
+            rows = self.conn.execute(
+                "SELECT trial_id, config FROM trials WHERE status='pending' ORDER BY position"
+            ).fetchall()
+            for tid, cfg in rows:
+                if only is not None and tid not in only:
+                    continue
+                now = time.time()
+                self.conn.execute(
+                    "UPDATE trials SET status='running', worker=?, heartbeat=?, started=?, "
+                    "attempts=attempts+1 WHERE trial_id=?",
+                    (worker, now, now, tid),
+                )
+                return tid, json.loads(cfg)
+        return None
+
+    def heartbeat(self, worker: str, trial_ids: Iterable[str]) -> None:
+        ids = list(trial_ids)
+        if not ids:
+            return
+        with _tx(self.conn):
+            self.conn.executemany(
+                "UPDATE trials SET heartbeat=? WHERE trial_id=? AND worker=?",
+                [(time.time(), t, worker) for t in ids],
+            )
+
+    def release(self, worker: str, trial_ids: Iterable[str]) -> None:
+        """Give running trials back (clean stop): they are pending again, nothing is stored."""
+        with _tx(self.conn):
+            self.conn.executemany(
+                "UPDATE trials SET status='pending', worker=NULL, heartbeat=NULL "
+                "WHERE trial_id=? AND worker=? AND status='running'",
+                [(t, worker) for t in trial_ids],
+            )
+
+    def finish(self, result, worker: str | None = None) -> bool:
+        """Store a :class:`~ddscope.train.TrialResult`: rows and state in one transaction.
+
+        Returns False (and stores nothing) if the trial is already done — a second writer never
+        duplicates or overwrites finished work.
+        """
+        with _tx(self.conn):
+            row = self.conn.execute("SELECT status FROM trials WHERE trial_id=?", (result.trial_id,)).fetchone()
+            if row is None:
+                self.conn.execute(
+                    "INSERT INTO trials (trial_id, position, config) VALUES (?, "
+                    "(SELECT coalesce(max(position), -1) + 1 FROM trials), ?)",
+                    (result.trial_id, json.dumps(result.config, sort_keys=True)),
+                )
+            elif row[0] == "done":
+                return False
+            self.conn.execute("DELETE FROM records WHERE trial_id=?", (result.trial_id,))
+            self.conn.executemany(
+                "INSERT INTO records VALUES (?, ?, ?, ?)",
+                [
+                    (result.trial_id, int(e), m, None if (v is None or math.isnan(v)) else float(v))
+                    for e, m, v in result.records
+                ],
+            )
+            self.conn.execute(
+                "UPDATE trials SET status=?, finished=?, error=?, summary=?, noisy_mask=?, worker=NULL, "
+                "heartbeat=NULL WHERE trial_id=?",
+                (
+                    result.status,
+                    time.time(),
+                    result.error,
+                    json.dumps(result.summary),
+                    result.noisy_mask,
+                    result.trial_id,
+                ),
+            )
+        return True
+
+    def reset_failed(self) -> int:
+        """Failed trials back to pending (``--retry-failed``); their partial rows are dropped."""
+        with _tx(self.conn):
+            ids = [r[0] for r in self.conn.execute("SELECT trial_id FROM trials WHERE status='failed'")]
+            for tid in ids:
+                self.conn.execute("DELETE FROM records WHERE trial_id=?", (tid,))
+            self.conn.execute("UPDATE trials SET status='pending', error=NULL WHERE status='failed'")
+        return len(ids)
+
+    # ------------------------------------------------------------------ reading
+
+    def counts(self) -> dict[str, int]:
+        out = {s: 0 for s in STATES}
+        for status, n in self.conn.execute("SELECT status, count(*) FROM trials GROUP BY status"):
+            out[status] = n
+        return out
+
+    def trials(self, status: str | None = None) -> list[dict]:
+        q = "SELECT trial_id, position, config, status, worker, heartbeat, started, finished, attempts, error, summary FROM trials"
+        args: tuple = ()
+        if status:
+            q += " WHERE status=?"
+            args = (status,)
+        q += " ORDER BY position"
+        out = []
+        for r in self.conn.execute(q, args):
+            out.append(
+                dict(
+                    trial_id=r[0], position=r[1], config=json.loads(r[2]), status=r[3], worker=r[4],
+                    heartbeat=r[5], started=r[6], finished=r[7], attempts=r[8], error=r[9],
+                    summary=json.loads(r[10]) if r[10] else {},
+                )
+            )
+        return out
+
+    def noisy_mask(self, trial_id: str, n: int):
+        import numpy as np
+
+        row = self.conn.execute("SELECT noisy_mask FROM trials WHERE trial_id=?", (trial_id,)).fetchone()
+        if row is None or row[0] is None:
+            return None
+        return np.unpackbits(np.frombuffer(row[0], dtype=np.uint8))[:n].astype(bool)
+
+    def records(self) -> Iterator[tuple[str, int, str, float | None]]:
+        yield from self.conn.execute("SELECT trial_id, epoch, metric, value FROM records ORDER BY trial_id, epoch, metric")
+
+
+@contextmanager
+def _tx(conn: sqlite3.Connection):
+    """``BEGIN IMMEDIATE`` … ``COMMIT`` (rollback on error): the write lock is taken up front so
+    read-then-write sequences (claims) are atomic across processes."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    else:
+        conn.execute("COMMIT")

@@ -1,0 +1,200 @@
+"""One trial: train a model from its config and measure it on a schedule.
+
+``run_trial(config) -> TrialResult`` is a pure function of the config (same config and seed give
+the same numbers on the same machine). The loop is deliberately plain: the data live on the device
+as tensors and are batched by slicing a ``randperm`` (no DataLoader); every epoch records losses and
+errors on the noisy training labels, on the clean and noisy subsets and on the test set; at the
+scheduled epochs the metric suite runs on the same tensors. θ⁰ is kept for distance-from-init.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import TrialConfig
+from .data import TrialData, prepare
+from .models import count_parameters, make_model
+
+ProgressFn = Callable[[int, int], None]  # (epochs done, epochs total)
+
+
+class Diverged(RuntimeError):
+    """The training loss became NaN or infinite."""
+
+    def __init__(self, epoch: int, step: int, loss: float):
+        super().__init__(f"loss became {loss} at epoch {epoch} (step {step})")
+        self.epoch = epoch
+
+
+@dataclass
+class TrialResult:
+    """What a trial returns to the store: tidy rows plus a per-trial summary."""
+
+    trial_id: str
+    config: dict
+    status: str  # "done" or "failed"
+    records: list[tuple[int, str, float]] = field(default_factory=list)  # (epoch, metric, value)
+    summary: dict = field(default_factory=dict)  # params, interp_epoch, wall_s, ...
+    error: str | None = None
+    noisy_mask: bytes = b""  # np.packbits of the (N_train,) noisy-label mask
+
+
+def metric_epochs(epochs: int, num_log: int, explicit: tuple[int, ...] = ()) -> list[int]:
+    """Epochs at which the metric suite runs: ``explicit`` if given, else 0, ``num_log``
+    log-spaced epochs in [1, epochs] and the last epoch."""
+    if explicit:
+        return sorted({e for e in explicit if e <= epochs} | {epochs})
+    pts = np.unique(np.round(np.geomspace(1, epochs, max(num_log, 1))).astype(int))
+    return sorted({0, epochs, *pts.tolist()})
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        from .errors import UserError
+
+        raise UserError("config key 'device': 'cuda' was asked for but no CUDA device is available; use cpu or auto")
+    return torch.device(name)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, chunk: int = 4096) -> tuple[float, float]:
+    """Mean cross-entropy and error rate of ``model`` (eval mode) on (x, y); (nan, nan) if empty."""
+    if x.shape[0] == 0:
+        return math.nan, math.nan
+    loss_sum, wrong = 0.0, 0
+    for i in range(0, x.shape[0], chunk):
+        logits = model(x[i : i + chunk]).float()  # (B, C)
+        yy = y[i : i + chunk]
+        loss_sum += F.cross_entropy(logits, yy, reduction="sum").item()
+        wrong += (logits.argmax(1) != yy).sum().item()
+    return loss_sum / x.shape[0], wrong / x.shape[0]
+
+
+def make_optimizer(cfg: TrialConfig, model: nn.Module, steps_per_epoch: int):
+    o = cfg.optim
+    if o.name == "sgd":
+        opt = torch.optim.SGD(model.parameters(), lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
+    else:
+        opt = torch.optim.Adam(model.parameters(), lr=o.lr, weight_decay=o.weight_decay)
+    warm = o.warmup_epochs * steps_per_epoch
+    # Linear warm-up from lr/warm to lr over the first `warm` steps, then constant.
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warm) if warm else 1.0)
+    return opt, sched
+
+
+def _measure(cfg, model, data: TrialData, init_state, epoch: int) -> list[tuple[int, str, float]]:
+    from .metrics.suite import measure
+
+    m = cfg.metrics
+    splits = {k: v for k, v in data.splits().items() if k in m.splits or k == "train"}
+    options = {
+        "output": m.output,
+        "jac_samples": m.jac_samples or None,
+        "path_pairs": m.path_pairs,
+        "path_k": m.path_k,
+        "hess_samples": m.hess_samples,
+        "hess_matvecs": m.hess_matvecs,
+        "lanczos_iters": m.lanczos_iters,
+    }
+    # A fresh generator per (trial, epoch): metric sampling never perturbs training randomness.
+    gen = torch.Generator(device="cpu").manual_seed(cfg.seed * 100_003 + epoch)
+    values = measure(
+        model,
+        splits,
+        metrics=m.groups,
+        input_shape=data.input_shape,
+        init_state=init_state,
+        options=options,
+        generator=gen,
+    )
+    return [(epoch, k, float(v)) for k, v in values.items()]
+
+
+def run_trial(cfg: TrialConfig, progress: ProgressFn | None = None) -> TrialResult:
+    """Train and measure one trial; failures are returned as ``status="failed"``, never raised
+    (a diverging loss gives the reason and epoch, any other exception its traceback)."""
+    t0 = time.perf_counter()
+    result = TrialResult(trial_id=cfg.trial_id, config=cfg.to_dict(), status="done")
+    try:
+        _train(cfg, result, progress)
+    except Diverged as e:
+        result.status, result.error = "failed", f"diverged: {e}"
+        result.summary["failed_epoch"] = e.epoch
+    except Exception:  # noqa: BLE001 — a trial's crash must not stop the sweep
+        result.status, result.error = "failed", traceback.format_exc()
+    result.summary["wall_s"] = time.perf_counter() - t0
+    return result
+
+
+def _train(cfg: TrialConfig, result: TrialResult, progress: ProgressFn | None) -> None:
+    device = resolve_device(cfg.device)
+    data = prepare(cfg.data).to(device)
+    result.noisy_mask = np.packbits(data.noisy_mask.cpu().numpy()).tobytes()
+    result.summary.update(n_train=int(data.x_train.shape[0]), n_noisy=int(data.noisy_mask.sum()))
+
+    torch.manual_seed(cfg.seed)  # the model's initialisation
+    model = make_model(cfg.model, data.input_shape, data.num_classes).to(device)
+    result.summary["params"] = count_parameters(model)
+    init_state = {k: v.detach().clone() for k, v in model.named_parameters()}  # θ⁰
+
+    o = cfg.optim
+    n = data.x_train.shape[0]
+    steps_per_epoch = math.ceil(n / o.batch_size)
+    opt, sched = make_optimizer(cfg, model, steps_per_epoch)
+    order = torch.Generator(device="cpu").manual_seed(cfg.seed)  # batch order and augmentation
+    schedule = set(metric_epochs(o.epochs, cfg.metrics.num_log_epochs, cfg.metrics.epochs))
+    splits = data.splits()
+    use_amp = o.amp and device.type == "cuda"
+    augment = None
+    if cfg.data.augment and data.x_train.dim() == 4:
+        from .data.augment import augment_batch as augment
+
+    rec = result.records
+    interp_epoch = None
+    step = 0
+    for epoch in range(0, o.epochs + 1):
+        if epoch > 0:
+            model.train()
+            perm = torch.randperm(n, generator=order).to(device)
+            for i in range(0, n, o.batch_size):
+                idx = perm[i : i + o.batch_size]
+                xb, yb = data.x_train[idx], data.y_train[idx]
+                if augment is not None:
+                    xb = augment(xb, order)
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+                    loss = F.cross_entropy(model(xb), yb)
+                if not torch.isfinite(loss):
+                    raise Diverged(epoch, step, loss.item())
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
+                step += 1
+        # Per-epoch losses and errors, eval mode (BatchNorm uses running statistics).
+        model.eval()
+        for name, (x, y) in splits.items():
+            loss_v, err_v = evaluate(model, x, y)
+            if name == "train" and not math.isfinite(loss_v):
+                raise Diverged(epoch, step, loss_v)
+            rec.append((epoch, f"loss/{name}", loss_v))
+            rec.append((epoch, f"err/{name}", err_v))
+            if name == "train" and err_v == 0.0 and interp_epoch is None:
+                interp_epoch = epoch
+        if epoch in schedule:
+            rec.extend(_measure(cfg, model, data, init_state, epoch))
+        if progress is not None:
+            progress(epoch, o.epochs)
+    result.summary["interp_epoch"] = interp_epoch
+    if interp_epoch is not None:
+        rec.append((o.epochs, "interp_epoch", float(interp_epoch)))

@@ -191,7 +191,7 @@ def _train(cfg: TrialConfig, result: TrialResult, progress: ProgressFn | None) -
             rec.append((epoch, f"err/{name}", err_v))
             if name == "train" and err_v == 0.0 and interp_epoch is None:
                 interp_epoch = epoch
-        if epoch in schedule:
+        if epoch in schedule and cfg.metrics.groups:
             rec.extend(_measure(cfg, model, data, init_state, epoch))
         if progress is not None:
             progress(epoch, o.epochs)

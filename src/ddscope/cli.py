@@ -1,0 +1,175 @@
+"""Command line: thin glue over config, sweep, store and report.
+
+Every user error (bad config, missing data, corrupted store) prints one line and exits with 2.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from .errors import UserError
+
+DEMO_PRESET = "mnist1d-mlp"
+
+
+def _console():
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
+def _make_report(run_dir: Path, out: Path | None = None) -> Path:
+    from .report import build_report
+
+    return build_report(run_dir, out)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="ddscope")
+def cli() -> None:
+    """ddscope: double descent through the smoothness of the learned function."""
+
+
+def _run(config: str, overrides: tuple[str, ...], out: str | None, executor: str, workers: int | None,
+         address: str | None, gpus_per_trial: float, retry_failed: bool, resume: bool, report: bool,
+         quiet: bool) -> None:
+    from .config import load_sweep
+    from .sweep.executors import make_executor
+    from .sweep.runner import run_sweep
+
+    sweep = load_sweep(config, list(overrides))  # validates everything before anything is written
+    run_dir = Path(out) if out else Path("runs") / sweep.name
+    if resume and not (run_dir / "store.sqlite").exists():
+        raise UserError(f"--resume: no store at {run_dir / 'store.sqlite'} to resume")
+    if (run_dir / "store.sqlite").exists():
+        from .sweep.store import Store
+
+        Store.open(run_dir / "store.sqlite").close()  # a corrupted store stops us here, untouched
+    con = _console()
+    n = len(sweep.trials())
+    axes = ", ".join(f"{k} × {len(v)}" for k, v in sweep.grid.items()) or "one trial"
+    con.print(f"[bold]ddscope[/] sweep [cyan]{sweep.name}[/]: {n} trials ({axes}) → {run_dir}")
+    ex = make_executor(executor, workers, address, gpus_per_trial)
+    try:
+        outcome = run_sweep(sweep, run_dir, ex, retry_failed=retry_failed, show_progress=not quiet, console=con)
+    except KeyboardInterrupt:
+        con.print(f"[yellow]interrupted[/]: finished trials are stored; rerun the same command to resume ({run_dir})")
+        sys.exit(130)
+    c = outcome.counts
+    con.print(f"trials: {c['done']} done, {c['failed']} failed, {c['pending']} pending, {c['running']} running (this run: {outcome.ran})")
+    for tid, why in outcome.failed:
+        con.print(f"[red]failed[/] {tid}: {why}")
+    if report:
+        path = _make_report(run_dir)
+        click.echo(f"report: {path}")
+
+
+_sweep_options = [
+    click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+                 help="Override a config key, e.g. --set model.width=[4,8] --set optim.epochs=50."),
+    click.option("--out", type=click.Path(file_okay=False), default=None, help="Run directory (default runs/<sweep name>)."),
+    click.option("--executor", type=click.Choice(["local", "inprocess", "ray"]), default="local", show_default=True,
+                 help="Where trials run: a local process pool, this process, or a Ray cluster."),
+    click.option("--workers", type=int, default=None, help="Parallel trials (default: all cores; Ray: cluster CPUs)."),
+    click.option("--address", default=None, help="Ray cluster address (executor ray)."),
+    click.option("--gpus-per-trial", type=float, default=0.0, show_default=True, help="GPU request per Ray task."),
+    click.option("--retry-failed", is_flag=True, help="Run failed trials again."),
+    click.option("--resume", is_flag=True, help="Require an existing run directory and continue it."),
+    click.option("--report/--no-report", default=True, show_default=True, help="Write the report at the end."),
+    click.option("--quiet", is_flag=True, help="No progress bars."),
+]
+
+
+def _with_sweep_options(f):
+    for opt in reversed(_sweep_options):
+        f = opt(f)
+    return f
+
+
+@cli.command()
+@click.argument("config")
+@_with_sweep_options
+def sweep(config, overrides, out, executor, workers, address, gpus_per_trial, retry_failed, resume, report, quiet):
+    """Run the sweep CONFIG (a TOML file or a preset name); finished trials are skipped."""
+    _run(config, overrides, out, executor, workers, address, gpus_per_trial, retry_failed, resume, report, quiet)
+
+
+@cli.command()
+@_with_sweep_options
+def demo(overrides, out, executor, workers, address, gpus_per_trial, retry_failed, resume, report, quiet):
+    """Run the embedded default: the mnist1d-mlp preset (MLP width sweep on MNIST-1D, 15 % label
+    noise, 500 epochs), then write its report. About 5 minutes on 2 CPU cores."""
+    _run(DEMO_PRESET, overrides, out or "runs/demo", executor, workers, address, gpus_per_trial,
+         retry_failed, resume, report, quiet)
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path())
+@click.option("--out", type=click.Path(file_okay=False), default=None, help="Report folder (default RUN_DIR/report).")
+def report(run_dir, out):
+    """Write the report (PNG/PDF figures, HTML page, CSV) of RUN_DIR from its store."""
+    path = _make_report(Path(run_dir), Path(out) if out else None)
+    click.echo(str(path))
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path())
+def status(run_dir):
+    """Trials by state, ETA and failures with their reasons."""
+    from .sweep.status import status_text
+
+    click.echo(status_text(Path(run_dir)))
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path())
+@click.option("--format", "fmt", type=click.Choice(["csv", "parquet"]), default="csv", show_default=True)
+@click.option("--out", type=click.Path(dir_okay=False), default=None, help="Output file (default RUN_DIR/table.<format>).")
+def export(run_dir, fmt, out):
+    """Export the tidy table (trial, axes, epoch, metric, value) to CSV or Parquet."""
+    from .sweep.table import export as do_export
+
+    path = Path(out) if out else Path(run_dir) / f"table.{fmt}"
+    click.echo(str(do_export(Path(run_dir), path, fmt)))
+
+
+@cli.command()
+def presets():
+    """List the presets with their model, data, widths and epochs."""
+    from .config import list_presets, load_sweep
+
+    for name in list_presets():
+        s = load_sweep(name)
+        b = s.base
+        widths = s.grid.get("model.width", (b.model.width,))
+        noise = s.grid.get("data.noise", (b.data.noise,))
+        click.echo(
+            f"{name:22s} model={b.model.name:9s} data={b.data.name:9s} widths={widths[0]}..{widths[-1]} "
+            f"({len(widths)}) noise={','.join(str(x) for x in noise)} epochs={b.optim.epochs} trials={len(s.trials())}"
+        )
+        if s.description:
+            click.echo(f"{'':22s} {s.description}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: UserError → one line on stderr, exit code 2."""
+    try:
+        cli.main(args=argv, prog_name="ddscope", standalone_mode=False)
+    except UserError as e:
+        click.echo(f"ddscope: error: {e}", err=True)
+        sys.exit(2)
+    except click.exceptions.Abort:
+        click.echo("ddscope: aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)
+    except click.exceptions.Exit as e:
+        sys.exit(e.exit_code)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

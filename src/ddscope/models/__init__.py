@@ -13,9 +13,21 @@ from typing import Callable
 from torch import nn
 
 from ..config import ModelConfig
+from .cnn1d import cnn1d
+from .convnet import convnet
+from .mcnn import mcnn
 from .mlp import mlp
+from .resnet import resnet18
+from .vit import vit
 
-MODELS: dict[str, Callable[..., nn.Module]] = {"mlp": mlp}
+MODELS: dict[str, Callable[..., nn.Module]] = {
+    "mlp": mlp,
+    "cnn1d": cnn1d,
+    "convnet": convnet,
+    "mcnn": mcnn,
+    "resnet18": resnet18,
+    "vit": vit,
+}
 
 
 def make_model(cfg: ModelConfig, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:

@@ -1,0 +1,314 @@
+"""Input-Jacobian norms: the empirical smoothness of the learned function.
+
+For a model f_θ: R^d → R^C and a sample x_n, J(x_n) = ∂g(f_θ(x_n))/∂x_n ∈ R^{C×d}, where g is
+the output map (logits, softmax, log-softmax, or the per-sample cross-entropy, C = 1). The
+poster's statistic (Gamba, Azizpour & Björkman, "On the Lipschitz Constant of Deep Networks and
+Double Descent"; Gamba et al., "Deep Double Descent via Smooth Interpolation", TMLR 2023) is
+
+    jac_spec_rms = ( (1/N) Σ_n ‖J(x_n)‖₂² )^½,
+
+the root-mean-square local Lipschitz constant over the data. ``path_jacobian_norms`` integrates
+the same statistics along segments between training points with the trapezoid rule.
+
+All functions evaluate the model in eval mode (samples are then independent, so one reverse or
+forward pass of a chunk gives every sample's product at once) and restore the training flags.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.func import jvp, vjp, vmap
+
+from ddscope.estimators import batched_lanczos_top_eig, batched_power_iteration, default_generator
+
+OUTPUTS = ("logits", "softmax", "log_softmax", "loss")
+METHODS = ("auto", "exact", "lanczos", "power")
+# method="auto" computes all C rows of J at once (memory chunk·C·d) when C ≤ AUTO_MAX_CLASSES
+# or C·d ≤ AUTO_MAX_CD; otherwise it runs Lanczos (memory chunk·num_iters·min(C, d)).
+AUTO_MAX_CLASSES = 32
+AUTO_MAX_CD = 65536
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Put every submodule in eval mode, then restore each module's own training flag."""
+    flags = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for m, flag in flags:
+            m.training = flag
+
+
+@dataclass(frozen=True)
+class JacNorms:
+    """Per-sample norms of the input Jacobian: ``spec`` = ‖J(x_n)‖₂, ``fro`` = ‖J(x_n)‖_F, (N,)."""
+
+    spec: Tensor
+    fro: Tensor
+
+
+def output_fn(model: nn.Module, output: str, y: Tensor | None = None) -> Callable[[Tensor], Tensor]:
+    """x (B, ...) -> g(f(x)) (B, C): the output map whose input Jacobian is measured."""
+    if output not in OUTPUTS:
+        raise ValueError(f"unknown output {output!r}; allowed: {', '.join(OUTPUTS)}")
+    if output == "loss" and y is None:
+        raise ValueError("output='loss' needs the labels y")
+
+    def fn(x: Tensor) -> Tensor:
+        logits = model(x).reshape(x.shape[0], -1)  # (B, C)
+        if output == "softmax":
+            return logits.softmax(dim=-1)
+        if output == "log_softmax":
+            return logits.log_softmax(dim=-1)
+        if output == "loss":
+            return F.cross_entropy(logits, y, reduction="none")[:, None]  # (B, 1)
+        return logits
+
+    return fn
+
+
+def _rows_autograd(fn: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
+    """All rows of J by plain autograd, one backward per output: (C, B, *x.shape[1:])."""
+    with torch.enable_grad():
+        xg = x.detach().requires_grad_(True)
+        out = fn(xg)
+        rows = [torch.autograd.grad(out[:, c].sum(), xg, retain_graph=True)[0] for c in range(out.shape[1])]
+    return torch.stack(rows)
+
+
+def jacobian_rows(fn: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
+    """Row c of J(x_n) for every c and sample n: (C, B, *x.shape[1:]).
+
+    Samples are independent, so row c of every sample's Jacobian is the VJP of the chunk's
+    outputs with the cotangent e_c; the C VJPs run as one vmapped backward pass. Models that
+    torch.func cannot transform (e.g. an autograd.Function without ``setup_context``) fall back
+    to a loop of ``torch.autograd.grad`` calls.
+    """
+    with torch.no_grad():  # no graph towards the parameters; torch.func still differentiates x
+        try:
+            out, vjp_fn = vjp(fn, x)
+        except RuntimeError:
+            return _rows_autograd(fn, x)
+        B, C = out.shape
+        cotangents = torch.eye(C, dtype=out.dtype, device=out.device)[:, None, :].expand(C, B, C)
+        try:
+            return vmap(vjp_fn)(cotangents)[0]
+        except RuntimeError:
+            return torch.stack([vjp_fn(cotangents[c])[0] for c in range(C)])
+
+
+def _exact_chunk(fn: Callable[[Tensor], Tensor], x: Tensor) -> tuple[Tensor, Tensor]:
+    rows = jacobian_rows(fn, x)  # (C, B, ...)
+    C, B = rows.shape[:2]
+    J = rows.reshape(C, B, -1).transpose(0, 1)  # (B, C, d)
+    gram = J @ J.mT  # (B, C, C) = J Jᵀ: its top eigenvalue is ‖J‖₂², its trace ‖J‖_F²
+    top = torch.linalg.eigvalsh(gram)[:, -1]
+    fro2 = gram.diagonal(dim1=-2, dim2=-1).sum(-1)
+    return top.clamp_min(0).sqrt(), fro2.clamp_min(0).sqrt()
+
+
+def _iterative_chunk(
+    fn: Callable[[Tensor], Tensor], x: Tensor, method: str, num_iters: int, tol: float, generator: torch.Generator
+) -> tuple[Tensor, Tensor]:
+    """‖J‖₂ by Lanczos / power iteration on the smaller Gram matrix, ‖J‖_F exactly.
+
+    J v is a JVP (forward mode), Jᵀ u a VJP (reverse mode); both act on the whole chunk with one
+    vector per sample. The iteration runs on J Jᵀ ∈ R^{C×C} when C ≤ d, else on JᵀJ ∈ R^{d×d}
+    (same nonzero spectrum, smaller Krylov basis). ‖J‖_F² = Σ_i ‖J e_i‖² over the min(C, d)
+    unit vectors of the smaller side, one VJP (or JVP) each.
+    """
+    shape = x.shape  # (B, ...)
+    with torch.no_grad():
+        out, vjp_fn = vjp(fn, x)
+        B, C = out.shape
+        d = x[0].numel()
+
+        def jt(u: Tensor) -> Tensor:  # (B, C) -> (B, d)
+            return vjp_fn(u)[0].reshape(B, d)
+
+        def jv(v: Tensor) -> Tensor:  # (B, d) -> (B, C)
+            return jvp(fn, (x,), (v.reshape(shape),))[1]
+
+        small, matvec = (C, lambda u: jv(jt(u))) if C <= d else (d, lambda v: jt(jv(v)))
+        solver = batched_lanczos_top_eig if method == "lanczos" else batched_power_iteration
+        top = solver(matvec, B, small, num_iters, tol=tol, generator=generator, dtype=x.dtype, device=x.device)
+        fro2 = torch.zeros(B, dtype=x.dtype, device=x.device)
+        for i in range(small):
+            e = torch.zeros(B, small, dtype=x.dtype, device=x.device)
+            e[:, i] = 1
+            fro2 += (jt(e) if C <= d else jv(e)).pow(2).sum(dim=1)
+    return top.clamp_min(0).sqrt(), fro2.sqrt()
+
+
+def jacobian_norms(
+    model: nn.Module,
+    x: Tensor,
+    *,
+    output: str = "logits",
+    y: Tensor | None = None,
+    method: str = "auto",
+    chunk_size: int = 1024,
+    num_iters: int = 50,
+    tol: float = 1e-6,
+    generator: torch.Generator | None = None,
+) -> JacNorms:
+    """Spectral and Frobenius norms of the input Jacobian at every sample.
+
+    ‖J(x_n)‖₂ = σ_max(J(x_n)), ‖J(x_n)‖_F = (Σ_{c,i} J_ci²)^½, with J(x_n) ∈ R^{C×d} and
+    d = x[0].numel().
+
+    Methods:
+        ``"exact"``: all C rows by one vmapped reverse pass per chunk; ‖J‖₂² = λ_max(J Jᵀ)
+        (``eigvalsh``), ‖J‖_F² = tr(J Jᵀ). Exact to rounding.
+        ``"lanczos"``: matrix-free Lanczos with full reorthogonalisation on the smaller of J Jᵀ,
+        JᵀJ (JVP + VJP per step, every sample of a chunk at once), stopping when the Ritz
+        residual is ≤ tol·λ or after ``num_iters`` steps (exact once num_iters > min(C, d));
+        Frobenius exact by min(C, d) products. Memory chunk·num_iters·min(C, d).
+        ``"power"``: as Lanczos but power iteration, stopping when λ changes by ≤ tol·λ;
+        a lower bound that converges as (σ₂/σ₁)^{2k}.
+        ``"auto"``: ``"exact"`` when C ≤ 32 or C·d ≤ 65536, else ``"lanczos"``.
+
+    Args:
+        model: f_θ; evaluated in eval mode, training flags restored afterwards.
+        x: inputs (N, ...).
+        output: one of :data:`OUTPUTS`; ``"loss"`` needs ``y`` and gives J = ∇_x L_n (C = 1).
+        y: labels (N,), for ``output="loss"``.
+        chunk_size: samples per pass (bounds memory).
+        num_iters, tol: for the iterative methods.
+        generator: start vectors of the iterative methods (``None``: seeded 0).
+    """
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; allowed: {', '.join(METHODS)}")
+    if output == "loss" and y is None:
+        raise ValueError("output='loss' needs the labels y")
+    generator = default_generator(generator)
+    spec, fro = [], []
+    with eval_mode(model):
+        if method == "auto" and len(x) > 0:
+            with torch.no_grad():
+                C = output_fn(model, output, None if y is None else y[:1])(x[:1]).shape[1]
+            small = C <= AUTO_MAX_CLASSES or C * x[0].numel() <= AUTO_MAX_CD
+            method = "exact" if small else "lanczos"
+        for start in range(0, len(x), chunk_size):
+            xc = x[start : start + chunk_size]
+            fn = output_fn(model, output, None if y is None else y[start : start + chunk_size])
+            if method == "exact":
+                s, f = _exact_chunk(fn, xc)
+            else:
+                s, f = _iterative_chunk(fn, xc, method, num_iters, tol, generator)
+            spec.append(s)
+            fro.append(f)
+    if not spec:
+        empty = x.new_zeros(0)
+        return JacNorms(empty, empty)
+    return JacNorms(torch.cat(spec), torch.cat(fro))
+
+
+def aggregate(norms: JacNorms, weights: Tensor | None = None) -> dict[str, float]:
+    """Summary statistics of per-sample Jacobian norms.
+
+    With weights w_n normalised to sum 1 (uniform 1/N when ``None``; trapezoid weights for
+    path integrals): ``jac_spec_rms`` = (Σ w_n ‖J_n‖₂²)^½, ``jac_spec_mean`` = Σ w_n ‖J_n‖₂,
+    ``jac_spec_max`` = max_n ‖J_n‖₂ (unweighted), ``jac_fro_rms`` = (Σ w_n ‖J_n‖_F²)^½.
+    """
+    spec, fro = norms.spec, norms.fro
+    if spec.numel() == 0:
+        raise ValueError("aggregate needs at least one sample")
+    w = torch.full_like(spec, 1.0 / spec.numel()) if weights is None else weights.to(spec) / weights.sum()
+    return {
+        "jac_spec_rms": float((w * spec.square()).sum().sqrt()),
+        "jac_spec_mean": float((w * spec).sum()),
+        "jac_spec_max": float(spec.max()),
+        "jac_fro_rms": float((w * fro.square()).sum().sqrt()),
+    }
+
+
+def path_pairs(y: Tensor, n_pairs: int, *, same_class: bool, generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
+    """Random index pairs (i, j), i ≠ j, each drawn uniformly (same label when ``same_class``).
+
+    Returns two Long tensors (n_pairs,) on ``y``'s device.
+    """
+    g = default_generator(generator)
+    labels = y.detach().to(g.device)
+    N = labels.numel()
+    if not same_class:
+        if N < 2:
+            raise ValueError("path pairs need at least two samples")
+        i = torch.randint(0, N, (n_pairs,), generator=g, device=g.device)
+        j = (i + torch.randint(1, N, (n_pairs,), generator=g, device=g.device)) % N  # uniform over j ≠ i
+        return i.to(y.device), j.to(y.device)
+    order = torch.argsort(labels, stable=True)  # indices grouped by class
+    classes, counts = torch.unique_consecutive(labels[order], return_counts=True)
+    starts = torch.cumsum(counts, 0) - counts
+    eligible = (counts >= 2)[torch.searchsorted(classes, labels)]  # sample's class has a partner
+    pool = torch.nonzero(eligible).flatten()
+    if pool.numel() == 0:
+        raise ValueError("same-class path pairs need a class with at least two samples")
+    i = pool[torch.randint(0, pool.numel(), (n_pairs,), generator=g, device=g.device)]
+    cls = torch.searchsorted(classes, labels[i])
+    rank = torch.argsort(order)[i] - starts[cls]  # position of i within its class block
+    r = (torch.rand(n_pairs, generator=g, device=g.device) * (counts[cls] - 1)).long()
+    r = r + (r >= rank).long()  # uniform over the class's other members
+    j = order[starts[cls] + r]
+    return i.to(y.device), j.to(y.device)
+
+
+def _segments(x: Tensor, i: Tensor, j: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """K points on each segment x_i → x_j (endpoints included) and trapezoid weights."""
+    if k < 2:
+        raise ValueError(f"a path needs k >= 2 points, got {k}")
+    t = torch.linspace(0, 1, k, dtype=x.dtype, device=x.device).view(1, k, *([1] * (x.dim() - 1)))
+    points = (1 - t) * x[i][:, None] + t * x[j][:, None]  # (n_pairs, k, ...)
+    w = torch.full((k,), 1.0 / (k - 1), dtype=x.dtype, device=x.device)
+    w[0] = w[-1] = 0.5 / (k - 1)  # trapezoid rule on [0, 1]: sums to 1
+    weights = (w / len(i)).repeat(len(i))  # each segment sums to 1/n_pairs
+    return points.reshape(len(i) * k, *x.shape[1:]), weights
+
+
+def path_points(
+    x: Tensor, y: Tensor, *, n_pairs: int, k: int, same_class: bool, generator: torch.Generator | None = None
+) -> tuple[Tensor, Tensor]:
+    """Points on segments between random training pairs, with trapezoid weights.
+
+    Point m of pair p is (1 − t_m) x_i + t_m x_j with t_m = m/(k−1); its weight is
+    h/n_pairs (h = 1/(k−1)) inside the segment and h/(2·n_pairs) at the endpoints, so
+    Σ_m w_m g(point_m) is the trapezoid rule for the mean over pairs of ∫₀¹ g dt.
+
+    Returns:
+        points (n_pairs·k, ...) grouped by pair, weights (n_pairs·k,) summing to 1.
+    """
+    i, j = path_pairs(y, n_pairs, same_class=same_class, generator=generator)
+    return _segments(x, i, j, k)
+
+
+def path_jacobian_norms(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    *,
+    n_pairs: int = 100,
+    k: int = 8,
+    same_class: bool = True,
+    generator: torch.Generator | None = None,
+    output: str = "logits",
+    **kw,
+) -> dict[str, float]:
+    """:func:`aggregate` of the Jacobian norms along training-pair paths (trapezoid rule).
+
+    ``jac_spec_rms`` = ( (1/P) Σ_p ∫₀¹ ‖J((1−t)x_i + t x_j)‖₂² dt )^½ etc. For
+    ``output="loss"`` every point of a segment is labelled y_i (the label of both ends when
+    ``same_class``). Extra keyword arguments go to :func:`jacobian_norms`.
+    """
+    i, j = path_pairs(y, n_pairs, same_class=same_class, generator=generator)
+    points, weights = _segments(x, i, j, k)
+    labels = y[i].repeat_interleave(k) if output == "loss" else None
+    norms = jacobian_norms(model, points, output=output, y=labels, generator=generator, **kw)
+    return aggregate(norms, weights)

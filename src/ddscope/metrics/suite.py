@@ -1,0 +1,136 @@
+"""One entry point that measures a trained network: metric groups -> flat ``{key: float}``.
+
+The training loop and the CLI call :func:`measure` with named data splits; every key is a
+metric name of DESIGN.md §1, with ``/<split>`` or ``/<module path>`` where it has one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from ddscope.estimators import default_generator
+from ddscope.metrics.distance import distance_from_init
+from ddscope.metrics.hessian import hess_top, hess_trace
+from ddscope.metrics.jacobian import aggregate, jacobian_norms, path_jacobian_norms
+from ddscope.metrics.lipschitz import lipschitz_upper
+from ddscope.metrics.theorem import theorem2
+
+METRIC_GROUPS = ("jacobian", "paths", "lipschitz", "hessian", "theorem2", "distance")
+
+DEFAULT_OPTIONS = {
+    "output": "logits",  # Jacobian output map: logits, softmax, log_softmax, loss
+    "jac_method": "auto",  # exact / lanczos / power / auto (see jacobian_norms)
+    "jac_samples": None,  # points per split for "jacobian" (None: all)
+    "jac_iters": 50,  # Lanczos / power steps for the iterative Jacobian methods
+    "chunk_size": 1024,  # samples per pass
+    "path_pairs": 100,  # pairs per path family
+    "path_k": 8,  # points per segment, endpoints included
+    "lip_iters": 100,  # Lanczos steps per conv / pooling layer
+    "hess_samples": None,  # training samples for "hessian" and "theorem2" (None: all)
+    "hess_method": "hutchpp",  # hutchpp / hutchinson / exact
+    "hess_matvecs": 100,  # Hessian-vector products for the trace
+    "lanczos_iters": 30,  # Lanczos steps for the top Hessian eigenvalue
+    "hess_batch": 1024,  # samples per Hessian-vector-product batch
+}
+
+
+def _subsample(x: Tensor, y: Tensor, n: int | None, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+    """A fixed random subset of n samples (all when n is None or ≥ N)."""
+    if n is None or n >= len(x):
+        return x, y
+    idx = torch.randperm(len(x), generator=generator, device=generator.device)[:n].to(x.device)
+    return x[idx], y[idx]
+
+
+def _split(splits: dict[str, tuple[Tensor, Tensor]], name: str, group: str) -> tuple[Tensor, Tensor]:
+    if name not in splits:
+        raise ValueError(f"metric group {group!r} needs a {name!r} split; got {', '.join(splits) or 'none'}")
+    return splits[name]
+
+
+def measure(
+    model: nn.Module,
+    splits: dict[str, tuple[Tensor, Tensor]],
+    *,
+    metrics: Sequence[str],
+    input_shape: tuple[int, ...],
+    init_state: dict[str, Tensor] | None = None,
+    options: dict | None = None,
+    generator: torch.Generator | None = None,
+) -> dict[str, float]:
+    """Compute the requested metric groups; returns plain floats (booleans as 0.0 / 1.0).
+
+    Groups (:data:`METRIC_GROUPS`):
+        ``jacobian``: ``jac_spec_rms/<split>``, ``jac_spec_mean/<split>``,
+            ``jac_spec_max/<split>``, ``jac_fro_rms/<split>`` for every non-empty split.
+        ``paths``: the same keys for splits ``path_same`` and ``path_any``, integrated along
+            segments between pairs of ``train`` points.
+        ``lipschitz``: ``lip_upper`` and ``lip_layer/<module path>``.
+        ``hessian``: ``hess_trace``, ``hess_top`` on ``train`` (subsampled to ``hess_samples``).
+        ``theorem2``: the keys of :func:`ddscope.metrics.theorem.theorem2` on the same samples as
+            ``hessian`` (reusing its trace when both are requested).
+        ``distance``: ``dist_abs/*``, ``dist_rel/*``; needs ``init_state``.
+
+    Args:
+        model: evaluated in eval mode; its training flags are restored.
+        splits: named (x, y) pairs, e.g. ``train``, ``train_clean``, ``train_noisy``, ``test``.
+        metrics: groups to compute.
+        input_shape: one sample's shape, without the batch dimension.
+        init_state: θ⁰ from ``snapshot_params`` (for ``distance``).
+        options: overrides of :data:`DEFAULT_OPTIONS`; unknown keys raise ValueError.
+        generator: all randomness (subsets, paths, probes); ``None``: seeded 0.
+    """
+    unknown = [m for m in metrics if m not in METRIC_GROUPS]
+    if unknown:
+        raise ValueError(f"unknown metric group(s) {unknown}; allowed: {', '.join(METRIC_GROUPS)}")
+    bad = [k for k in (options or {}) if k not in DEFAULT_OPTIONS]
+    if bad:
+        raise ValueError(f"unknown option(s) {bad}; allowed: {', '.join(DEFAULT_OPTIONS)}")
+    opt = {**DEFAULT_OPTIONS, **(options or {})}
+    gen = default_generator(generator)
+    jac_kw = dict(output=opt["output"], method=opt["jac_method"], chunk_size=opt["chunk_size"], num_iters=opt["jac_iters"])
+    out: dict[str, float] = {}
+
+    if "jacobian" in metrics:
+        for name, (x, y) in splits.items():
+            if len(x) == 0:
+                continue
+            xs, ys = _subsample(x, y, opt["jac_samples"], gen)
+            norms = jacobian_norms(model, xs, y=ys, generator=gen, **jac_kw)
+            out.update({f"{k}/{name}": v for k, v in aggregate(norms).items()})
+
+    if "paths" in metrics:
+        x, y = _split(splits, "train", "paths")
+        for name, same in (("path_same", True), ("path_any", False)):
+            agg = path_jacobian_norms(model, x, y, n_pairs=opt["path_pairs"], k=opt["path_k"], same_class=same,
+                                      generator=gen, **jac_kw)
+            out.update({f"{k}/{name}": v for k, v in agg.items()})
+
+    if "lipschitz" in metrics:
+        bound = lipschitz_upper(model, tuple(input_shape), num_iters=opt["lip_iters"])
+        out["lip_upper"] = bound.value
+        out.update({f"lip_layer/{path}": value for path, _, value in bound.layers})
+
+    trace = None
+    if "hessian" in metrics or "theorem2" in metrics:
+        xh, yh = _subsample(*_split(splits, "train", "hessian"), opt["hess_samples"], gen)
+        batches = [(xh[s : s + opt["hess_batch"]], yh[s : s + opt["hess_batch"]]) for s in range(0, len(xh), opt["hess_batch"])]
+    if "hessian" in metrics:
+        trace = hess_trace(model, batches, method=opt["hess_method"], num_matvecs=opt["hess_matvecs"], generator=gen)
+        out["hess_trace"] = trace
+        out["hess_top"] = hess_top(model, batches, num_iters=opt["lanczos_iters"], generator=gen)
+
+    if "theorem2" in metrics:
+        thm = theorem2(model, xh, yh, hess_trace_value=trace, hutch_matvecs=opt["hess_matvecs"],
+                       chunk_size=min(opt["chunk_size"], opt["hess_batch"]), generator=gen)
+        out.update({k: float(v) for k, v in thm.items()})
+
+    if "distance" in metrics:
+        if init_state is None:
+            raise ValueError("metric group 'distance' needs init_state (snapshot_params at step 0)")
+        out.update(distance_from_init(model, init_state))
+
+    return {k: float(v) for k, v in out.items()}

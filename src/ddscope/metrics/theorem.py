@@ -1,0 +1,137 @@
+"""Theorem 2 of Gamba et al.: parameter-space curvature bounds input-space smoothness.
+
+Poster "On the Lipschitz Constant of Deep Networks and Double Descent" (Gamba, Azizpour &
+Björkman; Gamba et al., "Deep Double Descent via Smooth Interpolation", TMLR 2023): near a
+critical point θ*,
+
+    x_min²/‖θ¹‖₂² · (1/N) Σ_n ‖∇_x L_n‖²   ≤   (1/N) Σ_n ‖∇_θ L_n‖²   ≤   2 L_max tr(H) + o(L)
+              LHS                                   MID                         RHS
+
+with x_min = min_n ‖x_n‖₂, θ¹ the first layer as a linear operator, L_max = max_n L_n and
+H = ∇²_θ L. The first inequality holds per sample for an MLP: with δ = ∂L_n/∂(θ¹x_n),
+∇_x L_n = θ¹ᵀδ and ∇_θ¹ L_n = δ x_nᵀ, so x_min²‖θ¹ᵀδ‖²/‖θ¹‖² ≤ ‖x_n‖²‖δ‖² ≤ ‖∇_θ L_n‖².
+The second needs a critical point, so ``thm2_mid_le_rhs`` is a measurement, not a guarantee.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.func import functional_call, grad, vmap
+
+from ddscope.metrics.hessian import hess_trace
+from ddscope.metrics.jacobian import eval_mode, jacobian_norms
+from ddscope.metrics.lipschitz import conv_operator_norm, record_input_shapes
+
+
+def per_sample_grad_sq(model: nn.Module, x: Tensor, y: Tensor, *, chunk_size: int = 256) -> Tensor:
+    """‖∇_θ L_n‖² for every sample, (N,), over all parameters with requires_grad.
+
+    ``vmap(grad(L_n))`` over the samples of a chunk with ``functional_call`` (eval mode, so each
+    sample's loss depends on that sample only).
+    """
+    named = dict(model.named_parameters())
+    params = {n: p.detach() for n, p in named.items() if p.requires_grad}
+    fixed = {n: p.detach() for n, p in named.items() if not p.requires_grad}
+    fixed.update({n: b.detach() for n, b in model.named_buffers()})
+
+    def loss_one(params: dict[str, Tensor], xn: Tensor, yn: Tensor) -> Tensor:
+        out = functional_call(model, {**fixed, **params}, (xn.unsqueeze(0),))
+        return F.cross_entropy(out.reshape(1, -1), yn.unsqueeze(0))
+
+    per_sample = vmap(grad(loss_one), in_dims=(None, 0, 0))
+    result = []
+    with eval_mode(model), torch.no_grad():
+        for start in range(0, len(x), chunk_size):
+            grads = per_sample(params, x[start : start + chunk_size], y[start : start + chunk_size])
+            result.append(sum(g.flatten(1).square().sum(1) for g in grads.values()))  # (B,)
+    return torch.cat(result) if result else x.new_zeros(0)
+
+
+def per_sample_loss(model: nn.Module, batches: list[tuple[Tensor, Tensor]]) -> Tensor:
+    """L_n = CE(f_θ(x_n), y_n) for every sample of the batches, concatenated (N,); eval mode."""
+    with eval_mode(model), torch.no_grad():
+        return torch.cat([F.cross_entropy(model(xb).reshape(len(xb), -1), yb, reduction="none") for xb, yb in batches])
+
+
+def first_layer_norm(model: nn.Module, input_shape: tuple[int, ...]) -> float:
+    """‖θ¹‖₂: operator norm of the first parameterised layer called in the forward pass.
+
+    Linear: largest singular value of W; Conv1d/Conv2d: operator norm on its actual input
+    shape (``conv_operator_norm``). Any other first layer raises ValueError.
+    """
+    shapes, order = record_input_shapes(model, tuple(input_shape))
+    for module in order:
+        if next(module.parameters(recurse=False), None) is None:
+            continue
+        if isinstance(module, nn.Linear):
+            return float(torch.linalg.matrix_norm(module.weight.detach(), 2))
+        if isinstance(module, (nn.Conv1d, nn.Conv2d)):
+            return conv_operator_norm(module, shapes[id(module)])
+        raise ValueError(f"Theorem 2 needs a Linear or Conv first layer, got {type(module).__name__}")
+    raise ValueError("Theorem 2 needs a model with a parameterised first layer")
+
+
+def theorem2_per_sample(model: nn.Module, x: Tensor, y: Tensor, *, chunk_size: int = 256) -> dict[str, Tensor | float]:
+    """Per-sample terms: ``lhs`` (N,) = x_min²/‖θ¹‖² · ‖∇_x L_n‖², ``mid`` (N,) = ‖∇_θ L_n‖²,
+    ``input_grad_sq`` (N,) = ‖∇_x L_n‖², and the scalars ``x_min``, ``theta1_norm``.
+
+    For an MLP ``lhs[n] <= mid[n]`` for every n (see the module docstring).
+    """
+    norms = jacobian_norms(model, x, output="loss", y=y, method="exact", chunk_size=chunk_size)
+    input_grad_sq = norms.fro.square()  # C = 1: ‖J‖_F = ‖∇_x L_n‖
+    x_min = float(x.flatten(1).norm(dim=1).min())
+    theta1 = first_layer_norm(model, tuple(x.shape[1:]))
+    return {
+        "lhs": x_min**2 / theta1**2 * input_grad_sq,
+        "mid": per_sample_grad_sq(model, x, y, chunk_size=chunk_size),
+        "input_grad_sq": input_grad_sq,
+        "x_min": x_min,
+        "theta1_norm": theta1,
+    }
+
+
+def theorem2(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    *,
+    hess_trace_value: float | None = None,
+    hutch_matvecs: int = 100,
+    chunk_size: int = 256,
+    generator: torch.Generator | None = None,
+) -> dict[str, float | bool]:
+    """The three sides of Theorem 2 on the data set (x, y).
+
+    Keys: ``thm2_lhs`` = x_min²/‖θ¹‖₂² · ``input_grad_sq_mean``, ``thm2_mid`` = (1/N) Σ ‖∇_θ L_n‖²,
+    ``thm2_rhs`` = 2 · ``loss_max`` · tr(H), the two comparisons ``thm2_lhs_le_mid``,
+    ``thm2_mid_le_rhs``, and ``loss_max``, ``x_min``, ``theta1_norm``, ``input_grad_sq_mean``.
+
+    Args:
+        hess_trace_value: tr(H) on the same data if already computed; otherwise Hutch++ with
+            ``hutch_matvecs`` products over batches of ``chunk_size`` samples.
+        generator: Hutch++ probes (``None``: seeded 0).
+    """
+    if len(x) == 0:
+        raise ValueError("theorem2 needs at least one sample")
+    terms = theorem2_per_sample(model, x, y, chunk_size=chunk_size)
+    batches = [(x[s : s + chunk_size], y[s : s + chunk_size]) for s in range(0, len(x), chunk_size)]
+    losses = per_sample_loss(model, batches)
+    if hess_trace_value is None:
+        hess_trace_value = hess_trace(model, batches, method="hutchpp", num_matvecs=hutch_matvecs, generator=generator)
+    lhs = float(terms["lhs"].mean())
+    mid = float(terms["mid"].mean())
+    loss_max = float(losses.max())
+    rhs = 2.0 * loss_max * float(hess_trace_value)
+    return {
+        "thm2_lhs": lhs,
+        "thm2_mid": mid,
+        "thm2_rhs": rhs,
+        "thm2_lhs_le_mid": lhs <= mid,
+        "thm2_mid_le_rhs": mid <= rhs,
+        "loss_max": loss_max,
+        "x_min": terms["x_min"],
+        "theta1_norm": terms["theta1_norm"],
+        "input_grad_sq_mean": float(terms["input_grad_sq"].mean()),
+    }

@@ -1,0 +1,109 @@
+"""The store on real SQLite files: resume skips finished trials, rows are never duplicated,
+claims are exclusive, dead holders are reclaimed, corruption is reported."""
+
+import sqlite3
+import subprocess
+import sys
+
+import pytest
+
+from ddscope.config import load_sweep
+from ddscope.errors import UserError
+from ddscope.sweep.executors import InProcessExecutor
+from ddscope.sweep.runner import run_sweep
+from ddscope.sweep.store import Store
+from ddscope.sweep.table import final_table, tidy
+from ddscope.train import TrialResult
+
+
+def _sweep(tiny, widths="[3,5]"):
+    return load_sweep("mnist1d-mlp", tiny + [f"model.width={widths}"])
+
+
+def test_resume_skips_finished_trials(tmp_path, tiny_overrides, monkeypatch):
+    sweep = _sweep(tiny_overrides, "[3,5,7]")
+    run_sweep(sweep, tmp_path, InProcessExecutor(), show_progress=False)
+    store = Store.open(tmp_path)
+    first = tidy(store)
+    assert store.counts()["done"] == 3
+    store.close()
+
+    calls = []
+    import ddscope.sweep.runner as runner
+
+    real = runner.run_trial
+    monkeypatch.setattr(runner, "run_trial", lambda cfg, p=None: calls.append(cfg) or real(cfg, p))
+    out = run_sweep(sweep, tmp_path, InProcessExecutor(), show_progress=False)
+    assert calls == [] and out.ran == 0
+    # Extending the grid runs only the new width.
+    run_sweep(_sweep(tiny_overrides, "[3,5,7,9]"), tmp_path, InProcessExecutor(), show_progress=False)
+    assert [c.model.width for c in calls] == [9]
+    store = Store.open(tmp_path)
+    second = tidy(store)
+    n_dupes = store.conn.execute(
+        "SELECT count(*) FROM (SELECT trial_id, epoch, metric, count(*) c FROM records GROUP BY 1,2,3 HAVING c > 1)"
+    ).fetchone()[0]
+    store.close()
+    assert n_dupes == 0
+    assert len(second) > len(first)
+    old = second[second["trial_id"].isin(first["trial_id"])].sort_values(["trial_id", "epoch", "metric"])
+    assert old["value"].tolist() == first.sort_values(["trial_id", "epoch", "metric"])["value"].tolist()
+
+
+def test_finish_never_overwrites_done(tmp_path):
+    store = Store.create(tmp_path / "s.sqlite", {})
+    store.add_trials([("a", {"x": 1})])
+    r = TrialResult("a", {"x": 1}, "done", records=[(0, "m", 1.0)])
+    assert store.finish(r)
+    r2 = TrialResult("a", {"x": 1}, "done", records=[(0, "m", 2.0)])
+    assert not store.finish(r2)
+    assert list(store.records()) == [("a", 0, "m", 1.0)]
+
+
+def test_claims_are_exclusive_and_dead_holders_reclaimed(tmp_path):
+    path = tmp_path / "s.sqlite"
+    store = Store.create(path, {})
+    store.add_trials([(f"t{i}", {"i": i}) for i in range(4)])
+    other = Store.open(path)
+    got = [store.claim("me:1:a"), other.claim("you:2:b"), store.claim("me:1:a"), other.claim("you:2:b")]
+    assert sorted(g[0] for g in got) == ["t0", "t1", "t2", "t3"]
+    assert store.claim("me:1:a") is None
+    # A holder on this host whose process is gone is reclaimed at once.
+    proc = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    import socket
+
+    dead = f"{socket.gethostname()}:{int(proc.stdout)}:zz"
+    store.conn.execute("UPDATE trials SET worker=? WHERE trial_id='t0'", (dead,))
+    assert store.reclaim(stale_after=1e9) == ["t0"]
+    # A silent holder elsewhere is reclaimed once its heartbeat is stale.
+    store.conn.execute("UPDATE trials SET worker='otherhost:1:x', heartbeat=0 WHERE trial_id='t1'")
+    assert store.reclaim(stale_after=60) == ["t1"]
+    assert store.counts() == {"pending": 2, "running": 2, "done": 0, "failed": 0}
+
+
+def test_corrupted_store_is_reported(tmp_path):
+    bad = tmp_path / "store.sqlite"
+    bad.write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(UserError, match="corrupted"):
+        Store.open(tmp_path)
+    other = tmp_path / "o.sqlite"
+    sqlite3.connect(other).execute("CREATE TABLE x(a)").connection.commit()
+    with pytest.raises(UserError, match="not a ddscope store"):
+        Store.open(other)
+
+
+def test_failed_trial_is_marked_and_sweep_goes_on(tmp_path, tiny_overrides):
+    # lr = 1e6 diverges at once; the other trial finishes.
+    sweep = load_sweep("mnist1d-mlp", tiny_overrides + ["model.width=8", "optim.lr=[0.01, 1e6]"])
+    out = run_sweep(sweep, tmp_path, InProcessExecutor(), show_progress=False)
+    assert out.counts["done"] == 1 and out.counts["failed"] == 1
+    store = Store.open(tmp_path)
+    failed = store.trials("failed")[0]
+    assert "diverged" in failed["error"] and failed["config"]["optim"]["lr"] == 1e6
+    assert failed["summary"]["failed_epoch"] == 1
+    table = final_table(store)
+    assert set(table["status"]) == {"done", "failed"}
+    # --retry-failed runs it again (and it fails again, deterministically).
+    store.close()
+    out = run_sweep(sweep, tmp_path, InProcessExecutor(), retry_failed=True, show_progress=False)
+    assert out.ran == 1 and out.counts["failed"] == 1

@@ -1,0 +1,65 @@
+import math
+
+import torch
+
+from ddscope.config import TrialConfig, set_key
+from ddscope.train import metric_epochs, run_trial
+
+
+def _tiny(**kw):
+    base = {
+        "data.num_samples": 1000,
+        "optim.epochs": 4,
+        "optim.batch_size": 50,
+        "metrics.num_log_epochs": 2,
+        "metrics.jac_samples": 32,
+        "model.width": 16,
+    }
+    base.update(kw)
+    return set_key(TrialConfig(), base)
+
+
+def test_metric_schedule():
+    assert metric_epochs(500, 12)[0] == 0 and metric_epochs(500, 12)[-1] == 500
+    assert len(metric_epochs(500, 12)) >= 10
+    assert metric_epochs(10, 3, (2, 5, 50)) == [2, 5, 10]
+
+
+def test_same_config_same_numbers():
+    a, b = run_trial(_tiny()), run_trial(_tiny())
+    assert a.status == b.status == "done"
+    assert a.records == b.records and a.noisy_mask == b.noisy_mask
+    c = run_trial(_tiny(seed=1))
+    assert c.records != a.records
+
+
+def test_records_cover_splits_and_schedule():
+    r = run_trial(_tiny())
+    names = {m for _, m, _ in r.records}
+    for split in ("train", "train_clean", "train_noisy", "test"):
+        assert f"err/{split}" in names and f"loss/{split}" in names
+        assert f"jac_spec_rms/{split}" in names
+    epochs = {e for e, m, _ in r.records if m == "jac_spec_rms/train"}
+    assert epochs == set(metric_epochs(4, 2))
+    assert r.summary["params"] == 40 * 16 + 16 + 16 * 16 + 16 + 16 * 10 + 10
+
+
+def test_interpolation_epoch_recorded():
+    # No noise, tiny train set, wide net, Adam: it fits the 250 labels in about 20 epochs.
+    kw = {"data.noise": 0.0, "model.width": 128, "optim.epochs": 40, "metrics.groups": [],
+          "optim.name": "adam", "optim.lr": 0.003}
+    r = run_trial(_tiny(**kw))
+    errs = {e: v for e, m, v in r.records if m == "err/train"}
+    ie = r.summary["interp_epoch"]
+    assert ie is not None and errs[ie] == 0.0 and all(errs[e] > 0 for e in errs if e < ie)
+
+
+def test_divergence_marks_failed():
+    r = run_trial(_tiny(**{"optim.lr": 1e8}))
+    assert r.status == "failed" and r.error.startswith("diverged")
+
+
+def test_training_reduces_loss_and_adam_warmup_runs():
+    r = run_trial(_tiny(**{"optim.name": "adam", "optim.lr": 1e-3, "optim.warmup_epochs": 1, "optim.epochs": 6}))
+    loss = {e: v for e, m, v in r.records if m == "loss/train"}
+    assert r.status == "done" and loss[6] < loss[0] and math.isfinite(loss[6])

@@ -57,7 +57,8 @@ class LipschitzBound:
 
 
 def record_input_shapes(model: nn.Module, input_shape: tuple[int, ...]) -> tuple[dict[int, tuple[int, ...]], list[nn.Module]]:
-    """Run one eval-mode forward pass on zeros (1, *input_shape) with pre-hooks on every module.
+    """Run one eval-mode forward pass on zeros (2, *input_shape) with pre-hooks on every module
+    (two samples, so that a BatchNorm without running statistics reaches the clear error below).
 
     Returns:
         ``{id(module): input shape without batch dim}`` (first call) and the modules in call order.
@@ -71,7 +72,7 @@ def record_input_shapes(model: nn.Module, input_shape: tuple[int, ...]) -> tuple
             order.append(module)
 
     ref = next(iter(model.parameters()), None)
-    x = torch.zeros(1, *input_shape, dtype=ref.dtype if ref is not None else None, device=ref.device if ref is not None else None)
+    x = torch.zeros(2, *input_shape, dtype=ref.dtype if ref is not None else None, device=ref.device if ref is not None else None)
     handles = [m.register_forward_pre_hook(hook) for m in model.modules()]
     try:
         with eval_mode(model), torch.no_grad():
@@ -98,12 +99,15 @@ def linear_map_norm(
     any point is its adjoint. ``fn`` must be linear (no bias).
     """
     dim = math.prod(input_shape)
+    adjoints: dict[int, Callable] = {}  # batch size m -> Aᵀ, recorded once (A is linear)
 
     def matvec(V: Tensor) -> Tensor:  # (dim, m) -> (dim, m)
-        X = V.T.reshape(V.shape[1], *input_shape)
+        m = V.shape[1]
+        X = V.T.reshape(m, *input_shape)
         with torch.no_grad():
-            Y, adjoint = vjp(fn, X)
-            return adjoint(Y)[0].reshape(V.shape[1], dim).T
+            if m not in adjoints:
+                adjoints[m] = vjp(fn, torch.zeros_like(X))[1]
+            return adjoints[m](fn(X))[0].reshape(m, dim).T
 
     lam = lanczos_top_eig(matvec, dim, num_iters, tol=tol, generator=generator, dtype=dtype, device=device)
     return sqrt_clamped(lam)

@@ -13,7 +13,7 @@ from typing import Callable
 import torch
 
 from ..config import DataConfig
-from . import mnist1d
+from . import cifar, digits, idx, mnist1d
 from .noise import apply_label_noise
 from .source import Dataset
 
@@ -22,7 +22,14 @@ def _mnist1d(cfg: DataConfig) -> Dataset:
     return mnist1d.load(cfg.num_samples, cfg.train_split)
 
 
-SOURCES: dict[str, Callable[[DataConfig], Dataset]] = {"mnist1d": _mnist1d}
+SOURCES: dict[str, Callable[[DataConfig], Dataset]] = {
+    "mnist1d": _mnist1d,
+    "digits": lambda cfg: digits.load(),
+    "mnist": lambda cfg: idx.load(cfg.root, "mnist"),
+    "fashion_mnist": lambda cfg: idx.load(cfg.root, "fashion_mnist"),
+    "cifar10": lambda cfg: cifar.load(cfg.root, "cifar10"),
+    "cifar100": lambda cfg: cifar.load(cfg.root, "cifar100"),
+}
 
 
 @dataclass(frozen=True)

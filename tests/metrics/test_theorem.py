@@ -1,0 +1,90 @@
+"""Theorem 2: per-sample gradients against a loop, LHS ≤ MID per sample for MLPs, dense terms."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from ddscope import reference as R
+from ddscope.metrics.theorem import per_sample_grad_sq, theorem2, theorem2_per_sample
+
+KEYS = ("thm2_lhs", "thm2_mid", "thm2_rhs", "thm2_lhs_le_mid", "thm2_mid_le_rhs", "loss_max", "x_min",
+        "theta1_norm", "input_grad_sq_mean")
+
+
+@pytest.mark.parametrize("name", ["mlp", "conv1d", "conv2d", "residual"])
+def test_per_sample_grad_sq_matches_loop(nets, name):
+    build, shape, classes = nets.all[name]
+    model = build()
+    x, y = nets.data(shape, classes, 7)
+    want = R.per_sample_grads_loop(model, x, y).square().sum(1)
+    torch.testing.assert_close(per_sample_grad_sq(model, x, y, chunk_size=3), want, rtol=1e-10, atol=1e-14)
+
+
+def test_frozen_parameters_are_left_out(nets):
+    model = nets.mlp(6, (8,), 4)
+    model[0].weight.requires_grad_(False)
+    x, y = nets.data((6,), 4, 5)
+    want = R.per_sample_grads_loop(model, x, y).square().sum(1)  # the loop skips frozen parameters too
+    torch.testing.assert_close(per_sample_grad_sq(model, x, y), want, rtol=1e-10, atol=1e-14)
+
+
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("d,widths,classes", [(6, (3,), 4), (5, (16, 16), 3), (8, (4, 32, 4), 10)])
+def test_lhs_le_mid_for_every_sample_of_an_mlp(nets, seed, d, widths, classes):
+    model = nets.mlp(d, widths, classes, seed=seed)
+    x, y = nets.data((d,), classes, 40, seed=seed + 10)
+    x = x * torch.rand(40, 1, dtype=torch.float64, generator=torch.Generator().manual_seed(seed)) * 3  # spread of ‖x_n‖
+    terms = theorem2_per_sample(model, x, y)
+    assert torch.all(terms["lhs"] <= terms["mid"] * (1 + 1e-12))
+    # and the LHS terms are the brute-force ones: x_min²/σ_max(W¹)² · ‖∇_x L_n‖²
+    grad_x = R.dense_jacobian(model, x, output="loss", y=y)[:, 0]
+    x_min = float(x.norm(dim=1).min())
+    sigma = float(torch.linalg.svdvals(model[0].weight)[0])
+    torch.testing.assert_close(terms["lhs"], x_min**2 / sigma**2 * grad_x.square().sum(1), rtol=1e-10, atol=1e-15)
+    assert terms["x_min"] == pytest.approx(x_min) and terms["theta1_norm"] == pytest.approx(sigma, rel=1e-12)
+
+
+@pytest.mark.parametrize("name", ["mlp", "conv1d", "conv2d"])
+def test_theorem2_matches_dense(nets, name):
+    build, shape, classes = nets.all[name]
+    model = build()
+    if name == "conv2d":  # keep the dense Hessian small
+        for p in list(model.parameters())[:-4]:
+            p.requires_grad_(False)
+    x, y = nets.data(shape, classes, 9)
+    want = R.theorem2_dense(model, x, y)
+    dim = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    got = theorem2(model, x, y, hutch_matvecs=3 * dim, chunk_size=4)  # Hutch++ exact at 3·dim products
+    assert set(got) == set(KEYS)
+    for key in KEYS:
+        if isinstance(want[key], bool):
+            assert got[key] is want[key], key
+        else:
+            assert got[key] == pytest.approx(want[key], rel=1e-8), key
+
+
+def test_theorem2_uses_the_given_trace(nets):
+    model = nets.mlp()
+    x, y = nets.data((6,), 4, 8)
+    got = theorem2(model, x, y, hess_trace_value=0.0)
+    assert got["thm2_rhs"] == 0.0 and got["thm2_mid_le_rhs"] is False  # MID > 0 = RHS
+    got = theorem2(model, x, y, hess_trace_value=1e6)
+    assert got["thm2_rhs"] == pytest.approx(2 * got["loss_max"] * 1e6)
+
+
+def test_first_layer_must_be_linear_or_conv():
+    model = nn.Sequential(nn.BatchNorm1d(4), nn.Linear(4, 3)).double()
+    x = torch.randn(5, 4, dtype=torch.float64)
+    with pytest.raises(ValueError, match="Linear or Conv first layer"):
+        theorem2_per_sample(model, x, torch.zeros(5, dtype=torch.long))
+
+
+def test_flags_and_state_restored(nets):
+    model = nets.conv2d().train()
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    x, y = nets.data((2, 8, 8), 5, 4)
+    theorem2(model, x, y, hutch_matvecs=6)
+    assert all(m.training for m in model.modules())
+    assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())

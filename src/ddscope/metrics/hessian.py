@@ -65,7 +65,7 @@ def loss_hvp(
     batches: Iterable[tuple[Tensor, Tensor]],
     *,
     params: Sequence[str] | None = None,
-    vmap_chunk: int | None = 32,
+    vmap_chunk: int | None = 8,
 ) -> tuple[Callable[[Tensor], Tensor], int]:
     """Hessian-vector products of the mean cross-entropy over all samples of ``batches``.
 
@@ -77,8 +77,8 @@ def loss_hvp(
         batches: (x, y) pairs; kept in memory and reused by every product.
         params: names of the parameters to differentiate (``None``: all with requires_grad;
             the others are held fixed).
-        vmap_chunk: probes per vmapped pass when the matvec gets several columns (bounds
-            memory; ``None``: all at once).
+        vmap_chunk: probes per vmapped pass when the matvec gets several columns; memory grows
+            as vmap_chunk × (one batch's forward-over-reverse pass), ``None``: all at once.
 
     Returns:
         ``(matvec, dim)``: ``matvec`` maps v (dim,) -> Hv (dim,) or V (dim, m) -> HV (dim, m).
@@ -118,17 +118,19 @@ def hess_trace(
     num_matvecs: int = 100,
     generator: torch.Generator | None = None,
     params: Sequence[str] | None = None,
+    vmap_chunk: int | None = 8,
 ) -> float:
     """tr(H) = Δ_θ L, the Laplacian of the mean training loss.
 
     ``"hutchpp"``: Hutch++ (Meyer et al. 2021), exact once ⌊num_matvecs/3⌋ ≥ dim;
     ``"hutchinson"``: Rademacher Hutchinson (1989), standard error √(2(‖H‖_F²−Σ H_ii²)/m);
     ``"exact"``: Σ_i e_iᵀ H e_i with dim products (tiny models only; ignores num_matvecs).
-    ``generator=None`` draws probes from a fresh generator seeded 0.
+    ``generator=None`` draws probes from a fresh generator seeded 0; ``params`` and
+    ``vmap_chunk`` as in :func:`loss_hvp`.
     """
     if method not in TRACE_METHODS:
         raise ValueError(f"unknown trace method {method!r}; allowed: {', '.join(TRACE_METHODS)}")
-    matvec, dim = loss_hvp(model, batches, params=params)
+    matvec, dim = loss_hvp(model, batches, params=params, vmap_chunk=vmap_chunk)
     ref = next(iter(model.parameters()))
     if method == "exact":
         eye = torch.eye(dim, dtype=ref.dtype, device=ref.device)
@@ -146,7 +148,8 @@ def hess_top(
     generator: torch.Generator | None = None,
     params: Sequence[str] | None = None,
 ) -> float:
-    """λ_max(H) by Lanczos with full reorthogonalisation (exact once num_iters ≥ dim).
+    """λ_max(H) by Lanczos with full reorthogonalisation (exact once num_iters ≥ dim), stopping
+    early when the Ritz residual is ≤ tol·λ.
 
     ``generator=None`` draws the start vector from a fresh generator seeded 0.
     """

@@ -33,7 +33,9 @@ DEFAULT_OPTIONS = {
     "hess_method": "hutchpp",  # hutchpp / hutchinson / exact
     "hess_matvecs": 100,  # Hessian-vector products for the trace
     "lanczos_iters": 30,  # Lanczos steps for the top Hessian eigenvalue
-    "hess_batch": 1024,  # samples per Hessian-vector-product batch
+    "hess_batch": 256,  # samples per Hessian-vector-product batch
+    "hess_vmap": 8,  # probes per vmapped HVP pass (memory ~ hess_vmap x one batch's HVP)
+    "grad_chunk": 64,  # samples per per-sample-gradient pass in theorem2 (memory ~ grad_chunk x #params)
 }
 
 
@@ -119,13 +121,14 @@ def measure(
         xh, yh = _subsample(*_split(splits, "train", "hessian"), opt["hess_samples"], gen)
         batches = [(xh[s : s + opt["hess_batch"]], yh[s : s + opt["hess_batch"]]) for s in range(0, len(xh), opt["hess_batch"])]
     if "hessian" in metrics:
-        trace = hess_trace(model, batches, method=opt["hess_method"], num_matvecs=opt["hess_matvecs"], generator=gen)
+        trace = hess_trace(model, batches, method=opt["hess_method"], num_matvecs=opt["hess_matvecs"], generator=gen,
+                           vmap_chunk=opt["hess_vmap"])
         out["hess_trace"] = trace
         out["hess_top"] = hess_top(model, batches, num_iters=opt["lanczos_iters"], generator=gen)
 
     if "theorem2" in metrics:
         thm = theorem2(model, xh, yh, hess_trace_value=trace, hutch_matvecs=opt["hess_matvecs"],
-                       chunk_size=min(opt["chunk_size"], opt["hess_batch"]), generator=gen)
+                       chunk_size=opt["grad_chunk"], hess_batch=opt["hess_batch"], generator=gen)
         out.update({k: float(v) for k, v in thm.items()})
 
     if "distance" in metrics:

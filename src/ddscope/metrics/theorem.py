@@ -100,6 +100,7 @@ def theorem2(
     hess_trace_value: float | None = None,
     hutch_matvecs: int = 100,
     chunk_size: int = 256,
+    hess_batch: int | None = None,
     generator: torch.Generator | None = None,
 ) -> dict[str, float | bool]:
     """The three sides of Theorem 2 on the data set (x, y).
@@ -110,13 +111,17 @@ def theorem2(
 
     Args:
         hess_trace_value: tr(H) on the same data if already computed; otherwise Hutch++ with
-            ``hutch_matvecs`` products over batches of ``chunk_size`` samples.
+            ``hutch_matvecs`` products over batches of ``hess_batch`` samples.
+        chunk_size: samples per pass for the per-sample gradients (memory chunk × #params)
+            and the input gradients.
+        hess_batch: samples per Hessian-vector-product batch (``None``: ``chunk_size``).
         generator: Hutch++ probes (``None``: seeded 0).
     """
     if len(x) == 0:
         raise ValueError("theorem2 needs at least one sample")
     terms = theorem2_per_sample(model, x, y, chunk_size=chunk_size)
-    batches = [(x[s : s + chunk_size], y[s : s + chunk_size]) for s in range(0, len(x), chunk_size)]
+    step = hess_batch or chunk_size
+    batches = [(x[s : s + step], y[s : s + step]) for s in range(0, len(x), step)]
     losses = per_sample_loss(model, batches)
     if hess_trace_value is None:
         hess_trace_value = hess_trace(model, batches, method="hutchpp", num_matvecs=hutch_matvecs, generator=generator)

@@ -180,3 +180,34 @@ def test_vit_jvp_and_double_backward():
 def test_wrong_input_shape_is_a_user_error(name, shape):
     with pytest.raises(UserError, match=name):
         MODELS[name](2, shape, 10)
+
+
+def test_every_preset_builds_its_smallest_and_largest_model():
+    from ddscope.config import list_presets, load_sweep
+
+    shapes = {"mnist1d": (SIGNAL, 10), "cifar10": (CIFAR, 10), "cifar100": (CIFAR, 100)}
+    for preset in list_presets():
+        trials = load_sweep(preset).trials()
+        for t in (min(trials, key=lambda t: t.model.width), max(trials, key=lambda t: t.model.width)):
+            shape, classes = shapes[t.data.name]
+            model = make_model(t.model, shape, classes)
+            assert count_parameters(model) > 0, preset
+
+
+@pytest.mark.parametrize("name,shape", [("cnn1d", SIGNAL), ("convnet", DIGITS), ("mcnn", DIGITS), ("resnet18", DIGITS)])
+def test_lipschitz_bound_walks_the_family(name, shape):
+    """The metric suite's upper bound accepts every ReLU family and bounds the measured ||J||."""
+    from ddscope.metrics.lipschitz import lipschitz_upper
+
+    model = build(name, 2, shape, bn=True).double().eval()
+    bound = lipschitz_upper(model, shape).value
+    x = torch.randn(16, *shape, dtype=torch.float64)
+    jac = vmap(jacrev(lambda xi: model(xi.unsqueeze(0)).squeeze(0)))(x).flatten(2)  # (B, C, d)
+    assert bound >= torch.linalg.matrix_norm(jac, ord=2).max().item()
+
+
+def test_lipschitz_bound_rejects_vit_by_naming_layernorm():
+    from ddscope.metrics.lipschitz import lipschitz_upper
+
+    with pytest.raises(ValueError, match="LayerNorm"):
+        lipschitz_upper(build("vit", 8, DIGITS), DIGITS)

@@ -21,9 +21,11 @@ of the width sweep); the position embedding is drawn from N(0, 0.02^2) as in the
 
 Attention is written with plain tensor operations (no fused kernels), so the model works under
 ``torch.func`` transforms (vmap / jacrev / jvp / vjp over the input) and double backward, in
-float32 and float64. The blocks are :class:`~ddscope.models.blocks.Residual` modules, but
-attention and LayerNorm have no finite global Lipschitz constant: ``lipschitz_upper`` rejects
-this family by naming those layers; input-Jacobian norms are the smoothness measure for ViTs.
+float32 and float64. The blocks are :class:`~ddscope.models.blocks.Residual` modules and the
+reshaping layers declare themselves 1-Lipschitz (an empty ``lipschitz_parts()``), but
+dot-product attention and LayerNorm have no finite global Lipschitz constant (Kim et al., "The
+Lipschitz Constant of Self-Attention", ICML 2021): ``lipschitz_upper`` rejects this family with
+a ValueError naming the first LayerNorm; input-Jacobian norms are the smoothness measure here.
 
 Parameters: C_in p^2 k + k + N k + depth (12 k^2 + 13 k) + 2k + k C + C.
 """
@@ -62,6 +64,9 @@ class Tokens(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x.flatten(2).transpose(1, 2)
 
+    def lipschitz_parts(self) -> list[nn.Module]:
+        return []  # a permutation of the entries: exactly 1-Lipschitz
+
 
 class PositionEmbedding(nn.Module):
     """Adds a learned (1, N, k) embedding to every sequence of the batch."""
@@ -73,6 +78,9 @@ class PositionEmbedding(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.weight
+
+    def lipschitz_parts(self) -> list[nn.Module]:
+        return []  # a translation: exactly 1-Lipschitz
 
 
 class SelfAttention(nn.Module):
@@ -101,6 +109,9 @@ class MeanTokens(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x.mean(dim=1)
+
+    def lipschitz_parts(self) -> list[nn.Module]:
+        return []  # averaging N tokens has norm 1/sqrt(N) <= 1: 1 is a valid bound
 
 
 def transformer_block(dim: int, heads: int) -> nn.Sequential:

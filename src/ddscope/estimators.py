@@ -35,6 +35,7 @@ __all__ = [
     "batched_power_iteration",
     "rademacher",
     "default_generator",
+    "sqrt_clamped",
 ]
 
 

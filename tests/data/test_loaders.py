@@ -11,8 +11,7 @@ import pytest
 import torch
 
 from ddscope.config import DataConfig
-from ddscope.data import SOURCES, prepare
-from ddscope.data import cifar, digits, idx
+from ddscope.data import SOURCES, cifar, digits, idx, prepare
 from ddscope.errors import UserError
 
 RNG = np.random.default_rng(0)
@@ -108,7 +107,7 @@ def test_idx_corrupted_file_is_a_user_error(tmp_path, damage):
 
 def make_cifar_folder(root, name="cifar10", n=4, bytes_keys=True):
     """Published file layout with n images per file; returns (train data, labels, test data, labels)."""
-    title, sub, train_files, test_file, key, classes, _ = cifar.SETS[name]
+    _, sub, train_files, test_file, key, classes, _archive = cifar.SETS[name]
     folder = root / sub
     folder.mkdir(parents=True)
     out = []

@@ -200,7 +200,7 @@ def test_lipschitz_bound_walks_the_family(name, shape):
     from ddscope.metrics.lipschitz import lipschitz_upper
 
     model = build(name, 2, shape, bn=True).double().eval()
-    bound = lipschitz_upper(model, shape).value
+    bound = lipschitz_upper(model, shape, num_iters=20, tol=1e-6).value  # loose: bound >> ||J|| here
     x = torch.randn(16, *shape, dtype=torch.float64)
     jac = vmap(jacrev(lambda xi: model(xi.unsqueeze(0)).squeeze(0)))(x).flatten(2)  # (B, C, d)
     assert bound >= torch.linalg.matrix_norm(jac, ord=2).max().item()

@@ -57,7 +57,7 @@ def _numpy_attr(module: str, name: str):
 class _ArrayUnpickler(pickle.Unpickler):
     """Unpickler that only resolves what an array-of-bytes batch needs."""
 
-    ALLOWED = {
+    ALLOWED = frozenset({
         ("numpy.core.multiarray", "_reconstruct"),
         ("numpy._core.multiarray", "_reconstruct"),
         ("numpy.core.multiarray", "scalar"),
@@ -65,7 +65,7 @@ class _ArrayUnpickler(pickle.Unpickler):
         ("numpy", "ndarray"),
         ("numpy", "dtype"),
         ("_codecs", "encode"),  # bytes pickled by Python 3 at protocol < 3
-    }
+    })
 
     def find_class(self, module: str, name: str):
         if (module, name) not in self.ALLOWED:
@@ -107,7 +107,7 @@ def read_batch(path: str | Path, label_key: str, num_classes: int) -> tuple[np.n
     try:
         with open(path, "rb") as f:
             d = _ArrayUnpickler(f, encoding="bytes").load()
-    except Exception as e:  # truncation or garbage surfaces as any of a dozen exception types
+    except Exception as e:  # noqa: BLE001 -- truncation or garbage surfaces as any of a dozen exception types
         raise MalformedFile(f"not a readable pickle ({type(e).__name__}: {e})") from None
     if not isinstance(d, dict):
         raise MalformedFile(f"expected a dict, found {type(d).__name__}")

@@ -23,6 +23,8 @@ Parameters without BatchNorm: 9 k C_in + 9 (2k^2 + 8k^2 + 32k^2) + 15k + 8k C + 
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 from torch import nn
 
 from ..errors import UserError
@@ -65,7 +67,7 @@ def convnet_num_params(width: int, c_in: int, num_classes: int, batchnorm: bool 
     """Closed-form parameter count of :func:`convnet`."""
     chans = [c_in, width, 2 * width, 4 * width, 8 * width]
     total = 0
-    for a, b in zip(chans[:-1], chans[1:]):
+    for a, b in pairwise(chans):
         total += 9 * a * b + (2 * b if batchnorm else b)  # kernel + (BN gamma, beta | bias)
     return total + 8 * width * num_classes + num_classes
 

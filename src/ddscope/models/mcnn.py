@@ -24,6 +24,8 @@ gamma, beta: three per channel).
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 from torch import nn
 
 from .convnet import image_shape
@@ -35,7 +37,7 @@ def mcnn(width: int, input_shape: tuple[int, ...], num_classes: int, **_) -> nn.
     k = width
     chans = [c_in, k, 2 * k, 4 * k, 8 * k]
     layers: list[nn.Module] = []
-    for i, (a, b) in enumerate(zip(chans[:-1], chans[1:])):
+    for i, (a, b) in enumerate(pairwise(chans)):
         layers += [nn.Conv2d(a, b, 3, padding=1, bias=True), nn.BatchNorm2d(b), nn.ReLU()]
         if i >= 1:  # 2x2 max pooling after blocks 2-4 halves H and W (flooring odd sizes)
             layers.append(nn.MaxPool2d(2))
@@ -48,7 +50,7 @@ def mcnn(width: int, input_shape: tuple[int, ...], num_classes: int, **_) -> nn.
 def mcnn_num_params(width: int, c_in: int, num_classes: int) -> int:
     """Closed-form parameter count of :func:`mcnn`."""
     chans = [c_in, width, 2 * width, 4 * width, 8 * width]
-    total = sum(9 * a * b + 3 * b for a, b in zip(chans[:-1], chans[1:]))
+    total = sum(9 * a * b + 3 * b for a, b in pairwise(chans))
     return total + 8 * width * num_classes + num_classes
 
 

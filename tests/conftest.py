@@ -8,6 +8,17 @@ import pytest
 
 
 @pytest.fixture(scope="session", autouse=True)
+def _one_thread():
+    """Tiny models run fastest on one intra-op thread (no spin-waiting between two cores)."""
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+@pytest.fixture(scope="session", autouse=True)
 def _private_cache(tmp_path_factory):
     """Generated MNIST-1D goes to a per-session folder, never the user's cache."""
     path = tmp_path_factory.mktemp("ddscope-cache")

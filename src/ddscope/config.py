@@ -35,7 +35,7 @@ OPTIMIZERS = ("sgd", "adam")
 DEVICES = ("cpu", "cuda", "auto")
 METRIC_GROUPS = ("jacobian", "paths", "lipschitz", "hessian", "theorem2", "distance")
 JAC_OUTPUTS = ("logits", "softmax", "log_softmax", "loss")
-SPLITS = ("train", "train_clean", "train_noisy", "test")
+SPLITS = ("train", "train_clean", "train_noisy", "test", "val")
 SUBSETS = ("random", "balanced")
 
 
@@ -76,10 +76,12 @@ class OptimConfig:
 
 @dataclass(frozen=True)
 class MetricsConfig:
-    groups: tuple[str, ...] = ("jacobian",)  # see METRIC_GROUPS
+    groups: tuple[str, ...] = ("jacobian", "lipschitz", "distance")  # at every scheduled epoch
+    sparse_groups: tuple[str, ...] = ("paths", "hessian", "theorem2")  # costly: sparse schedule
     splits: tuple[str, ...] = ("train", "train_clean", "train_noisy", "test")
     epochs: tuple[int, ...] = ()  # explicit metric epochs; empty = log-spaced schedule
     num_log_epochs: int = 12  # points of the default log-spaced schedule (plus 0 and the last)
+    num_sparse_epochs: int = 4  # log-spaced points of the sparse schedule (plus 0 and the last)
     output: str = "logits"  # Jacobian of "logits", "softmax", "log_softmax" or "loss"
     jac_samples: int = 0  # points per split for Jacobian norms (0 = all)
     path_pairs: int = 100
@@ -180,9 +182,10 @@ def _check_ranges(c: TrialConfig) -> None:
         bad("optim.momentum", f"must be in [0, 1), got {c.optim.momentum}")
     if c.device not in DEVICES:
         bad("device", f"must be one of {', '.join(DEVICES)}, got '{c.device}'")
-    for g in c.metrics.groups:
-        if g not in METRIC_GROUPS:
-            bad("metrics.groups", f"unknown group '{g}'; allowed: {', '.join(METRIC_GROUPS)}")
+    for key in ("groups", "sparse_groups"):
+        for g in getattr(c.metrics, key):
+            if g not in METRIC_GROUPS:
+                bad(f"metrics.{key}", f"unknown group '{g}'; allowed: {', '.join(METRIC_GROUPS)}")
     for s in c.metrics.splits:
         if s not in SPLITS:
             bad("metrics.splits", f"unknown split '{s}'; allowed: {', '.join(SPLITS)}")
@@ -190,7 +193,8 @@ def _check_ranges(c: TrialConfig) -> None:
         bad("metrics.output", f"must be one of {', '.join(JAC_OUTPUTS)}, got '{c.metrics.output}'")
     if any(e < 0 for e in c.metrics.epochs):
         bad("metrics.epochs", "epochs must be >= 0")
-    for key in ("jac_samples", "hess_samples", "path_pairs", "path_k", "hess_matvecs", "lanczos_iters"):
+    for key in ("jac_samples", "hess_samples", "path_pairs", "path_k", "hess_matvecs", "lanczos_iters",
+                "num_log_epochs", "num_sparse_epochs"):
         v = getattr(c.metrics, key)
         if v < 0 or (key in ("path_k",) and v < 2):
             bad(f"metrics.{key}", f"out of range: {v}")

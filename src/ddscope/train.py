@@ -68,17 +68,38 @@ def resolve_device(name: str) -> torch.device:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, chunk: int = 4096) -> tuple[float, float]:
-    """Mean cross-entropy and error rate of ``model`` (eval mode) on (x, y); (nan, nan) if empty."""
-    if x.shape[0] == 0:
-        return math.nan, math.nan
-    loss_sum, wrong = 0.0, 0
+def per_sample_loss_err(model: nn.Module, x: torch.Tensor, y: torch.Tensor, chunk: int = 4096):
+    """Per-sample cross-entropy (N,) and 0/1 error (N,) of ``model`` in its current mode."""
+    losses, wrong = [], []
     for i in range(0, x.shape[0], chunk):
         logits = model(x[i : i + chunk]).float()  # (B, C)
         yy = y[i : i + chunk]
-        loss_sum += F.cross_entropy(logits, yy, reduction="sum").item()
-        wrong += (logits.argmax(1) != yy).sum().item()
-    return loss_sum / x.shape[0], wrong / x.shape[0]
+        losses.append(F.cross_entropy(logits, yy, reduction="none"))
+        wrong.append((logits.argmax(1) != yy).float())
+    if not losses:
+        return torch.zeros(0), torch.zeros(0)
+    return torch.cat(losses), torch.cat(wrong)
+
+
+def _mean(t: torch.Tensor) -> float:
+    return t.mean().item() if t.numel() else math.nan
+
+
+def epoch_errors(model: nn.Module, data: TrialData) -> dict[str, tuple[float, float]]:
+    """(loss, error) on train (noisy labels), its clean and noisy subsets, test and val; the
+    subsets reuse the training pass."""
+    loss, err = per_sample_loss_err(model, data.x_train, data.y_train)
+    m = data.noisy_mask
+    out = {
+        "train": (_mean(loss), _mean(err)),
+        "train_clean": (_mean(loss[~m]), _mean(err[~m])),
+        "train_noisy": (_mean(loss[m]), _mean(err[m])),
+    }
+    for name, x, y in (("test", data.x_test, data.y_test), ("val", data.x_val, data.y_val)):
+        if x.shape[0]:
+            lo, er = per_sample_loss_err(model, x, y)
+            out[name] = (_mean(lo), _mean(er))
+    return out
 
 
 def make_optimizer(cfg: TrialConfig, model: nn.Module, steps_per_epoch: int):
@@ -93,11 +114,15 @@ def make_optimizer(cfg: TrialConfig, model: nn.Module, steps_per_epoch: int):
     return opt, sched
 
 
-def _measure(cfg, model, data: TrialData, init_state, epoch: int) -> list[tuple[int, str, float]]:
+def _measure(cfg, model, data: TrialData, init_state, epoch: int, groups) -> list[tuple[int, str, float]]:
     from .metrics.suite import measure
 
     m = cfg.metrics
+    # "train" is always measured: it is the poster's statistic and paths/Hessian sample from it.
     splits = {k: v for k, v in data.splits().items() if k in m.splits or k == "train"}
+    # The clean / noisy subsets reuse the per-sample Jacobian norms of the training pass.
+    subsets = {k: ("train", ~data.noisy_mask if k == "train_clean" else data.noisy_mask)
+               for k in ("train_clean", "train_noisy") if k in splits}
     options = {
         "output": m.output,
         "jac_samples": m.jac_samples or None,
@@ -112,7 +137,8 @@ def _measure(cfg, model, data: TrialData, init_state, epoch: int) -> list[tuple[
     values = measure(
         model,
         splits,
-        metrics=m.groups,
+        subsets=subsets,
+        metrics=groups,
         input_shape=data.input_shape,
         init_state=init_state,
         options=options,
@@ -153,8 +179,9 @@ def _train(cfg: TrialConfig, result: TrialResult, progress: ProgressFn | None) -
     steps_per_epoch = math.ceil(n / o.batch_size)
     opt, sched = make_optimizer(cfg, model, steps_per_epoch)
     order = torch.Generator(device="cpu").manual_seed(cfg.seed)  # batch order and augmentation
-    schedule = set(metric_epochs(o.epochs, cfg.metrics.num_log_epochs, cfg.metrics.epochs))
-    splits = data.splits()
+    m = cfg.metrics
+    schedule = set(metric_epochs(o.epochs, m.num_log_epochs, m.epochs))
+    sparse = set(metric_epochs(o.epochs, m.num_sparse_epochs, m.epochs))
     use_amp = o.amp and device.type == "cuda"
     augment = None
     if cfg.data.augment and data.x_train.dim() == 4:
@@ -183,16 +210,18 @@ def _train(cfg: TrialConfig, result: TrialResult, progress: ProgressFn | None) -
                 step += 1
         # Per-epoch losses and errors, eval mode (BatchNorm uses running statistics).
         model.eval()
-        for name, (x, y) in splits.items():
-            loss_v, err_v = evaluate(model, x, y)
+        for name, (loss_v, err_v) in epoch_errors(model, data).items():
             if name == "train" and not math.isfinite(loss_v):
                 raise Diverged(epoch, step, loss_v)
             rec.append((epoch, f"loss/{name}", loss_v))
             rec.append((epoch, f"err/{name}", err_v))
             if name == "train" and err_v == 0.0 and interp_epoch is None:
                 interp_epoch = epoch
-        if epoch in schedule and cfg.metrics.groups:
-            rec.extend(_measure(cfg, model, data, init_state, epoch))
+        groups = [g for g in m.groups if epoch in schedule] + [
+            g for g in m.sparse_groups if epoch in sparse and g not in m.groups
+        ]
+        if groups:
+            rec.extend(_measure(cfg, model, data, init_state, epoch, groups))
         if progress is not None:
             progress(epoch, o.epochs)
     result.summary["interp_epoch"] = interp_epoch

@@ -14,7 +14,7 @@ from torch import Tensor, nn
 from ddscope.estimators import default_generator
 from ddscope.metrics.distance import distance_from_init
 from ddscope.metrics.hessian import hess_top, hess_trace
-from ddscope.metrics.jacobian import aggregate, jacobian_norms, path_jacobian_norms
+from ddscope.metrics.jacobian import JacNorms, aggregate, jacobian_norms, path_jacobian_norms
 from ddscope.metrics.lipschitz import lipschitz_upper
 from ddscope.metrics.theorem import theorem2
 
@@ -62,6 +62,7 @@ def measure(
     init_state: dict[str, Tensor] | None = None,
     options: dict | None = None,
     generator: torch.Generator | None = None,
+    subsets: dict[str, tuple[str, Tensor]] | None = None,
 ) -> dict[str, float]:
     """Compute the requested metric groups; returns plain floats (booleans as 0.0 / 1.0).
 
@@ -84,6 +85,9 @@ def measure(
         init_state: θ⁰ from ``snapshot_params`` (for ``distance``).
         options: overrides of :data:`DEFAULT_OPTIONS`; unknown keys raise ValueError.
         generator: all randomness (subsets, paths, probes); ``None``: seeded 0.
+        subsets: named subsets of another split by a boolean mask, e.g.
+            ``{"train_clean": ("train", ~noisy), "train_noisy": ("train", noisy)}``: their Jacobian
+            aggregates reuse the parent's per-sample norms instead of a second pass.
     """
     unknown = [m for m in metrics if m not in METRIC_GROUPS]
     if unknown:
@@ -97,12 +101,27 @@ def measure(
     out: dict[str, float] = {}
 
     if "jacobian" in metrics:
+        subsets = subsets or {}
         for name, (x, y) in splits.items():
-            if len(x) == 0:
+            if len(x) == 0 or name in subsets:
                 continue
-            xs, ys = _subsample(x, y, opt["jac_samples"], gen)
-            norms = jacobian_norms(model, xs, y=ys, generator=gen, **jac_kw)
+            mine = {n: m for n, (parent, m) in subsets.items() if parent == name}
+            if opt["jac_samples"] is not None and opt["jac_samples"] < len(x):
+                idx = torch.randperm(len(x), generator=gen, device=gen.device)[: opt["jac_samples"]].to(x.device)
+            else:
+                idx = torch.arange(len(x), device=x.device)
+            norms = jacobian_norms(model, x[idx], y=y[idx], generator=gen, **jac_kw)
             out.update({f"{k}/{name}": v for k, v in aggregate(norms).items()})
+            for sub, mask in mine.items():
+                keep = mask.to(idx.device)[idx]  # (n,) which of the measured samples are in `sub`
+                if keep.any():
+                    part = JacNorms(spec=norms.spec[keep], fro=norms.fro[keep])
+                    out.update({f"{k}/{sub}": v for k, v in aggregate(part).items()})
+        for sub, (parent, _) in subsets.items():  # a subset whose parent was not measured
+            if parent not in splits and sub in splits and len(splits[sub][0]):
+                xs, ys = _subsample(*splits[sub], opt["jac_samples"], gen)
+                norms = jacobian_norms(model, xs, y=ys, generator=gen, **jac_kw)
+                out.update({f"{k}/{sub}": v for k, v in aggregate(norms).items()})
 
     if "paths" in metrics:
         x, y = _split(splits, "train", "paths")

@@ -32,7 +32,7 @@ def test_resume_skips_finished_trials(tmp_path, tiny_overrides, monkeypatch):
     import ddscope.sweep.runner as runner
 
     real = runner.run_trial
-    monkeypatch.setattr(runner, "run_trial", lambda cfg, p=None: calls.append(cfg) or real(cfg, p))
+    monkeypatch.setattr(runner, "run_trial", lambda cfg, p=None, **kw: calls.append(cfg) or real(cfg, p, **kw))
     out = run_sweep(sweep, tmp_path, InProcessExecutor(), show_progress=False)
     assert calls == [] and out.ran == 0
     # Extending the grid runs only the new width.

@@ -5,11 +5,14 @@ Every user error (bad config, missing data, corrupted store) prints one line and
 
 from __future__ import annotations
 
+import json
+import signal
 import sys
 from pathlib import Path
 
 import click
 
+from .config import METRIC_GROUPS
 from .errors import UserError
 
 DEMO_PRESET = "mnist1d-mlp"
@@ -40,6 +43,8 @@ def _run(config: str, overrides: tuple[str, ...], out: str | None, executor: str
     from .sweep.executors import make_executor
     from .sweep.runner import run_sweep
 
+    if executor != "ray" and (address or gpus_per_trial):
+        raise UserError("--address and --gpus-per-trial need --executor ray")
     sweep = load_sweep(config, list(overrides))  # validates everything before anything is written
     run_dir = Path(out) if out else Path("runs") / sweep.name
     if resume and not (run_dir / "store.sqlite").exists():
@@ -53,11 +58,12 @@ def _run(config: str, overrides: tuple[str, ...], out: str | None, executor: str
     axes = ", ".join(f"{k} × {len(v)}" for k, v in sweep.grid.items()) or "one trial"
     con.print(f"[bold]ddscope[/] sweep [cyan]{sweep.name}[/]: {n} trials ({axes}) → {run_dir}")
     ex = make_executor(executor, workers, address, gpus_per_trial)
+    stopped_by = _stop_on_sigterm()
     try:
         outcome = run_sweep(sweep, run_dir, ex, retry_failed=retry_failed, show_progress=not quiet, console=con)
     except KeyboardInterrupt:
         con.print(f"[yellow]interrupted[/]: finished trials are stored; rerun the same command to resume ({run_dir})")
-        sys.exit(130)
+        sys.exit(128 + stopped_by.get("signal", signal.SIGINT))
     c = outcome.counts
     con.print(f"trials: {c['done']} done, {c['failed']} failed, {c['pending']} pending, {c['running']} running (this run: {outcome.ran})")
     for tid, why in outcome.failed:
@@ -65,6 +71,19 @@ def _run(config: str, overrides: tuple[str, ...], out: str | None, executor: str
     if report:
         path = _make_report(run_dir)
         click.echo(f"report: {path}")
+
+
+def _stop_on_sigterm() -> dict:
+    """SIGTERM (a scheduler's preemption, ``kill``) stops a sweep as cleanly as Ctrl-C: running
+    trials are handed back and resume from their checkpoints. Returns where the signal is noted."""
+    seen: dict = {}
+
+    def handler(signum, frame):
+        seen["signal"] = signum
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)
+    return seen
 
 
 _sweep_options = [
@@ -77,7 +96,8 @@ _sweep_options = [
     click.option("--address", default=None, help="Ray cluster address (executor ray)."),
     click.option("--gpus-per-trial", type=float, default=0.0, show_default=True, help="GPU request per Ray task."),
     click.option("--retry-failed", is_flag=True, help="Run failed trials again."),
-    click.option("--resume", is_flag=True, help="Require an existing run directory and continue it."),
+    click.option("--resume", is_flag=True,
+                 help="Require an existing run directory and continue it (rerunning without the flag resumes too)."),
     click.option("--report/--no-report", default=True, show_default=True, help="Write the report at the end."),
     click.option("--quiet", is_flag=True, help="No progress bars."),
 ]
@@ -134,6 +154,71 @@ def export(run_dir, fmt, out):
 
     path = Path(out) if out else Path(run_dir) / f"table.{fmt}"
     click.echo(str(do_export(Path(run_dir), path, fmt)))
+
+
+@cli.command()
+@click.argument("checkpoint", type=click.Path(dir_okay=False))
+@click.option("--groups", "groups", multiple=True, type=click.Choice(METRIC_GROUPS), default=METRIC_GROUPS,
+              show_default=True, help="Metric groups (repeat the option); default all.")
+@click.option("--samples", type=int, default=None,
+              help="Samples per split for Jacobian norms and the Hessian (0 = all; default: the trial's).")
+@click.option("--output", type=click.Choice(["logits", "softmax", "log_softmax", "loss"]), default=None,
+              help="Jacobian of this output map (default: the trial's).")
+@click.option("--device", type=click.Choice(["cpu", "cuda", "auto"]), default="auto", show_default=True)
+@click.option("--data-root", default=None, help="Folder of real data sets (default: the trial's data.root).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def measure(checkpoint, groups, samples, output, device, data_root, as_json):
+    """Measure a saved model: rebuild it from its checkpoint's config and compute the metric
+    groups on its train (noisy labels), train_clean, train_noisy and test splits."""
+    from .checkpoint import measure_checkpoint
+
+    if samples is not None and samples < 0:
+        raise UserError(f"--samples must be >= 0 (0 = all), got {samples}")
+    out = measure_checkpoint(Path(checkpoint), groups, samples=samples, output=output, device=device,
+                             data_root=data_root)
+    if as_json:
+        click.echo(json.dumps(out, indent=2))
+        return
+    from rich.console import Console
+
+    console = Console()
+    for table in _measure_tables(out):
+        console.print(table)
+
+
+_SPLIT_COLUMNS = ("train", "train_clean", "train_noisy", "test", "val", "path_same", "path_any")
+
+
+def _measure_tables(out: dict):
+    """Per-split metrics as one table (metric × split), everything else as metric | value."""
+    from rich.table import Table
+
+    by_split: dict[str, dict[str, float]] = {}
+    other: dict[str, float] = {}
+    for key, value in out["values"].items():
+        name, _, split = key.rpartition("/")
+        if split in _SPLIT_COLUMNS:
+            by_split.setdefault(name, {})[split] = value
+        else:
+            other[key] = value
+    title = f"{out['checkpoint']} — trial {out['trial_id']}, epoch {out['epoch']} (θ⁰: {out['init']})"
+    if by_split:
+        cols = [c for c in _SPLIT_COLUMNS if any(c in v for v in by_split.values())]
+        t = Table(title=title)
+        t.add_column("metric")
+        for c in cols:
+            t.add_column(c, justify="right")
+        for name, vals in by_split.items():
+            t.add_row(name, *(f"{vals[c]:.6g}" if c in vals else "" for c in cols))
+        yield t
+        title = None
+    if other:
+        t = Table(title=title)
+        t.add_column("metric")
+        t.add_column("value", justify="right")
+        for key, value in other.items():
+            t.add_row(key, f"{value:.6g}")
+        yield t
 
 
 @cli.command()

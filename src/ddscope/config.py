@@ -1,8 +1,8 @@
 """Frozen configs for one trial and for a sweep; TOML in, strict validation, stable hash.
 
 A sweep file is a TOML document with the sections of a trial (``[data]``, ``[model]``,
-``[optim]``, ``[metrics]``) plus top-level ``seed``/``device`` and an optional ``[sweep]`` table
-(``name``, ``description``). Any *scalar* field given a list of values becomes a grid axis, e.g.
+``[optim]``, ``[metrics]``, ``[checkpoint]``) plus top-level ``seed``/``device`` and an optional
+``[sweep]`` table (``name``, ``description``). Any *scalar* field given a list of values becomes a grid axis, e.g.
 ``model.width = [2, 4, 8]`` × ``seed = [0, 1]`` expands to six trials. Tuple-valued fields
 (``metrics.groups``, ...) take lists as their value. Unknown keys, wrong types and out-of-range
 values raise :class:`~ddscope.errors.UserError` with one line naming the key and what is allowed.
@@ -89,7 +89,16 @@ class MetricsConfig:
     hess_samples: int = 1000
     hess_matvecs: int = 60
     lanczos_iters: int = 30
-    checkpoint_epochs: tuple[int, ...] = ()  # extra epochs at which weights are saved
+
+
+@dataclass(frozen=True)
+class CheckpointConfig:
+    """When a trial writes checkpoints (``<run_dir>/trials/<trial_id>/``). Not part of the trial
+    id: checkpoints never change the numbers, so changing them keeps a sweep resumable."""
+
+    epochs: tuple[int, ...] = ()  # epochs whose full state is kept as epoch_NNNNN.pt (init/final always)
+    every_epochs: int = 0  # a rolling resume point every this many epochs (0 = off)
+    every_minutes: float = 10.0  # ... and at least this often in wall time (0 = off)
 
 
 @dataclass(frozen=True)
@@ -98,6 +107,7 @@ class TrialConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     seed: int = 0  # seed of the initialisation and the batch order
     device: str = "cpu"  # "cpu", "cuda" or "auto"
 
@@ -108,10 +118,12 @@ class TrialConfig:
     def trial_id(self) -> str:
         """Stable id: the first 12 hex digits of the SHA-1 of the canonical JSON of the config.
 
-        ``device`` is excluded: the same trial run on another device is the same trial.
+        ``device`` and ``checkpoint`` are excluded: they change where and how often a trial is
+        saved, never its numbers, so the same trial on another device is the same trial.
         """
         d = self.to_dict()
         d.pop("device")
+        d.pop("checkpoint")
         blob = json.dumps(d, sort_keys=True, separators=(",", ":"))
         return hashlib.sha1(blob.encode()).hexdigest()[:12]
 
@@ -193,6 +205,12 @@ def _check_ranges(c: TrialConfig) -> None:
         bad("metrics.output", f"must be one of {', '.join(JAC_OUTPUTS)}, got '{c.metrics.output}'")
     if any(e < 0 for e in c.metrics.epochs):
         bad("metrics.epochs", "epochs must be >= 0")
+    if any(e < 0 for e in c.checkpoint.epochs):
+        bad("checkpoint.epochs", "epochs must be >= 0")
+    if c.checkpoint.every_epochs < 0:
+        bad("checkpoint.every_epochs", f"must be >= 0 (0 = off), got {c.checkpoint.every_epochs}")
+    if c.checkpoint.every_minutes < 0:
+        bad("checkpoint.every_minutes", f"must be >= 0 (0 = off), got {c.checkpoint.every_minutes}")
     for key in ("jac_samples", "hess_samples", "path_pairs", "path_k", "hess_matvecs", "lanczos_iters",
                 "num_log_epochs", "num_sparse_epochs"):
         v = getattr(c.metrics, key)
@@ -345,6 +363,9 @@ def sweep_from_dict(d: dict[str, Any], default_name: str = "sweep") -> SweepConf
                 grid[dotted] = tuple(_coerce(v, tp, dotted) for v in values)
 
     walk(d, "")
+    for key in grid:  # these keys are not part of the trial id: an axis would repeat one trial
+        if key == "device" or key.startswith("checkpoint."):
+            raise UserError(f"config key '{key}' cannot be a grid axis: it does not change the trial; give one value")
     base = TrialConfig.from_dict(d)
     sweep = SweepConfig(
         name=str(meta.get("name", default_name)),
@@ -447,6 +468,7 @@ __all__ = [
     "ModelConfig",
     "OptimConfig",
     "MetricsConfig",
+    "CheckpointConfig",
     "TrialConfig",
     "SweepConfig",
     "load_sweep",

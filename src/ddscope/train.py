@@ -5,6 +5,10 @@ the same numbers on the same machine). The loop is deliberately plain: the data 
 as tensors and are batched by slicing a ``randperm`` (no DataLoader); every epoch records losses and
 errors on the noisy training labels, on the clean and noisy subsets and on the test set; at the
 scheduled epochs the metric suite runs on the same tensors. θ⁰ is kept for distance-from-init.
+
+Given a checkpoint folder, the trial saves θ⁰, scheduled checkpoints and its final weights there
+(:mod:`ddscope.checkpoint`) and, if a checkpoint exists, continues after it: model, optimiser,
+scheduler and RNG states are restored, so the result equals that of an uninterrupted run.
 """
 
 from __future__ import annotations
@@ -20,8 +24,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import checkpoint
 from .config import TrialConfig
 from .data import TrialData, prepare
+from .errors import UserError
 from .models import count_parameters, make_model
 
 ProgressFn = Callable[[int, int], None]  # (epochs done, epochs total)
@@ -43,7 +49,7 @@ class TrialResult:
     config: dict
     status: str  # "done" or "failed"
     records: list[tuple[int, str, float]] = field(default_factory=list)  # (epoch, metric, value)
-    summary: dict = field(default_factory=dict)  # params, interp_epoch, wall_s, ...
+    summary: dict = field(default_factory=dict)  # params, interp_epoch, wall_s, resumed_from_epoch, ...
     error: str | None = None
     noisy_mask: bytes = b""  # np.packbits of the (N_train,) noisy-label mask
 
@@ -61,8 +67,6 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        from .errors import UserError
-
         raise UserError("config key 'device': 'cuda' was asked for but no CUDA device is available; use cpu or auto")
     return torch.device(name)
 
@@ -114,7 +118,9 @@ def make_optimizer(cfg: TrialConfig, model: nn.Module, steps_per_epoch: int):
     return opt, sched
 
 
-def _measure(cfg, model, data: TrialData, init_state, epoch: int, groups) -> list[tuple[int, str, float]]:
+def measure_epoch(cfg: TrialConfig, model, data: TrialData, init_state, epoch: int, groups) -> list[tuple[int, str, float]]:
+    """The metric ``groups`` of ``model`` at ``epoch`` as records, with the options of
+    ``cfg.metrics``; the same numbers whether called in training or on a checkpoint later."""
     from .metrics.suite import measure
 
     m = cfg.metrics
@@ -128,7 +134,7 @@ def _measure(cfg, model, data: TrialData, init_state, epoch: int, groups) -> lis
         "jac_samples": m.jac_samples or None,
         "path_pairs": m.path_pairs,
         "path_k": m.path_k,
-        "hess_samples": m.hess_samples,
+        "hess_samples": m.hess_samples or None,  # 0 = all, as for jac_samples
         "hess_matvecs": m.hess_matvecs,
         "lanczos_iters": m.lanczos_iters,
     }
@@ -147,24 +153,34 @@ def _measure(cfg, model, data: TrialData, init_state, epoch: int, groups) -> lis
     return [(epoch, k, float(v)) for k, v in values.items()]
 
 
-def run_trial(cfg: TrialConfig, progress: ProgressFn | None = None) -> TrialResult:
+def run_trial(cfg: TrialConfig, progress: ProgressFn | None = None, ckpt_dir: str | None = None) -> TrialResult:
     """Train and measure one trial; failures are returned as ``status="failed"``, never raised
-    (a diverging loss gives the reason and epoch, any other exception its traceback)."""
+    (a diverging loss gives the reason and epoch, any other exception its traceback).
+
+    With ``ckpt_dir`` the trial writes its checkpoints there and resumes from the latest one.
+    A :class:`UserError` (bad input, a corrupted checkpoint) is raised: it is not the trial's
+    failure but the user's to fix, and it stops the sweep with one line.
+    """
     t0 = time.perf_counter()
     result = TrialResult(trial_id=cfg.trial_id, config=cfg.to_dict(), status="done")
+    result.summary["wall_s"] = 0.0  # training time before this attempt (set on resume)
     try:
-        _train(cfg, result, progress)
+        _train(cfg, result, progress, ckpt_dir, t0)
+    except UserError:
+        raise
     except Diverged as e:
         result.status, result.error = "failed", f"diverged: {e}"
         result.summary["failed_epoch"] = e.epoch
     except Exception:  # noqa: BLE001 — a trial's crash must not stop the sweep
         result.status, result.error = "failed", traceback.format_exc()
-    result.summary["wall_s"] = time.perf_counter() - t0
+    result.summary["wall_s"] += time.perf_counter() - t0
     return result
 
 
-def _train(cfg: TrialConfig, result: TrialResult, progress: ProgressFn | None) -> None:
+def _train(cfg: TrialConfig, result: TrialResult, progress: ProgressFn | None, ckpt_dir: str | None, t0: float) -> None:
     device = resolve_device(cfg.device)
+    saver = checkpoint.Checkpointer(ckpt_dir, cfg) if ckpt_dir is not None else None
+    resume = saver.resume() if saver is not None else None  # latest checkpoint, checksum verified
     data = prepare(cfg.data).to(device)
     result.noisy_mask = np.packbits(data.noisy_mask.cpu().numpy()).tobytes()
     result.summary.update(n_train=int(data.x_train.shape[0]), n_noisy=int(data.noisy_mask.sum()))
@@ -190,7 +206,15 @@ def _train(cfg: TrialConfig, result: TrialResult, progress: ProgressFn | None) -
     rec = result.records
     interp_epoch = None
     step = 0
-    for epoch in range(0, o.epochs + 1):
+    start = 0
+    result.summary["resumed_from_epoch"] = None
+    if resume is not None:  # continue after the checkpoint's epoch as if never stopped
+        checkpoint.restore(resume, model, opt, sched, order)
+        step, interp_epoch, start = resume["step"], resume["interp_epoch"], resume["epoch"] + 1
+        rec.extend(resume["records"])
+        result.summary["resumed_from_epoch"] = resume["epoch"]
+        result.summary["wall_s"] = resume["elapsed_s"]
+    for epoch in range(start, o.epochs + 1):
         if epoch > 0:
             model.train()
             perm = torch.randperm(n, generator=order).to(device)
@@ -221,7 +245,12 @@ def _train(cfg: TrialConfig, result: TrialResult, progress: ProgressFn | None) -
             g for g in m.sparse_groups if epoch in sparse and g not in m.groups
         ]
         if groups:
-            rec.extend(_measure(cfg, model, data, init_state, epoch, groups))
+            rec.extend(measure_epoch(cfg, model, data, init_state, epoch, groups))
+        if saver is not None:  # init.pt at epoch 0, scheduled resume points, final.pt at the end
+            saver.after_epoch(epoch, lambda full: checkpoint.capture(
+                cfg, epoch, model=model, step=step, records=rec, interp_epoch=interp_epoch,
+                elapsed_s=result.summary["wall_s"] + time.perf_counter() - t0,
+                **(dict(optimizer=opt, scheduler=sched, order=order) if full else {})))
         if progress is not None:
             progress(epoch, o.epochs)
     result.summary["interp_epoch"] = interp_epoch

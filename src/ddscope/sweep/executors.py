@@ -5,6 +5,11 @@ The job is any plain picklable callable, so the sweep driver never knows where t
 - ``InProcessExecutor`` — runs at submit time in this process (debugging, tests, one core).
 - ``LocalPoolExecutor`` — a pool of spawned processes; torch threads are split between workers.
 - ``RayExecutor`` — one Ray task per trial with its CPU/GPU request (``pip install 'ddscope[ray]'``).
+
+Every executor has ``max_workers`` (trials in flight), ``inline`` (jobs run inside ``submit``, so
+progress callbacks can be plain closures), ``progress_queue`` (a queue workers put
+``(trial_id, epoch, total)`` on, or None) and ``shutdown(cancel)``; ``cancel=True`` stops running
+jobs now (Ctrl-C), which is safe because trials resume from their checkpoints.
 """
 
 from __future__ import annotations
@@ -12,6 +17,10 @@ from __future__ import annotations
 import concurrent.futures as cf
 import multiprocessing as mp
 import os
+import signal
+import threading
+import time
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Callable
 
 from ..errors import UserError
@@ -20,16 +29,21 @@ EXECUTORS = ("inprocess", "local", "ray")
 
 
 class InProcessExecutor:
-    """Runs each job synchronously; ``submit`` returns an already-completed future."""
+    """Runs each job synchronously; ``submit`` returns an already-completed future.
+
+    Only ``Exception`` goes into the future: Ctrl-C (KeyboardInterrupt) propagates to the driver,
+    which hands the trial back instead of recording it as failed.
+    """
 
     max_workers = 1
+    inline = True
     progress_queue = None
 
     def submit(self, fn: Callable, *args: Any) -> cf.Future:
         fut: cf.Future = cf.Future()
         try:
             fut.set_result(fn(*args))
-        except BaseException as e:  # noqa: BLE001 — surfaced through the future like the pools do
+        except Exception as e:  # noqa: BLE001 — surfaced through the future like the pools do
             fut.set_exception(e)
         return fut
 
@@ -37,34 +51,66 @@ class InProcessExecutor:
         pass
 
 
+def _exit_with_parent(parent: int) -> None:
+    """A worker whose driver died (SIGKILL, OOM) exits instead of training on as an orphan; its
+    trial is reclaimed by the next sweep and resumes from its last checkpoint."""
+    while True:
+        time.sleep(1.0)
+        if os.getppid() != parent:
+            os._exit(1)
+
+
 def _init_worker(threads: int) -> None:
     import torch
 
     torch.set_num_threads(threads)
     os.environ.setdefault("OMP_NUM_THREADS", str(threads))
+    # Ctrl-C in a terminal reaches the whole process group; the driver alone decides how to stop.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
 
 
 class LocalPoolExecutor:
     """``ProcessPoolExecutor`` with the spawn start method (safe with torch threads) and
     ``cpu_count // workers`` torch threads per worker."""
 
+    inline = False
+
     def __init__(self, max_workers: int | None = None, threads_per_worker: int | None = None):
         cpus = os.cpu_count() or 1
         self.max_workers = max(1, max_workers or cpus)
-        threads = threads_per_worker or max(1, cpus // self.max_workers)
-        ctx = mp.get_context("spawn")
-        self._pool = cf.ProcessPoolExecutor(
-            max_workers=self.max_workers, mp_context=ctx, initializer=_init_worker, initargs=(threads,)
-        )
+        self._threads = threads_per_worker or max(1, cpus // self.max_workers)
+        self._ctx = mp.get_context("spawn")
+        self._pool = self._new_pool()
         # Workers report per-epoch progress through a managed queue (picklable into spawned workers).
-        self._manager = ctx.Manager()
+        self._manager = self._ctx.Manager()
         self.progress_queue = self._manager.Queue()
 
+    def _new_pool(self) -> cf.ProcessPoolExecutor:
+        return cf.ProcessPoolExecutor(
+            max_workers=self.max_workers, mp_context=self._ctx, initializer=_init_worker, initargs=(self._threads,)
+        )
+
     def submit(self, fn: Callable, *args: Any) -> cf.Future:
-        return self._pool.submit(fn, *args)
+        try:
+            return self._pool.submit(fn, *args)
+        except BrokenProcessPool:
+            # A worker died abruptly (killed, out of memory): its futures already carry the error;
+            # later trials get a fresh pool.
+            self._pool.shutdown(wait=False)
+            self._pool = self._new_pool()
+            return self._pool.submit(fn, *args)
 
     def shutdown(self, cancel: bool = False) -> None:
-        self._pool.shutdown(wait=not cancel, cancel_futures=cancel)
+        if cancel:
+            procs = list((getattr(self._pool, "_processes", None) or {}).values())
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            for p in procs:  # shutdown() alone would wait for the running trials to finish
+                p.terminate()
+            for p in procs:
+                p.join(timeout=10)
+        else:
+            self._pool.shutdown(wait=True)
         try:
             self._manager.shutdown()
         except Exception:  # noqa: BLE001 — the manager may already be gone after Ctrl-C
@@ -73,30 +119,53 @@ class LocalPoolExecutor:
 
 class RayExecutor:
     """Each job a Ray task (``num_cpus``/``num_gpus`` per trial); results come back to the driver,
-    which alone writes the store. ``address=None`` starts or joins a local Ray instance."""
+    which alone writes the store. ``address=None`` starts a local Ray instance (shut down again at
+    the end), ``"auto"`` or ``"ray://host:10001"`` joins a running cluster. Tasks are never retried
+    by Ray (``max_retries=0``): a trial runs once per claim, and a lost one is reclaimed by the
+    store. Workers must be able to import ddscope (install it on every node)."""
 
+    inline = False
     progress_queue = None
 
-    def __init__(self, address: str | None = None, num_cpus: float = 1, num_gpus: float = 0, max_workers: int | None = None, init_kwargs: dict | None = None):
+    def __init__(self, address: str | None = None, num_cpus: float = 1, num_gpus: float = 0,
+                 max_workers: int | None = None, init_kwargs: dict | None = None):
         try:
             import ray
         except ImportError:
             raise UserError("the Ray executor needs Ray: pip install 'ddscope[ray]'") from None
         self._ray = ray
-        if not ray.is_initialized():
-            ray.init(address=address, ignore_reinit_error=True, log_to_driver=False, **(init_kwargs or {}))
+        self._owns = not ray.is_initialized()
+        if self._owns:
+            try:
+                ray.init(address=address, log_to_driver=False, **(init_kwargs or {}))
+            except ConnectionError as e:
+                raise UserError(f"cannot reach the Ray cluster at {address!r}: {e}") from None
         self._opts = {"num_cpus": num_cpus, "num_gpus": num_gpus, "max_retries": 0}
-        total = int(ray.cluster_resources().get("CPU", 1) // max(num_cpus, 1e-9))
-        self.max_workers = max_workers or max(1, total)
-        self._remote = {}
+        res = ray.cluster_resources()
+        slots = int(res.get("CPU", 1) // max(num_cpus, 1e-9))
+        if num_gpus > 0:  # never claim more trials than the cluster can start at once
+            slots = min(slots, int(res.get("GPU", 0) // num_gpus))
+            if slots == 0:
+                raise UserError(f"--gpus-per-trial {num_gpus}: the Ray cluster has {res.get('GPU', 0)} GPUs")
+        self.max_workers = max_workers or max(1, slots)
+        self._remote: dict[Callable, Any] = {}
+        self._refs: dict[cf.Future, Any] = {}
 
     def submit(self, fn: Callable, *args: Any) -> cf.Future:
         if fn not in self._remote:
             self._remote[fn] = self._ray.remote(fn).options(**self._opts)
-        return self._remote[fn].remote(*args).future()
+        ref = self._remote[fn].remote(*args)
+        fut = ref.future()
+        self._refs[fut] = ref
+        fut.add_done_callback(lambda f: self._refs.pop(f, None))
+        return fut
 
     def shutdown(self, cancel: bool = False) -> None:
-        pass
+        if cancel:
+            for ref in list(self._refs.values()):
+                self._ray.cancel(ref, force=True)
+        if self._owns and self._ray.is_initialized():
+            self._ray.shutdown()
 
 
 def make_executor(name: str, workers: int | None = None, address: str | None = None, gpus_per_trial: float = 0):

@@ -2,28 +2,40 @@
 
 Only the driver writes the store. Each finished trial's rows and its done-mark commit in one
 transaction, so a sweep killed at any moment resumes where it stopped: finished trials are
-skipped, a trial that was running is reclaimed (its holder is dead) and run again from scratch.
+skipped, and a trial that was running is reclaimed (its holder is dead) and continues from its
+last checkpoint in ``<run_dir>/trials/<trial_id>/``. A heartbeat thread keeps this driver's running
+trials marked alive whatever the executor is doing, so only a dead or silent driver loses them.
 """
 
 from __future__ import annotations
 
 import concurrent.futures as cf
+import os
 import queue as queue_mod
-import time
+import sqlite3
+import threading
 import traceback
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..checkpoint import trial_dir
 from ..config import SweepConfig, TrialConfig, dumps_toml
+from ..errors import UserError
 from ..train import TrialResult, run_trial
 from .store import Store, worker_id
 
 HEARTBEAT_S = 10.0
 STALE_AFTER_S = 600.0
+WORKER_DIED = (
+    "worker process died abruptly (killed, or out of memory?) while this trial or one beside it ran; "
+    "--retry-failed resumes it from its last checkpoint"
+)
 
 
-def _job(config: dict, progress_queue=None) -> TrialResult:
-    """Runs in the worker: rebuild the config, train, return the result (picklable)."""
+def _job(config: dict, progress_queue=None, ckpt_dir: str | None = None) -> TrialResult:
+    """Runs in a worker process: rebuild the config, train (resuming from ``ckpt_dir``), return
+    the picklable result."""
     cfg = TrialConfig.from_dict(config)
     progress = None
     if progress_queue is not None:
@@ -32,7 +44,11 @@ def _job(config: dict, progress_queue=None) -> TrialResult:
         def progress(epoch: int, total: int) -> None:
             progress_queue.put((tid, epoch, total))
 
-    return run_trial(cfg, progress)
+    return run_trial(cfg, progress, ckpt_dir=ckpt_dir)
+
+
+def _inline_job(config: dict, progress, ckpt_dir: str | None) -> TrialResult:
+    return run_trial(TrialConfig.from_dict(config), progress, ckpt_dir=ckpt_dir)
 
 
 @dataclass
@@ -106,6 +122,60 @@ class _Progress:
             self.p.stop()
 
 
+class _Heartbeat:
+    """Marks this driver's running trials alive every ``interval`` seconds from its own thread and
+    SQLite connection: a long epoch or metric pass in-process must not look like a dead holder."""
+
+    def __init__(self, path: Path, worker: str, interval: float):
+        self._ids: set[str] = set()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(path, worker, interval), daemon=True,
+                                        name="ddscope-heartbeat")
+        self._thread.start()
+
+    def add(self, tid: str) -> None:
+        with self._lock:
+            self._ids.add(tid)
+
+    def discard(self, tid: str) -> None:
+        with self._lock:
+            self._ids.discard(tid)
+
+    def ids(self) -> list[str]:
+        with self._lock:
+            return sorted(self._ids)
+
+    def _run(self, path: Path, worker: str, interval: float) -> None:
+        store = Store.open(path)
+        try:
+            while not self._stop.wait(interval):
+                try:
+                    store.heartbeat(worker, self.ids())
+                except sqlite3.OperationalError:
+                    pass  # the store was busy for a whole busy-timeout: beat again next time
+        finally:
+            store.close()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def _user_error(e: BaseException) -> UserError | None:
+    """The UserError behind ``e``, also when Ray wraps it (``RayTaskError.cause``)."""
+    cause = getattr(e, "cause", None)
+    if isinstance(cause, UserError):
+        return cause
+    return e if isinstance(e, UserError) else None
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
 def run_sweep(
     sweep: SweepConfig,
     run_dir: str | Path,
@@ -116,42 +186,34 @@ def run_sweep(
     console=None,
     stale_after: float = STALE_AFTER_S,
 ) -> SweepOutcome:
-    """Run every trial of ``sweep`` not yet done in ``run_dir/store.sqlite``."""
+    """Run every trial of ``sweep`` not yet done in ``run_dir/store.sqlite``.
+
+    Trials use this call's config (its ``device`` and ``checkpoint`` settings, which are not part
+    of the trial id). A :class:`UserError` raised by a trial (a corrupted checkpoint, missing data)
+    stops the sweep, as does Ctrl-C: running trials are handed back to the store, finished ones
+    stay, and the executor is shut down before the exception propagates.
+    """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     store = Store.create(run_dir / "store.sqlite", sweep.to_dict())
-    cfg_path = run_dir / "config.toml"
-    if not cfg_path.exists():
-        cfg_path.write_text(dumps_toml(sweep.to_dict()))
-    trials = sweep.trials()
-    store.add_trials((t.trial_id, t.to_dict()) for t in trials)
+    if not (run_dir / "config.toml").exists():
+        _write_atomic(run_dir / "config.toml", dumps_toml(sweep.to_dict()))
+    configs = {t.trial_id: t.to_dict() for t in sweep.trials()}
+    store.add_trials(configs.items())
+    mine = set(configs)
     if retry_failed:
-        store.reset_failed()
+        store.reset_failed(only=mine)
     store.reclaim(stale_after)
-    mine = {t.trial_id for t in trials}
     axes = list(sweep.grid)
     todo = [t for t in store.trials("pending") if t["trial_id"] in mine]
-    total_epochs = sum(t["config"]["optim"]["epochs"] for t in todo)
-    bar = _Progress(show_progress, total_epochs, len(todo), console)
+    bar = _Progress(show_progress, sum(configs[t["trial_id"]]["optim"]["epochs"] for t in todo), len(todo), console)
 
     worker = worker_id()
-    inflight: dict[cf.Future, tuple[str, dict]] = {}
+    beat = _Heartbeat(store.path, worker, HEARTBEAT_S)
+    inflight: dict[cf.Future, str] = {}
     failed: list[tuple[str, str]] = []
     ran = 0
-    last_beat = time.time()
-    q = getattr(executor, "progress_queue", None)
-
-    def beat(force: bool = False) -> None:
-        nonlocal last_beat
-        if force or time.time() - last_beat > HEARTBEAT_S:
-            store.heartbeat(worker, [tid for tid, _ in inflight.values()] + list(current))
-            last_beat = time.time()
-
-    current: set[str] = set()  # the in-process executor's running trial
-
-    def on_epoch(tid: str, epoch: int) -> None:
-        bar.epoch(tid, epoch)
-        beat()
+    q = executor.progress_queue
 
     def drain() -> None:
         if q is None:
@@ -163,13 +225,19 @@ def run_sweep(
                 return
             bar.epoch(tid, epoch)
 
-    def store_result(tid: str, cfg: dict, fut: cf.Future) -> None:
+    def store_result(tid: str, fut: cf.Future) -> None:
         nonlocal ran
+        cfg = configs[tid]
         try:
             result = fut.result()
-        except BaseException:  # noqa: BLE001 — a worker crash marks the trial failed
+        except BrokenProcessPool:
+            result = TrialResult(trial_id=tid, config=cfg, status="failed", error=WORKER_DIED)
+        except Exception as e:  # noqa: BLE001 — a crash outside run_trial marks the trial failed
+            if (user := _user_error(e)) is not None:
+                raise user from None
             result = TrialResult(trial_id=tid, config=cfg, status="failed", error=traceback.format_exc())
         store.finish(result, worker)
+        beat.discard(tid)
         ran += 1
         bar.finish(tid, cfg["optim"]["epochs"])
         if result.status == "failed":
@@ -181,37 +249,34 @@ def run_sweep(
                 claimed = store.claim(worker, only=mine, stale_after=stale_after)
                 if claimed is None:
                     break
-                tid, cfg = claimed
+                tid = claimed[0]
+                cfg = configs[tid]
+                beat.add(tid)
                 bar.start(tid, trial_label(cfg, axes), cfg["optim"]["epochs"])
-                if q is None:
-                    # In-process: the job runs inside submit; progress calls come straight back.
-                    current.add(tid)
-                    fut = executor.submit(_inprocess_job, cfg, lambda e, tot, tid=tid: on_epoch(tid, e))
-                    current.discard(tid)
-                    store_result(tid, cfg, fut)
+                ckpt = str(trial_dir(run_dir, tid))
+                if executor.inline:  # runs inside submit; progress calls come straight back
+                    fut = executor.submit(_inline_job, cfg, lambda e, tot, tid=tid: bar.epoch(tid, e), ckpt)
+                    store_result(tid, fut)
                     continue
-                inflight[executor.submit(_job, cfg, q)] = (tid, cfg)
+                inflight[executor.submit(_job, cfg, q, ckpt)] = tid
             if not inflight:
                 break
             done, _ = cf.wait(list(inflight), timeout=0.5, return_when=cf.FIRST_COMPLETED)
             drain()
             for fut in done:
-                tid, cfg = inflight.pop(fut)
-                store_result(tid, cfg, fut)
-            beat()
+                store_result(inflight.pop(fut), fut)
     except BaseException:
-        # Ctrl-C or a crash of the driver: hand running trials back, keep everything finished.
-        store.release(worker, [tid for tid, _ in inflight.values()] + list(current))
+        # Ctrl-C, a user error or a crash of the driver: hand running trials back (they resume
+        # from their checkpoints), keep everything finished, stop the workers now.
+        store.release(worker, beat.ids())
+        beat.stop()
         executor.shutdown(cancel=True)
         bar.stop()
         store.close()
         raise
+    beat.stop()
     bar.stop()
     executor.shutdown()
     counts = store.counts()
     store.close()
     return SweepOutcome(run_dir=run_dir, counts=counts, ran=ran, failed=failed)
-
-
-def _inprocess_job(config: dict, progress) -> TrialResult:
-    return run_trial(TrialConfig.from_dict(config), progress)

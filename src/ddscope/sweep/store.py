@@ -11,7 +11,12 @@ Schema (version 1, WAL mode, busy timeout):
 
 A trial's rows and its state change commit in one transaction; claims use ``BEGIN IMMEDIATE`` so
 two sweep processes on one store never run the same trial; a trial whose worker died (same host,
-dead PID) or whose heartbeat is older than ``stale_after`` seconds is reclaimed.
+dead PID) or whose heartbeat is older than ``stale_after`` seconds is reclaimed. The file is built
+under a temporary name and linked into place, so a second process never sees a half-made store.
+Commits are ``synchronous = FULL``: a stored trial survives a power cut, not only a crash.
+
+SQLite locking needs a local file system: run every sweep process of one store on one host (or
+let one driver fan out to many hosts with the Ray executor).
 """
 
 from __future__ import annotations
@@ -100,7 +105,7 @@ class Store:
         conn = sqlite3.connect(path, timeout=60.0, isolation_level=None)  # autocommit; explicit BEGIN
         conn.execute("PRAGMA busy_timeout = 60000")
         conn.execute("PRAGMA journal_mode = WAL")
-        conn.execute("PRAGMA synchronous = NORMAL")
+        conn.execute("PRAGMA synchronous = FULL")
         return conn
 
     @classmethod
@@ -130,18 +135,30 @@ class Store:
 
     @classmethod
     def create(cls, path: str | Path, sweep: dict) -> "Store":
-        """Create (or open, if it exists) the store for ``sweep``; the sweep config is kept in meta."""
+        """Create (or open, if it exists) the store for ``sweep``; the sweep config is kept in meta.
+
+        Two processes creating the same store at once both end up with one complete file.
+        """
         path = Path(path)
-        if path.exists():
-            return cls.open(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        conn = cls._connect(path)
-        conn.executescript(_SCHEMA)
-        with _tx(conn):
-            conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-            conn.execute("INSERT OR IGNORE INTO meta VALUES ('sweep', ?)", (json.dumps(sweep),))
-            conn.execute("INSERT OR IGNORE INTO meta VALUES ('created', ?)", (str(time.time()),))
-        return cls(path, conn)
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+            conn = sqlite3.connect(tmp, isolation_level=None)
+            try:
+                conn.executescript(_SCHEMA)
+                with _tx(conn):
+                    conn.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+                    conn.execute("INSERT INTO meta VALUES ('sweep', ?)", (json.dumps(sweep),))
+                    conn.execute("INSERT INTO meta VALUES ('created', ?)", (str(time.time()),))
+            finally:
+                conn.close()
+            try:
+                os.link(tmp, path)  # atomic "create if absent"; the loser opens the winner's file
+            except FileExistsError:
+                pass
+            finally:
+                tmp.unlink(missing_ok=True)
+        return cls.open(path)
 
     def _migrate(self, version: int) -> None:
         """Bring an older schema up to :data:`SCHEMA_VERSION` (version 1 is the first)."""
@@ -267,13 +284,15 @@ class Store:
             )
         return True
 
-    def reset_failed(self) -> int:
-        """Failed trials back to pending (``--retry-failed``); their partial rows are dropped."""
+    def reset_failed(self, only: set[str] | None = None) -> int:
+        """Failed trials (of ``only``, if given) back to pending (``--retry-failed``); their
+        partial rows are dropped."""
         with _tx(self.conn):
             ids = [r[0] for r in self.conn.execute("SELECT trial_id FROM trials WHERE status='failed'")]
+            ids = [t for t in ids if only is None or t in only]
             for tid in ids:
                 self.conn.execute("DELETE FROM records WHERE trial_id=?", (tid,))
-            self.conn.execute("UPDATE trials SET status='pending', error=NULL WHERE status='failed'")
+                self.conn.execute("UPDATE trials SET status='pending', error=NULL WHERE trial_id=?", (tid,))
         return len(ids)
 
     # ------------------------------------------------------------------ reading

@@ -1,0 +1,352 @@
+"""Checkpoints of one trial: atomic, checksummed, loaded with ``weights_only=True``.
+
+A trial's folder ``<run_dir>/trials/<trial_id>/`` holds
+
+- ``init.pt``: the state after epoch 0 — θ⁰ and the epoch-0 records (resumable);
+- ``epoch_NNNNN.pt``: the full state after epoch N, kept for the epochs in ``checkpoint.epochs``;
+  the other ones are rolling resume points (``checkpoint.every_epochs`` / ``every_minutes``), each
+  deleted once the next checkpoint is complete;
+- ``final.pt``: the trained weights and every record, without optimiser state (nothing is left to
+  train): a trial whose driver died before storing it resumes from here without training.
+
+Checksums live in a sidecar ``X.pt.sha256`` in ``sha256sum`` format (``<hex>  X.pt``), so the
+``.pt`` files stay plain torch files and ``sha256sum -c X.pt.sha256`` checks one by hand. Writes go
+to a temporary file (fsync) that is renamed into place, then the sidecar likewise: a checkpoint
+exists once its sidecar does. A crash between the two renames leaves a payload without sidecar,
+which is never loaded and is rewritten or pruned later; a payload whose hash differs from its
+sidecar is corrupted, and :func:`load_checkpoint` raises :class:`~ddscope.errors.UserError` instead
+of loading it.
+
+Contents (tensors and plain data only, so ``torch.load(weights_only=True)`` reads them):
+``format``, ``trial_id``, ``config`` (the full trial config as a dict), ``epoch``, ``step``,
+``model`` (state_dict), ``optimizer``/``scheduler`` (state_dicts), ``rng`` (``order``: the CPU
+generator of the batch order and augmentation; ``torch``: the global CPU RNG; ``cuda``: one state
+per device when CUDA is in use), ``records`` ((epoch, metric, value) tuples so far),
+``interp_epoch`` and ``elapsed_s`` (training wall time so far).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import time
+import uuid
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from .config import TrialConfig
+from .errors import UserError
+
+FORMAT = 1
+SIDECAR = ".sha256"
+_EPOCH_FILE = re.compile(r"^epoch_(\d+)\.pt$")
+_TMP_MAX_AGE_S = 3600.0  # a temporary file this old belongs to a writer that was killed
+
+
+def trial_dir(run_dir: str | Path, trial_id: str) -> Path:
+    return Path(run_dir) / "trials" / trial_id
+
+
+def sidecar(path: Path) -> Path:
+    return path.with_name(path.name + SIDECAR)
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _replace_durably(tmp: Path, path: Path) -> None:
+    """fsync ``tmp``, rename it onto ``path`` (atomic on POSIX and Windows), fsync the folder."""
+    with open(tmp, "rb+") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    if hasattr(os, "O_DIRECTORY"):  # the rename itself survives a power cut (POSIX only)
+        fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _tmp_name(path: Path) -> Path:
+    # Unique per writer: two processes saving the same trial never share a temporary file.
+    return path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+
+
+def save_checkpoint(path: str | Path, state: dict) -> Path:
+    """Write ``state`` to ``path`` atomically, then its ``.sha256`` sidecar atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp, side = _tmp_name(path), sidecar(path)
+    side_tmp = _tmp_name(side)
+    try:
+        torch.save(state, tmp)
+        digest = sha256_file(tmp)
+        # Rewriting a name: drop the old sidecar first, so the gap between the two renames reads
+        # as an interrupted write (skipped) rather than as a checksum mismatch (corruption).
+        side.unlink(missing_ok=True)
+        _replace_durably(tmp, path)
+        side_tmp.write_text(f"{digest}  {path.name}\n")
+        _replace_durably(side_tmp, side)
+    finally:  # an exception mid-write leaves no temporary file behind
+        tmp.unlink(missing_ok=True)
+        side_tmp.unlink(missing_ok=True)
+    return path
+
+
+def verify_checkpoint(path: str | Path) -> None:
+    """Raise :class:`UserError` unless ``path`` exists and matches its sidecar checksum."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"checkpoint {path} not found")
+    side = sidecar(path)
+    if not side.is_file():
+        raise UserError(f"checkpoint {path} has no checksum file {side.name} (an interrupted write?); not loaded")
+    fields = side.read_text().split()
+    if not fields or not re.fullmatch(r"[0-9a-f]{64}", fields[0]):
+        raise UserError(f"checkpoint {path} is corrupted: unreadable checksum file {side.name}")
+    if sha256_file(path) != fields[0]:
+        raise UserError(f"checkpoint {path} is corrupted: checksum mismatch")
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
+    """Verify the checksum, then ``torch.load(..., weights_only=True)``; never unpickles code."""
+    path = Path(path)
+    verify_checkpoint(path)
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # noqa: BLE001 — a checksummed file that still fails to load
+        raise UserError(f"checkpoint {path} cannot be loaded with weights_only=True ({type(e).__name__})") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise UserError(f"checkpoint {path} is not a ddscope checkpoint (format {FORMAT})")
+    return state
+
+
+def checkpoint_config(state: dict, path: str | Path = "checkpoint") -> TrialConfig:
+    """The trial config stored in a checkpoint (validated like any config)."""
+    try:
+        return TrialConfig.from_dict(state["config"])
+    except (UserError, KeyError, TypeError) as e:
+        raise UserError(f"checkpoint {path} holds a config this ddscope cannot read ({e})") from None
+
+
+# ----------------------------------------------------------------------------- training state
+
+
+def capture(cfg: TrialConfig, epoch: int, *, model, step: int, records, interp_epoch, elapsed_s: float,
+            optimizer=None, scheduler=None, order: torch.Generator | None = None) -> dict:
+    """Everything needed to continue training after ``epoch`` exactly as if never stopped.
+
+    Without ``optimizer`` only the weights and records are kept (the final checkpoint).
+    """
+    state = {
+        "format": FORMAT,
+        "trial_id": cfg.trial_id,
+        "config": cfg.to_dict(),
+        "epoch": epoch,
+        "step": step,
+        "model": model.state_dict(),
+        "records": list(records),
+        "interp_epoch": interp_epoch,
+        "elapsed_s": float(elapsed_s),
+    }
+    if optimizer is not None:
+        state["optimizer"] = optimizer.state_dict()
+        state["scheduler"] = scheduler.state_dict()
+        state["rng"] = {
+            "order": order.get_state(),
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [],
+        }
+    return state
+
+
+def restore(state: dict, model, optimizer, scheduler, order: torch.Generator) -> None:
+    """Load model, optimiser, scheduler and RNG states from :func:`capture` output in place."""
+    model.load_state_dict(state["model"])
+    if "optimizer" not in state:  # final.pt: training is over, nothing else to restore
+        return
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    rng = state["rng"]
+    order.set_state(rng["order"])
+    torch.set_rng_state(rng["torch"])
+    if rng["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(rng["cuda"])
+
+
+# ----------------------------------------------------------------------------- one trial's folder
+
+
+def _complete(folder: Path) -> list[tuple[float, Path]]:
+    """(order key, path) of every checkpoint with a sidecar, oldest first (final.pt last)."""
+    out = []
+    for p in folder.glob("*.pt"):
+        if not sidecar(p).is_file():
+            continue  # an interrupted write: never loaded
+        m = _EPOCH_FILE.match(p.name)
+        if m:
+            out.append((int(m.group(1)), p))
+        elif p.name == "init.pt":
+            out.append((0, p))
+        elif p.name == "final.pt":
+            out.append((float("inf"), p))
+    return sorted(out, key=lambda kp: kp[0])
+
+
+def latest_checkpoint(folder: str | Path) -> Path | None:
+    """The most advanced complete checkpoint in ``folder`` (not verified), or None."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return None
+    done = _complete(folder)
+    return done[-1][1] if done else None
+
+
+class Checkpointer:
+    """The checkpoint schedule of one trial: what to write after each epoch, and where to resume.
+
+    ``after_epoch(epoch, make_state)`` calls ``make_state(full)`` only when a checkpoint is due,
+    so an epoch without one costs nothing.
+    """
+
+    def __init__(self, folder: str | Path, cfg: TrialConfig):
+        self.folder = Path(folder)
+        self.cfg = cfg
+        self.keep = set(cfg.checkpoint.epochs)
+        self.last_save = time.monotonic()
+
+    def resume(self) -> dict | None:
+        """The latest complete checkpoint of this trial (verified), or None to start afresh.
+
+        A corrupted one raises UserError: it is reported, never loaded, never silently skipped.
+        """
+        self._remove_stale_tmp()
+        path = latest_checkpoint(self.folder)
+        if path is None:
+            return None
+        state = load_checkpoint(path)
+        if state.get("trial_id") != self.cfg.trial_id or checkpoint_config(state, path).trial_id != self.cfg.trial_id:
+            raise UserError(f"checkpoint {path} belongs to another trial than {self.cfg.trial_id}; move it away")
+        return state
+
+    def after_epoch(self, epoch: int, make_state: Callable[[bool], dict]) -> None:
+        c, total = self.cfg.checkpoint, self.cfg.optim.epochs
+        if epoch == total:
+            name, full = "final.pt", False
+        elif epoch == 0:
+            name, full = "init.pt", True
+        elif (
+            epoch in self.keep
+            or (c.every_epochs and epoch % c.every_epochs == 0)
+            or (c.every_minutes and time.monotonic() - self.last_save >= 60.0 * c.every_minutes)
+        ):
+            name, full = f"epoch_{epoch:05d}.pt", True
+        else:
+            return
+        save_checkpoint(self.folder / name, make_state(full))
+        self.last_save = time.monotonic()
+        self._prune(epoch)
+
+    def _prune(self, epoch: int) -> None:
+        """Delete rolling checkpoints older than the one just written (sidecar first, so a
+        half-deleted one reads as an interrupted write, not as corruption)."""
+        for p in self.folder.glob("epoch_*.pt"):
+            m = _EPOCH_FILE.match(p.name)
+            if m and int(m.group(1)) < epoch and int(m.group(1)) not in self.keep:
+                sidecar(p).unlink(missing_ok=True)
+                p.unlink(missing_ok=True)
+
+    def _remove_stale_tmp(self) -> None:
+        if not self.folder.is_dir():
+            return
+        now = time.time()
+        for t in self.folder.glob(".*.tmp"):
+            try:
+                if now - t.stat().st_mtime > _TMP_MAX_AGE_S:
+                    t.unlink()
+            except FileNotFoundError:
+                pass
+
+
+# ----------------------------------------------------------------------------- measuring
+
+
+MEASURE_SPLITS = ("train", "train_clean", "train_noisy", "test", "val")
+
+
+def measure_checkpoint(path: str | Path, groups, *, samples: int | None = None, output: str | None = None,
+                       device: str = "cpu", data_root: str | None = None) -> dict:
+    """Rebuild a checkpoint's model from its stored config and measure it on its own data.
+
+    The splits are train (noisy labels), train_clean, train_noisy, test (and val when the trial
+    has one); θ⁰ for ``distance`` comes from ``init.pt`` beside the checkpoint, or is regenerated
+    from the trial's seed (the same draw) when that file is absent. With the trial's own options
+    the values equal the ones stored at that epoch: the same function with the same seeds.
+
+    Returns ``{"checkpoint", "trial_id", "epoch", "init", "values": {metric: float}}``.
+    """
+    from .config import set_key
+    from .data import prepare
+    from .models import make_model
+    from .train import measure_epoch, resolve_device
+
+    path = Path(path)
+    state = load_checkpoint(path)
+    cfg = checkpoint_config(state, path)
+    updates: dict = {"device": device, "metrics.splits": list(MEASURE_SPLITS)}
+    if samples is not None:
+        updates.update({"metrics.jac_samples": samples, "metrics.hess_samples": samples})
+    if output is not None:
+        updates["metrics.output"] = output
+    if data_root is not None:
+        updates["data.root"] = data_root
+    cfg = set_key(cfg, updates)
+    dev = resolve_device(cfg.device)
+    data = prepare(cfg.data).to(dev)
+
+    def build(weights: dict | None):
+        torch.manual_seed(cfg.seed)  # the trial's initialisation draw
+        net = make_model(cfg.model, data.input_shape, data.num_classes)
+        if weights is not None:
+            net.load_state_dict(weights)
+        return net.to(dev)
+
+    model = build(state["model"])
+    init_path = path.with_name("init.pt")
+    if init_path.is_file() and init_path != path:
+        theta0, source = build(load_checkpoint(init_path)["model"]), "init.pt"
+    elif state["epoch"] == 0:
+        theta0, source = model, path.name
+    else:
+        theta0, source = build(None), "regenerated from the trial seed"
+    init_state = {k: v.detach().clone() for k, v in theta0.named_parameters()}
+    records = measure_epoch(cfg, model, data, init_state, state["epoch"], list(groups))
+    return {
+        "checkpoint": str(path),
+        "trial_id": cfg.trial_id,
+        "epoch": state["epoch"],
+        "init": source,
+        "values": {metric: value for _, metric, value in records},
+    }
+
+
+__all__ = [
+    "measure_checkpoint",
+    "Checkpointer",
+    "capture",
+    "restore",
+    "save_checkpoint",
+    "load_checkpoint",
+    "verify_checkpoint",
+    "latest_checkpoint",
+    "checkpoint_config",
+    "trial_dir",
+]

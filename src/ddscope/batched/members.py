@@ -1,0 +1,152 @@
+"""Per-member bookkeeping shared by the vectorised trainers: one :class:`Member` per trial.
+
+A group trains several trials as one batched model, but every member keeps what a lone
+:func:`~ddscope.train.run_trial` would keep: its own config, data, θ⁰, records and result. The
+per-epoch losses/errors and the scheduled metrics run on the member's *own* ``nn.Module`` (built
+by ``make_model`` and sharing storage with the batched parameters), through the very functions
+``run_trial`` uses (``epoch_errors``, ``measure_epoch``, ``metric_epochs``), so every number is
+computed by the same code path on the same weights.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from ..config import TrialConfig
+from ..data import TrialData
+from ..models import count_parameters
+from ..train import Diverged, TrialResult, epoch_errors, measure_epoch, metric_epochs
+
+
+@dataclass
+class Member:
+    """One trial inside a group: its config, tensors, standalone module and growing result."""
+
+    cfg: TrialConfig
+    data: TrialData
+    model: nn.Module  # parameters share storage with the group's batched tensors
+    result: TrialResult
+    init_state: dict[str, Tensor] = field(default_factory=dict)  # θ⁰, for distance-from-init
+    schedule: "Schedule | None" = None
+    interp_epoch: int | None = None
+    alive: bool = True
+
+    @classmethod
+    def start(cls, cfg: TrialConfig, data: TrialData, model: nn.Module) -> "Member":
+        """Fresh result with the summary fields ``run_trial`` fills before training."""
+        result = TrialResult(trial_id=cfg.trial_id, config=cfg.to_dict(), status="done")
+        result.noisy_mask = np.packbits(data.noisy_mask.cpu().numpy()).tobytes()
+        result.summary.update(
+            n_train=int(data.x_train.shape[0]),
+            n_noisy=int(data.noisy_mask.sum()),
+            params=count_parameters(model),
+            resumed_from_epoch=None,
+        )
+        return cls(cfg=cfg, data=data, model=model, result=result, schedule=Schedule(cfg))
+
+    def snapshot_init(self) -> None:
+        self.init_state = {k: v.detach().clone() for k, v in self.model.named_parameters()}  # θ⁰
+
+    def fail(self, error: str, epoch: int | None) -> None:
+        self.alive = False
+        self.result.status, self.result.error = "failed", error
+        if epoch is not None:
+            self.result.summary["failed_epoch"] = epoch
+
+
+class Schedule:
+    """The metric groups due at each epoch, exactly as ``run_trial`` schedules them."""
+
+    def __init__(self, cfg: TrialConfig):
+        m, epochs = cfg.metrics, cfg.optim.epochs
+        self.metrics = m
+        self.dense = set(metric_epochs(epochs, m.num_log_epochs, m.epochs))
+        self.sparse = set(metric_epochs(epochs, m.num_sparse_epochs, m.epochs))
+
+    def groups(self, epoch: int) -> list[str]:
+        m = self.metrics
+        return [g for g in m.groups if epoch in self.dense] + [
+            g for g in m.sparse_groups if epoch in self.sparse and g not in m.groups
+        ]
+
+
+def log_epoch(member: Member, epoch: int, step: int) -> None:
+    """Per-epoch losses/errors (eval mode) and the scheduled metrics of one member.
+
+    Mirrors the end-of-epoch block of ``run_trial``: a non-finite training loss fails the member
+    with the same message, any other exception fails it with the traceback.
+    """
+    model, rec = member.model, member.result.records
+    try:
+        model.eval()
+        for name, (loss_v, err_v) in epoch_errors(model, member.data).items():
+            if name == "train" and not math.isfinite(loss_v):
+                raise Diverged(epoch, step, loss_v)
+            rec.append((epoch, f"loss/{name}", loss_v))
+            rec.append((epoch, f"err/{name}", err_v))
+            if name == "train" and err_v == 0.0 and member.interp_epoch is None:
+                member.interp_epoch = epoch
+        groups = member.schedule.groups(epoch)
+        if groups:
+            rec.extend(measure_epoch(member.cfg, model, member.data, member.init_state, epoch, groups))
+    except Diverged as e:
+        member.fail(f"diverged: {e}", e.epoch)
+    except Exception:  # noqa: BLE001 — one member's crash must not stop the group
+        member.fail(traceback.format_exc(), None)
+
+
+def finish(members: Sequence[Member], t0: float) -> list:
+    """Close every member's result: interp_epoch record and summary, and the wall time.
+
+    ``wall_s`` is the member's share of the group's wall time (the group total divided by its
+    size), so summing ``wall_s`` over a sweep still gives its total; ``group_wall_s`` and
+    ``group_size`` record the group itself.
+    """
+    wall = time.perf_counter() - t0
+    out = []
+    for m in members:
+        s = m.result.summary
+        if m.result.status == "done":
+            s["interp_epoch"] = m.interp_epoch
+            if m.interp_epoch is not None:
+                m.result.records.append((m.cfg.optim.epochs, "interp_epoch", float(m.interp_epoch)))
+        s.update(wall_s=wall / len(members), group_wall_s=wall, group_size=len(members))
+        out.append(m.result)
+    return out
+
+
+def check_losses(members: Sequence[Member], losses: Tensor, epoch: int, step: int,
+                 kill: Callable[[int], None]) -> None:
+    """Fail (and ``kill``) every live member whose batch loss is NaN/inf at this step.
+
+    ``losses`` is (M,) over all members, dead ones included (their parameters are zero, so their
+    loss is finite and ignored). One host sync per step, as in ``run_trial``.
+    """
+    finite = torch.isfinite(losses)
+    if bool(finite.all()):
+        return
+    values = losses.detach().cpu().tolist()
+    for j in torch.nonzero(~finite.cpu()).flatten().tolist():
+        if members[j].alive:
+            members[j].fail(f"diverged: {Diverged(epoch, step, values[j])}", epoch)
+            kill(j)
+
+
+def zero_member_state(optimizer: torch.optim.Optimizer, tensors: Sequence[Tensor], index) -> None:
+    """Zero a dead member's slice ``index`` of the optimiser state of every tensor in ``tensors``
+    (momentum buffers, Adam moments): with zero weights and zero gradients it then stays zero."""
+    for p in tensors:
+        for value in optimizer.state.get(p, {}).values():
+            if isinstance(value, Tensor) and value.shape == p.shape:
+                value[index] = 0
+
+
+__all__ = ["Member", "Schedule", "log_epoch", "finish", "check_losses", "zero_member_state"]

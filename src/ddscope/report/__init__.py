@@ -1,77 +1,206 @@
-"""The report of a sweep, built from the store alone: figures (PNG + PDF), one self-contained HTML
-page, and CSVs (final table per trial, tidy table)."""
+"""The report of a sweep, built from the store alone (``ddscope report RUN_DIR``; also written at
+the end of every sweep):
+
+- figures, PNG and PDF, one style: ``double_descent``, ``smoothness``, ``over_epochs``,
+  ``epoch_heatmaps``, ``interpolation``, ``theorem2``, ``curvature``, ``distance``;
+- ``evidence.csv`` / ``evidence.md``: rank correlation of each measure with the test error
+  across widths, with bootstrap intervals over seeds, and where each measure peaks
+  (:mod:`.evidence`);
+- ``summary.json``: per noise level the double-descent summary, the representative widths,
+  the evidence rows and what is missing;
+- ``final_table.csv`` (one row per trial) and ``tidy.csv`` (every stored row);
+- ``index.html``: one self-contained page with all of it, the sweep's config and the software.
+
+A partly finished sweep, failed trials or metric groups that were never measured give a page
+that says what is missing (:mod:`.coverage`) instead of an error.
+"""
 
 from __future__ import annotations
 
+import datetime as _dt
+import json
+import math
 from pathlib import Path
+
+import numpy as np
+import pandas as pd
 
 from ..sweep.store import Store
 from ..sweep.table import final_table, tidy
-from . import plots
-from .html import write_page
-from .summary import dd_summary
+from . import epochs, figures, html, plots
+from .coverage import missing_items
+from .evidence import MEASURES, evidence_table
+from .summary import dd_summary, done_rows, representative_widths, theorem2_table
+
+__all__ = ["build_report", "dd_summary", "evidence_table"]
+
+# (file stem, title, caption); the figure functions are called in build_report.
+CAPTIONS = {
+    "double_descent": ("Double descent",
+                       "Test error (solid) and train error on the noisy training labels (dashed) at the last epoch "
+                       "against width k (log axis). Lines: mean over seeds; bands: ± 1 std. Dotted vertical line: "
+                       "interpolation threshold (narrowest width with mean train error 0); ring: test-error peak "
+                       "(highest test error beyond the classical optimum). One colour per label-noise level."),
+    "smoothness": ("Smoothness mirrors double descent",
+                   "jac_spec_rms = (1/N Σₙ ‖∂f/∂x(xₙ)‖₂²)^½ of the logits at training points, test points and "
+                   "on paths between training pairs (same class / any class), at the last epoch; beside it, the "
+                   "upper bound ∏ₗ ‖Wₗ‖₂ on the global Lipschitz constant on a log axis."),
+    "over_epochs": ("Over epochs",
+                    "jac_spec_rms on training points (top) and train error on the noisy labels (bottom) against "
+                    "epoch for representative widths chosen from the data: the classical optimum (under-"
+                    "parameterised), the test-error peak (critical), one between it and the widest, and the widest. "
+                    "Dotted: each width's mean interpolation epoch."),
+    "epoch_heatmaps": ("Width × epoch",
+                       "jac_spec_rms on training points and train error, mean over seeds, for every width and "
+                       "recorded epoch; rings mark the mean interpolation epoch."),
+    "interpolation": ("Interpolation speed",
+                      "First epoch at which the train error on the noisy labels is 0, mean ± std over the seeds "
+                      "that got there (k/n beside a point when only k of n did); triangles at the epoch budget: "
+                      "no seed interpolated."),
+    "theorem2": ("Theorem 2",
+                 "LHS = x_min²/‖θ¹‖₂² · (1/N) Σₙ ‖∇ₓLₙ‖², MID = (1/N) Σₙ ‖∇_θLₙ‖², RHS = 2 L_max tr H at the "
+                 "last epoch (log axis), and the fraction of seeds in which LHS ≤ MID and MID ≤ RHS held."),
+    "curvature": ("Curvature", "Trace and largest eigenvalue of the Hessian of the training loss in parameter "
+                  "space at the last epoch, log axis."),
+    "distance": ("Distance from initialisation",
+                 "Relative distance ‖θₗ − θₗ⁰‖_F / ‖θₗ⁰‖_F of each layer's parameters at the last epoch (heat "
+                 "map, mean over seeds; layers are module paths from input to output), and of the whole network."),
+}
+NEEDS = {  # what a figure needs, said when it cannot be drawn
+    "double_descent": "err/test",
+    "smoothness": "jac_spec_rms/* or lip_upper (metric groups 'jacobian', 'paths', 'lipschitz')",
+    "over_epochs": "jac_spec_rms/train or err/train over epochs",
+    "epoch_heatmaps": "jac_spec_rms/train or err/train over epochs",
+    "interpolation": "err/train and the trials' interp_epoch",
+    "theorem2": "thm2_lhs, thm2_mid, thm2_rhs (metric group 'theorem2')",
+    "curvature": "hess_trace, hess_top (metric group 'hessian')",
+    "distance": "dist_rel/* (metric group 'distance')",
+}
+
+
+def _jsonable(x):
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if x is None or x is pd.NA:
+        return None
+    if isinstance(x, (bool, np.bool_)):
+        return bool(x)
+    if isinstance(x, (int, np.integer)):
+        return int(x)
+    if isinstance(x, (float, np.floating)):
+        return None if math.isnan(x) else float(x)
+    return x
+
+
+def _levels(final: pd.DataFrame) -> list:
+    d = done_rows(final)
+    return sorted(d["data.noise"].dropna().unique()) if "data.noise" in d and d["data.noise"].notna().any() else [None]
 
 
 def build_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
-    """Write ``out`` (default ``RUN_DIR/report``) and return the path of its ``index.html``."""
+    """Write the report of ``run_dir`` to ``out`` (default ``RUN_DIR/report``); returns the path
+    of its ``index.html``."""
     run_dir = Path(run_dir)
     store = Store.open(run_dir)
     try:
-        final = final_table(store)
-        long = tidy(store)
-        counts = store.counts()
-        sweep_cfg = store.sweep_config()
+        final, long = final_table(store), tidy(store)
+        counts, sweep_cfg = store.counts(), store.sweep_config()
     finally:
         store.close()
-    out = Path(out) if out else run_dir / "report"
+    out = Path(out) if out else (run_dir if run_dir.is_dir() else run_dir.parent) / "report"
     out.mkdir(parents=True, exist_ok=True)
     final.to_csv(out / "final_table.csv", index=False)
     long.to_csv(out / "tidy.csv", index=False)
 
-    figures: list[tuple[str, str, Path | None]] = []  # (title, caption, png path or None = missing)
-    missing: list[str] = []
+    levels = _levels(final)
+    summaries = {lv: dd_summary(final, lv) for lv in levels}
+    reps = {lv: representative_widths(final, lv) for lv in levels}
+    ev = evidence_table(final)
+    ev.to_csv(out / "evidence.csv", index=False)
+    (out / "evidence.md").write_text(html.evidence_markdown(ev), encoding="utf-8")
+    metrics = set(long["metric"].unique()) if not long.empty else set()
+    missing = missing_items(final, counts, metrics, sweep_cfg)
 
-    def add(name: str, title: str, caption: str, fig) -> None:
+    done_long = long[long["status"] == "done"] if "status" in long else long
+    train_rows = done_long[done_long["metric"] == "err/train"] if not done_long.empty else done_long
+    budget = float(train_rows["epoch"].max()) if len(train_rows) else None
+    drawn = {
+        "double_descent": figures.double_descent(final),
+        "smoothness": figures.smoothness(final),
+        "over_epochs": epochs.over_epochs(long, reps),
+        "epoch_heatmaps": epochs.epoch_heatmaps(long),
+        "interpolation": figures.interpolation_speed(final, budget),
+        "theorem2": figures.theorem2(final),
+        "curvature": figures.curvature(final),
+        "distance": figures.distance(final),
+    }
+    fig_html, files = {}, {}
+    for name, fig in drawn.items():
+        title, caption = CAPTIONS[name]
         if fig is None:
-            missing.append(f"{title}: no data for it in the store yet")
-            figures.append((title, caption, None))
-            return
+            files[name] = None
+            missing.append(f"Figure '{title}' not drawn: the done trials have no {NEEDS[name]}.")
+            fig_html[name] = f"<p class=note>Not drawn: the done trials have no {html.esc(NEEDS[name])}.</p>"
+            continue
         png, _pdf = plots.save(fig, out / name)
-        figures.append((title, caption, png))
+        files[name] = png.name
+        fig_html[name] = f"<figure>{html.image(png, title)}<figcaption>{html.esc(caption)}</figcaption></figure>"
 
-    done = final[final["status"] == "done"] if "status" in final else final
-    add(
-        "double_descent",
-        "Double descent",
-        "Test error (solid) and train error on the noisy labels (dashed) against width.",
-        plots.width_curves(done, [("error", [("err/test", "test", "-"), ("err/train", "train (noisy labels)", "--")])]),
-    )
-    add(
-        "smoothness",
-        "Smoothness mirrors double descent",
-        "jac_spec_rms = (mean_n ‖∂f/∂x(x_n)‖₂²)^½ of the logits at training and test points.",
-        plots.width_curves(
-            done,
-            [("jac_spec_rms", [("jac_spec_rms/train", "train", "-"), ("jac_spec_rms/test", "test", "--"),
-                               ("jac_spec_rms/path_same", "paths (same class)", ":"),
-                               ("jac_spec_rms/path_any", "paths (any class)", "-.")])],
-        ),
-    )
-    add(
-        "over_epochs",
-        "Over epochs",
-        "jac_spec_rms on training points and train error against epoch, one line per width (first seed).",
-        plots.over_epochs(long, "jac_spec_rms/train", "err/train"),
-    )
-    summary = dd_summary(done)
-    page = write_page(
-        out / "index.html",
-        title=f"ddscope report — {sweep_cfg.get('sweep', {}).get('name', run_dir.name)}",
-        counts=counts,
-        summary=summary,
-        figures=figures,
-        missing=missing,
-        final=final,
-        sweep_cfg=sweep_cfg,
-    )
-    return page
+    generated = _dt.datetime.now().isoformat(timespec="seconds")
+    (out / "summary.json").write_text(json.dumps(_jsonable({
+        "run_dir": str(run_dir), "generated": generated, "counts": counts, "noise_levels": levels,
+        "double_descent": {str(k): v for k, v in summaries.items()},
+        "representative_widths": {str(k): v for k, v in reps.items()},
+        "evidence": ev.to_dict(orient="records"), "missing": missing, "figures": files,
+    }), indent=1), encoding="utf-8")
+
+    name = sweep_cfg.get("sweep", {}).get("name") or run_dir.name
+    intro = (f"Run <code>{html.esc(run_dir)}</code>. Trials: " + ", ".join(f"{n} {s}" for s, n in counts.items())
+             + f". Generated {generated} from the store alone; regenerate with "
+             f"<code>ddscope report {html.esc(run_dir)}</code>. All values are at each trial's last epoch "
+             "unless the axis is epoch.")
+    sections = _sections(final, ev, summaries, fig_html)
+    return html.write_page(out / "index.html", title=f"ddscope report — {name}", intro=intro, missing=missing,
+                           sections=sections, sweep_cfg=sweep_cfg)
+
+
+def _sections(final: pd.DataFrame, ev: pd.DataFrame, summaries: dict, fig_html: dict) -> list[tuple[str, str]]:
+    """The page body in reading order: summary, evidence, figures, tables."""
+    secs = [("Summary", html.table(html.summary_view(summaries)) + (
+        "<p>Interpolation threshold: narrowest width whose mean train error (noisy labels) is 0. Classical "
+        "optimum: lowest test error among narrower widths. Test-error peak: highest test error from the classical "
+        "optimum on (none if it never rises above it). Double descent: a peak above the widest net's test "
+        "error.</p>"))]
+    legend = "".join(f"<li><code>{html.esc(m)}</code>: {html.esc(d)}</li>" for m, d in MEASURES.items()
+                     if (ev["measure"] == m).any()) if not ev.empty else ""
+    secs.append(("Evidence table", html.evidence_html(ev) + (
+        "<p>Per noise level, correlation across widths between each measure and the test error (per-width means "
+        "over seeds): Spearman ρ and Kendall τ_b, with 95 % percentile bootstrap intervals [lo, hi] from "
+        "redrawing each width's seeds with replacement (none with one seed per width). 'all widths': every width; "
+        "'from w_C': only the widths from the classical optimum w_C on (the critical and over-parameterised "
+        "regime, where smoothness is claimed to mirror the test error; under-fit nets are smooth and bad). "
+        "'peak k': the width of the measure's largest mean ('edge': the narrowest or widest width, so no interior "
+        "peak); steps: signed steps along the width grid from the test-error peak / the interpolation threshold to "
+        "it. Machine-readable, with p-values: <code>evidence.csv</code>; as Markdown: <code>evidence.md</code>.</p>") + (f"<ul>{legend}</ul>" if legend else "")))
+    for name in ("double_descent", "smoothness", "over_epochs", "epoch_heatmaps", "interpolation", "theorem2"):
+        secs.append((CAPTIONS[name][0], fig_html[name]))
+    thm = theorem2_table(final)
+    if not thm.empty:
+        secs[-1] = (secs[-1][0], secs[-1][1] + "<h3>Theorem 2 check per width</h3>" + html.table(thm))
+    for name in ("curvature", "distance"):
+        secs.append((CAPTIONS[name][0], fig_html[name]))
+    cols = [c for c in ("model.width", "data.noise", "seed", "params", "status", "err/train", "err/train_clean",
+                        "err/train_noisy", "err/test", "loss/train", "loss/test", "interp_epoch", "jac_spec_rms/train",
+                        "jac_spec_rms/test", "jac_spec_rms/path_same", "lip_upper", "hess_trace", "hess_top",
+                        "dist_rel/all", "wall_s") if c in final.columns]
+    secs.append(("Final table (one row per trial)", html.table(final[cols]) +
+                 "<p>All columns: <code>final_table.csv</code>; every stored row: <code>tidy.csv</code>; figures as "
+                 "PNG and PDF beside this page.</p>"))
+    failed = final[final["status"] == "failed"] if "status" in final else final.iloc[0:0]
+    if len(failed):
+        f = failed[[c for c in ("trial_id", "model.width", "data.noise", "seed", "error") if c in failed]].copy()
+        f["error"] = f["error"].map(lambda e: (str(e or "").strip().splitlines() or [""])[-1])
+        secs.append(("Failed trials", html.table(f, left=("trial_id", "error"))))
+    return secs

@@ -1,7 +1,14 @@
-"""Figures as pure functions: a table from the store in, a matplotlib Figure out (or None when the
-table lacks what the figure needs). Training never imports this module."""
+"""Shared figure machinery: one style, one colour per label-noise level, mean ± std bands over
+seeds, a width axis with the grid's own tick labels, legends outside the data, PNG + PDF output.
+
+Every figure of the report is a pure function ``table -> matplotlib Figure | None`` (``None``
+when the table lacks what the figure needs); they live in :mod:`.figures` (against width) and
+:mod:`.epochs` (against epoch, heat maps). Training never imports this package.
+"""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import matplotlib
 
@@ -10,121 +17,166 @@ matplotlib.use("Agg")  # files only; never needs a display
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from matplotlib.lines import Line2D
+from matplotlib.ticker import FixedLocator, NullFormatter, NullLocator
+
+from .summary import curve
 
 STYLE = {
     "figure.dpi": 110,
     "axes.grid": True,
     "grid.alpha": 0.3,
+    "grid.linewidth": 0.6,
     "axes.spines.top": False,
     "axes.spines.right": False,
+    "axes.titlesize": 9.5,
+    "axes.labelsize": 9,
     "font.size": 9,
+    "xtick.labelsize": 8,
+    "ytick.labelsize": 8,
     "legend.fontsize": 8,
     "legend.frameon": False,
+    "lines.linewidth": 1.5,
+    "lines.markersize": 3.5,
+    "savefig.dpi": 150,
+    "pdf.fonttype": 42,  # editable text in the PDF
 }
-PALETTE = plt.get_cmap("tab10").colors
+
+# Okabe–Ito: colour-blind safe; noise level i (sorted) always gets NOISE_COLORS[i].
+NOISE_COLORS = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000"]
+PANEL_W, PANEL_H = 3.6, 2.8  # inches per panel
 
 
-def curve(final: pd.DataFrame, metric: str, group: str = "data.noise") -> pd.DataFrame:
-    """Mean, std and n over seeds of ``metric`` per (group, width), done trials only."""
-    if metric not in final.columns:
-        return pd.DataFrame(columns=[group, "model.width", "mean", "std", "n"])
-    d = final[final["status"] == "done"].dropna(subset=[metric])
-    g = d.groupby([group, "model.width"])[metric]
-    out = g.agg(["mean", "std", "count"]).reset_index().rename(columns={"count": "n"})
-    out["std"] = out["std"].fillna(0.0)
-    return out.sort_values([group, "model.width"])
+def noise_levels(final: pd.DataFrame) -> list:
+    """Sorted label-noise levels of the table (``[None]`` when it has no noise column)."""
+    if "data.noise" not in final or final["data.noise"].dropna().empty:
+        return [None]
+    return sorted(final["data.noise"].dropna().unique())
 
 
-def _band(ax, c: pd.DataFrame, color, label, ls="-", marker="o"):
-    x, m, s = c["model.width"].to_numpy(float), c["mean"].to_numpy(float), c["std"].to_numpy(float)
-    ax.plot(x, m, ls=ls, marker=marker, ms=3, color=color, label=label)
-    if (s > 0).any():
-        ax.fill_between(x, m - s, m + s, color=color, alpha=0.18, lw=0)
+def noise_color(levels: list, noise) -> str:
+    return NOISE_COLORS[levels.index(noise) % len(NOISE_COLORS)] if noise in levels else NOISE_COLORS[0]
 
 
-def _n_text(c: pd.DataFrame) -> str:
-    if c.empty:
+def noise_label(noise) -> str:
+    return "noise —" if noise is None else f"noise {100 * float(noise):g} %"
+
+
+def subplots(ncols: int, nrows: int = 1, *, width: float = PANEL_W, height: float = PANEL_H, **kw):
+    """Figure with ``nrows × ncols`` panels, constrained layout (legends may sit outside)."""
+    fig, axes = plt.subplots(nrows, ncols, figsize=(width * ncols, height * nrows), squeeze=False,
+                             layout="constrained", **kw)
+    return fig, axes
+
+
+def width_axis(ax, widths) -> None:
+    """Log x axis labelled with the swept widths themselves (at most ~9 of them)."""
+    ws = sorted({float(w) for w in widths if w is not None and np.isfinite(w) and w > 0})
+    ax.set_xscale("log")
+    ax.set_xlabel("width k")
+    if not ws:
+        return
+    ax.xaxis.set_major_locator(FixedLocator(spaced_ticks(ws)))
+    ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    lo, hi = ws[0], ws[-1]
+    pad = (hi / lo) ** 0.04 if hi > lo else 1.3
+    ax.set_xlim(lo / pad, hi * pad)
+
+
+def spaced_ticks(ws: list[float], max_ticks: int = 9) -> list[float]:
+    """Widths to label on a log axis: the narrowest, the widest, and in between only those at
+    least 1/``max_ticks`` of the log range from their neighbours (labels never overlap)."""
+    if len(ws) <= 2:
+        return list(ws)
+    gap = (np.log(ws[-1]) - np.log(ws[0])) / max_ticks
+    shown = [ws[0]]
+    for w in ws[1:-1]:
+        if np.log(w) - np.log(shown[-1]) >= gap and np.log(ws[-1]) - np.log(w) >= gap:
+            shown.append(w)
+    return shown + [ws[-1]]
+
+
+def band(ax, c: pd.DataFrame, color, *, ls="-", marker="o", label=None, x="model.width", fill=True, **kw):
+    """Mean line with a ±1 std band (drawn only where the std is positive)."""
+    xs, m, s = c[x].to_numpy(float), c["mean"].to_numpy(float), c["std"].to_numpy(float)
+    ax.plot(xs, m, ls=ls, marker=marker, color=color, label=label, **kw)
+    if fill and np.nan_to_num(s).max(initial=0) > 0:
+        lo, hi = m - s, m + s
+        if ax.get_yscale() == "log":
+            lo = np.where(lo > 0, lo, m)  # a log axis cannot draw a band through zero
+        ax.fill_between(xs, lo, hi, color=color, alpha=0.18, lw=0)
+
+
+def tidy_log_axis(ax) -> None:
+    """On a log y axis spanning a decade or more, label only the powers of ten."""
+    lo, hi = ax.get_ylim()
+    if lo > 0 and hi / lo >= 10:
+        ax.yaxis.set_minor_formatter(NullFormatter())
+
+
+def n_text(counts: pd.Series | np.ndarray | list) -> str:
+    """"n = 3 seeds" or "n = 1–3 seeds" from per-point seed counts."""
+    counts = [int(c) for c in counts if c == c]
+    if not counts:
         return ""
-    lo, hi = int(c["n"].min()), int(c["n"].max())
-    return f"n = {lo} seed{'s' if hi > 1 else ''}" if lo == hi else f"n = {lo}–{hi} seeds"
+    lo, hi = min(counts), max(counts)
+    return f"n = {lo} seed{'s' if lo > 1 else ''}" if lo == hi else f"n = {lo}–{hi} seeds"
 
 
-def _noise_levels(final: pd.DataFrame) -> list:
-    return sorted(final["data.noise"].dropna().unique()) if "data.noise" in final else [None]
+def series_curves(final: pd.DataFrame, metric: str, levels: list) -> dict:
+    """``{noise: curve}`` for the levels that have data for ``metric``."""
+    out = {}
+    for noise in levels:
+        c = curve(final, metric, noise=noise)
+        if not c.empty:
+            out[noise] = c
+    return out
 
 
-def width_curves(final: pd.DataFrame, panels: list[tuple[str, list[tuple[str, str, str]]]], *,
-                 logy: bool = False, title: str = "") -> plt.Figure | None:
-    """One panel per entry ``(ylabel, [(metric, label, linestyle), ...])`` against width (log x),
-    one colour per label-noise level, mean ± std bands over seeds."""
-    with plt.rc_context(STYLE):
-        if not any(m in final.columns for _, series in panels for m, _, _ in series):
-            return None
-        fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.3), squeeze=False)
-        for ax, (ylabel, series) in zip(axes[0], panels):
-            ntext = ""
-            levels = _noise_levels(final)
-            for i, noise in enumerate(levels):
-                for j, (metric, label, ls) in enumerate(series):
-                    c = curve(final, metric)
-                    if noise is not None:
-                        c = c[c["data.noise"] == noise]
-                    if c.empty:
-                        continue
-                    ntext = ntext or _n_text(c)
-                    tag = f"{label}" + (f", noise {noise:g}" if len(levels) > 1 else "")
-                    # Colour = noise level when several are swept, else one colour per series.
-                    color = PALETTE[(i if len(levels) > 1 else j) % 10]
-                    _band(ax, c, color, tag, ls=ls)
-            ax.set_xscale("log")
-            if logy:
-                ax.set_yscale("log")
-            ax.set_xlabel("width k")
-            ax.set_ylabel(ylabel)
-            ax.legend(title=ntext or None)
-        if title:
-            fig.suptitle(title)
-        fig.tight_layout()
-        return fig
+def style_legend(fig, levels: list, styles: list[tuple[str, str, str]], *, used_levels=None, title=None) -> None:
+    """Legends below the panels: line styles (black) for the series, colours for noise levels.
+
+    ``styles`` is ``[(label, linestyle, marker), ...]``.
+    """
+    handles = [Line2D([], [], color="0.2", ls=ls, marker=mk.rstrip("_"), label=lab,
+                      **({"mfc": "none", "ms": 8} if mk.endswith("_") else {}))  # "o_": an open ring
+               for lab, ls, mk in styles]
+    shown = [lv for lv in levels if used_levels is None or lv in used_levels]
+    if len(shown) > 1:
+        handles += [Line2D([], [], color=noise_color(levels, lv), lw=6, alpha=0.8, label=noise_label(lv))
+                    for lv in shown]
+    if handles:
+        ncol = len(handles) if len(handles) <= 5 else int(np.ceil(len(handles) / 2))
+        fig.legend(handles=handles, loc="outside lower center", ncol=ncol, title=title, handlelength=2.6)
 
 
-def over_epochs(tidy: pd.DataFrame, metric_left: str, metric_right: str, widths: list | None = None,
-                noise=None) -> plt.Figure | None:
-    """Two panels against epoch (log x, epoch 0 shown at 0.5): ``metric_left`` and ``metric_right``,
-    one line per width (colour from small to large), first seed only."""
-    d = tidy[tidy["metric"].isin([metric_left, metric_right])]
-    if noise is not None and "data.noise" in d:
-        d = d[d["data.noise"] == noise]
-    if d.empty:
-        return None
-    seed0 = d["seed"].min()
-    d = d[d["seed"] == seed0]
-    all_w = sorted(d["model.width"].unique())
-    widths = [w for w in (widths or all_w) if w in all_w]
-    cmap = plt.get_cmap("viridis")
-    with plt.rc_context(STYLE):
-        fig, axes = plt.subplots(1, 2, figsize=(8.8, 3.3))
-        for ax, metric in zip(axes, (metric_left, metric_right)):
-            for j, w in enumerate(widths):
-                s = d[(d["model.width"] == w) & (d["metric"] == metric)].sort_values("epoch")
-                if s.empty:
-                    continue
-                x = np.maximum(s["epoch"].to_numpy(float), 0.5)
-                ax.plot(x, s["value"], color=cmap(j / max(1, len(widths) - 1)), lw=1.2, label=f"k={w}")
-            ax.set_xscale("log")
-            ax.set_xlabel("epoch (0 drawn at 0.5)")
-            ax.set_ylabel(metric)
-        axes[1].legend(ncol=2, fontsize=7)
-        fig.tight_layout()
-        return fig
+def subtitle(levels: list, counts: list, what: str = "mean ± std over seeds") -> str:
+    """Panel-set subtitle: the statistic, n, and the noise level when there is only one."""
+    parts = [what, n_text(counts)]
+    if len(levels) == 1 and levels[0] is not None:
+        parts.append(noise_label(levels[0]))
+    return ", ".join(p for p in parts if p)
 
 
-def save(fig: plt.Figure, stem) -> list:
+def no_data(ax, text: str) -> None:
+    """An empty panel that says why it is empty."""
+    ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, color="0.4", wrap=True)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.grid(False)
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+
+
+def save(fig: plt.Figure, stem: Path) -> list[Path]:
     """PNG (for the page) and PDF (for papers) side by side; returns the paths."""
+    stem = Path(stem)
     paths = []
     for ext in ("png", "pdf"):
         p = stem.with_suffix(f".{ext}")
-        fig.savefig(p, bbox_inches="tight", dpi=130 if ext == "png" else None)
+        fig.savefig(p, bbox_inches="tight")
         paths.append(p)
     plt.close(fig)
     return paths

@@ -1,0 +1,84 @@
+"""What the store does not (yet) have: unfinished and failed trials, widths with fewer seeds than
+planned, metric groups that were never measured, and why. The report lists these instead of
+failing, so a half-finished sweep or an older store still gives a readable page."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+# Metric group (DESIGN.md §1, ``metrics.groups``) -> the metric that shows it was measured.
+GROUP_METRICS = {
+    "jacobian": ("jac_spec_rms/train", "jac_spec_rms, jac_spec_mean, jac_spec_max, jac_fro_rms on the data splits"),
+    "paths": ("jac_spec_rms/path_same", "Jacobian norms on paths between training points"),
+    "lipschitz": ("lip_upper", "the Lipschitz upper bound lip_upper and lip_layer/*"),
+    "hessian": ("hess_trace", "hess_trace and hess_top"),
+    "theorem2": ("thm2_mid", "the Theorem 2 terms thm2_lhs, thm2_mid, thm2_rhs"),
+    "distance": ("dist_rel/all", "distance from initialisation dist_abs/*, dist_rel/*"),
+}
+
+
+def enabled_groups(sweep_cfg: dict) -> set[str] | None:
+    """Metric groups the sweep's config asks for (None when the config does not say)."""
+    m = sweep_cfg.get("metrics")
+    if not isinstance(m, dict) or ("groups" not in m and "sparse_groups" not in m):
+        return None
+    return set(m.get("groups") or []) | set(m.get("sparse_groups") or [])
+
+
+def _label(row: pd.Series) -> str:
+    parts = [f"width {row['model.width']:g}" if pd.notna(row.get("model.width")) else ""]
+    if pd.notna(row.get("data.noise")):
+        parts.append(f"noise {row['data.noise']:g}")
+    if pd.notna(row.get("seed")):
+        parts.append(f"seed {int(row['seed'])}")
+    return ", ".join(p for p in parts if p)
+
+
+def missing_items(final: pd.DataFrame, counts: dict, metrics: set[str], sweep_cfg: dict) -> list[str]:
+    """Plain-language lines on what is missing; ``metrics`` are the metric names in the store."""
+    out: list[str] = []
+    total = sum(counts.values())
+    done = counts.get("done", 0)
+    if total == 0:
+        return ["The store has no trials."]
+    unfinished = counts.get("pending", 0) + counts.get("running", 0)
+    if unfinished:
+        out.append(f"The sweep is not finished: {counts.get('pending', 0)} trial(s) pending and "
+                   f"{counts.get('running', 0)} running of {total}; figures and tables use the {done} done.")
+    if done == 0:
+        out.append("No trial is done yet: there is nothing to plot.")
+    if "status" in final:
+        for _, r in final[final["status"] == "failed"].iterrows():
+            reason = (str(r.get("error") or "").strip().splitlines() or ["no reason recorded"])[-1]
+            out.append(f"Failed trial ({_label(r)}): {reason[:200]}")
+        keys = [k for k in ("data.noise", "model.width") if k in final]
+        if keys and done:
+            planned = final.groupby(keys).size()
+            have = final[final["status"] == "done"].groupby(keys).size().reindex(planned.index, fill_value=0)
+            short = [(k, int(have[k]), int(planned[k])) for k in planned.index if have[k] < planned[k]]
+            if short:
+                items = "; ".join(f"{_key(keys, k)}: {h} of {p}" for k, h, p in short[:12])
+                more = f" (and {len(short) - 12} more)" if len(short) > 12 else ""
+                out.append(f"Fewer done seeds than planned at {items}{more}.")
+    enabled = enabled_groups(sweep_cfg)
+    for group, (probe, what) in GROUP_METRICS.items():
+        if probe in metrics:
+            continue
+        if enabled is not None and group not in enabled:
+            why = "not enabled in this sweep's config (metrics.groups / metrics.sparse_groups)"
+        elif unfinished or not done:
+            why = "enabled, but no trial has recorded it yet"
+        else:
+            why = "no trial recorded it"
+        out.append(f"Metric group '{group}' ({what}): {why}.")
+    if done and "interp_epoch" in final:
+        d = final[final["status"] == "done"] if "status" in final else final
+        if pd.to_numeric(d["interp_epoch"], errors="coerce").notna().sum() == 0:
+            out.append("No done trial interpolated its training labels (train error never reached 0): "
+                       "there is no interpolation threshold or interpolation epoch.")
+    return out
+
+
+def _key(keys: list[str], k) -> str:
+    k = k if isinstance(k, tuple) else (k,)
+    return ", ".join(f"{name.split('.')[-1]} {v:g}" for name, v in zip(keys, k))

@@ -58,12 +58,15 @@ def _run(config: str, overrides: tuple[str, ...], out: str | None, executor: str
     axes = ", ".join(f"{k} × {len(v)}" for k, v in sweep.grid.items()) or "one trial"
     con.print(f"[bold]ddscope[/] sweep [cyan]{sweep.name}[/]: {n} trials ({axes}) → {run_dir}")
     ex = make_executor(executor, workers, address, gpus_per_trial)
-    stopped_by = _stop_on_sigterm()
+    stopped_by: dict = {}
+    previous = signal.signal(signal.SIGTERM, _stop_on(stopped_by))
     try:
         outcome = run_sweep(sweep, run_dir, ex, retry_failed=retry_failed, show_progress=not quiet, console=con)
     except KeyboardInterrupt:
         con.print(f"[yellow]interrupted[/]: finished trials are stored; rerun the same command to resume ({run_dir})")
         sys.exit(128 + stopped_by.get("signal", signal.SIGINT))
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     c = outcome.counts
     con.print(f"trials: {c['done']} done, {c['failed']} failed, {c['pending']} pending, {c['running']} running (this run: {outcome.ran})")
     for tid, why in outcome.failed:
@@ -73,17 +76,15 @@ def _run(config: str, overrides: tuple[str, ...], out: str | None, executor: str
         click.echo(f"report: {path}")
 
 
-def _stop_on_sigterm() -> dict:
-    """SIGTERM (a scheduler's preemption, ``kill``) stops a sweep as cleanly as Ctrl-C: running
-    trials are handed back and resume from their checkpoints. Returns where the signal is noted."""
-    seen: dict = {}
+def _stop_on(seen: dict):
+    """A SIGTERM handler (a scheduler's preemption, ``kill``) that stops a sweep as cleanly as
+    Ctrl-C: running trials are handed back and resume from their checkpoints."""
 
     def handler(signum, frame):
         seen["signal"] = signum
         raise KeyboardInterrupt
 
-    signal.signal(signal.SIGTERM, handler)
-    return seen
+    return handler
 
 
 _sweep_options = [

@@ -7,8 +7,9 @@ The job is any plain picklable callable, so the sweep driver never knows where t
 - ``RayExecutor`` — one Ray task per trial with its CPU/GPU request (``pip install 'ddscope[ray]'``).
 
 Every executor has ``max_workers`` (trials in flight), ``inline`` (jobs run inside ``submit``, so
-progress callbacks can be plain closures), ``progress_queue`` (a queue workers put
-``(trial_id, epoch, total)`` on, or None) and ``shutdown(cancel)``; ``cancel=True`` stops running
+progress callbacks can be plain closures), ``progress_queue`` (a queue its workers put
+``(trial_id, epoch, total)`` on, found there by :func:`worker_progress_queue`; or None) and
+``shutdown(cancel)``; ``cancel=True`` stops running
 jobs now (Ctrl-C), which is safe because trials resume from their checkpoints.
 """
 
@@ -60,11 +61,21 @@ def _exit_with_parent(parent: int) -> None:
             os._exit(1)
 
 
-def _init_worker(threads: int) -> None:
+_worker_queue = None  # in a pool worker: the driver's progress queue
+
+
+def worker_progress_queue():
+    """The progress queue of the pool this process works for (None outside a pool worker)."""
+    return _worker_queue
+
+
+def _init_worker(threads: int, progress_queue) -> None:
+    global _worker_queue
     import torch
 
     torch.set_num_threads(threads)
-    os.environ.setdefault("OMP_NUM_THREADS", str(threads))
+    # A multiprocessing.Queue may only reach a child at its start, hence here and not per job.
+    _worker_queue = progress_queue
     # Ctrl-C in a terminal reaches the whole process group; the driver alone decides how to stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
@@ -72,24 +83,24 @@ def _init_worker(threads: int) -> None:
 
 class LocalPoolExecutor:
     """``ProcessPoolExecutor`` with the spawn start method (safe with torch threads) and
-    ``cpu_count // workers`` torch threads per worker."""
+    ``cpu_count // workers`` torch threads per worker, or ``$OMP_NUM_THREADS`` when it is set."""
 
     inline = False
 
     def __init__(self, max_workers: int | None = None, threads_per_worker: int | None = None):
         cpus = os.cpu_count() or 1
         self.max_workers = max(1, max_workers or cpus)
-        self._threads = threads_per_worker or max(1, cpus // self.max_workers)
+        omp = os.environ.get("OMP_NUM_THREADS", "")
+        self._threads = threads_per_worker or (int(omp) if omp.isdigit() and int(omp) > 0 else 0) \
+            or max(1, cpus // self.max_workers)
         self._ctx = mp.get_context("spawn")
+        # Workers put (trial_id, epoch, total) here after every epoch (see worker_progress_queue).
+        self.progress_queue = self._ctx.Queue()
         self._pool = self._new_pool()
-        # Workers report per-epoch progress through a managed queue (picklable into spawned workers).
-        self._manager = self._ctx.Manager()
-        self.progress_queue = self._manager.Queue()
 
     def _new_pool(self) -> cf.ProcessPoolExecutor:
-        return cf.ProcessPoolExecutor(
-            max_workers=self.max_workers, mp_context=self._ctx, initializer=_init_worker, initargs=(self._threads,)
-        )
+        return cf.ProcessPoolExecutor(max_workers=self.max_workers, mp_context=self._ctx, initializer=_init_worker,
+                                      initargs=(self._threads, self.progress_queue))
 
     def submit(self, fn: Callable, *args: Any) -> cf.Future:
         try:
@@ -111,10 +122,7 @@ class LocalPoolExecutor:
                 p.join(timeout=10)
         else:
             self._pool.shutdown(wait=True)
-        try:
-            self._manager.shutdown()
-        except Exception:  # noqa: BLE001 — the manager may already be gone after Ctrl-C
-            pass
+        self.progress_queue.close()
 
 
 class RayExecutor:

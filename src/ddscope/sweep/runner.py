@@ -23,6 +23,7 @@ from ..checkpoint import trial_dir
 from ..config import SweepConfig, TrialConfig, dumps_toml
 from ..errors import UserError
 from ..train import TrialResult, run_trial
+from .executors import worker_progress_queue
 from .store import Store, worker_id
 
 HEARTBEAT_S = 10.0
@@ -33,16 +34,17 @@ WORKER_DIED = (
 )
 
 
-def _job(config: dict, progress_queue=None, ckpt_dir: str | None = None) -> TrialResult:
+def _job(config: dict, report_progress: bool = False, ckpt_dir: str | None = None) -> TrialResult:
     """Runs in a worker process: rebuild the config, train (resuming from ``ckpt_dir``), return
-    the picklable result."""
+    the picklable result; per-epoch progress goes to the pool's queue."""
     cfg = TrialConfig.from_dict(config)
     progress = None
-    if progress_queue is not None:
+    q = worker_progress_queue() if report_progress else None
+    if q is not None:
         tid = cfg.trial_id
 
         def progress(epoch: int, total: int) -> None:
-            progress_queue.put((tid, epoch, total))
+            q.put((tid, epoch, total))
 
     return run_trial(cfg, progress, ckpt_dir=ckpt_dir)
 
@@ -258,7 +260,7 @@ def run_sweep(
                     fut = executor.submit(_inline_job, cfg, lambda e, tot, tid=tid: bar.epoch(tid, e), ckpt)
                     store_result(tid, fut)
                     continue
-                inflight[executor.submit(_job, cfg, q, ckpt)] = tid
+                inflight[executor.submit(_job, cfg, q is not None, ckpt)] = tid
             if not inflight:
                 break
             done, _ = cf.wait(list(inflight), timeout=0.5, return_when=cf.FIRST_COMPLETED)

@@ -1,0 +1,104 @@
+"""Failures: a diverging trial is marked failed with the reason and epoch, a crashing one with its
+traceback, the sweep goes on, ``--retry-failed`` reruns them, ``ddscope status`` shows them; a
+corrupted checkpoint stops the sweep with one line and exit 2, losing nothing."""
+
+import pytest
+
+import ddscope.train
+from ddscope.checkpoint import trial_dir
+from ddscope.cli import main
+from ddscope.config import load_sweep
+from ddscope.sweep.executors import InProcessExecutor
+from ddscope.sweep.runner import run_sweep
+from ddscope.sweep.status import status_text
+from ddscope.sweep.store import Store
+from helpers_sweep import FAST, sets, table
+
+
+def _cli(capsys, *args):
+    """``ddscope ARGS`` in this process; returns (exit code, stdout, stderr)."""
+    try:
+        main(list(args))
+        code = 0
+    except SystemExit as e:
+        code = e.code
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_divergence_is_marked_failed_with_epoch_and_retried(tmp_path, capsys):
+    args = ["sweep", "mnist1d-mlp", *sets(FAST + ["model.width=8", "optim.epochs=3", "optim.lr=[0.01,1e6]"]),
+            "--out", str(tmp_path), "--executor", "inprocess", "--no-report", "--quiet"]
+    code, _, err = _cli(capsys, *args)
+    assert code == 0 and "1 done, 1 failed" in err and "diverged: loss became" in err
+    store = Store.open(tmp_path)
+    (bad,) = store.trials("failed")
+    (good,) = store.trials("done")
+    store.close()
+    assert bad["config"]["optim"]["lr"] == 1e6 and bad["summary"]["failed_epoch"] == 1
+    assert "at epoch 1" in bad["error"] and good["config"]["optim"]["lr"] == 0.01
+    code, text, _ = _cli(capsys, "status", str(tmp_path))
+    assert code == 0 and "1 done" in text and "1 failed" in text
+    assert f"failed  {bad['trial_id']} lr=1000000.0: diverged: loss became" in text and "at epoch 1" in text
+    code, _, err = _cli(capsys, *args, "--retry-failed")  # deterministic: it diverges again
+    assert code == 0 and "this run: 1" in err and "1 failed" in err
+
+
+def test_crash_in_one_trial_stores_its_traceback_and_the_sweep_goes_on(tmp_path, monkeypatch):
+    sweep = load_sweep("mnist1d-mlp", FAST + ["model.width=[4,5,6]", "optim.epochs=2"])
+    real = ddscope.train.make_model
+
+    def flaky(cfg, *a):
+        if cfg.width == 5:
+            raise RuntimeError("boom: width 5")
+        return real(cfg, *a)
+
+    monkeypatch.setattr(ddscope.train, "make_model", flaky)
+    out = run_sweep(sweep, tmp_path, InProcessExecutor(), show_progress=False)
+    assert out.counts == {"pending": 0, "running": 0, "done": 2, "failed": 1}
+    assert out.failed[0][1] == "RuntimeError: boom: width 5"
+    store = Store.open(tmp_path)
+    (failed,) = store.trials("failed")
+    store.close()
+    assert failed["error"].startswith("Traceback") and "in flaky" in failed["error"]
+    assert "RuntimeError: boom: width 5" in status_text(tmp_path)
+
+    monkeypatch.undo()  # the bug is fixed: --retry-failed runs only that trial
+    out = run_sweep(sweep, tmp_path, InProcessExecutor(), retry_failed=True, show_progress=False)
+    assert out.ran == 1 and out.counts["done"] == 3
+
+
+def test_corrupted_checkpoint_stops_the_sweep_with_exit_2(tmp_path, capsys):
+    args = ["sweep", "mnist1d-mlp", *sets(FAST + ["model.width=[4,8]", "optim.epochs=2"]),
+            "--out", str(tmp_path), "--executor", "inprocess", "--no-report", "--quiet"]
+    assert _cli(capsys, *args)[0] == 0
+    before = table(tmp_path)
+    store = Store.open(tmp_path)
+    tid = store.trials()[1]["trial_id"]
+    # As if the driver had died after the trial finished but before storing it.
+    store.conn.execute("UPDATE trials SET status='pending' WHERE trial_id=?", (tid,))
+    store.conn.execute("DELETE FROM records WHERE trial_id=?", (tid,))
+    store.close()
+    final = trial_dir(tmp_path, tid) / "final.pt"
+    final.write_bytes(final.read_bytes()[:-64])  # truncated
+    code, _, err = _cli(capsys, *args)
+    assert code == 2
+    lines = [ln for ln in err.splitlines() if ln.startswith("ddscope: error")]
+    assert lines == [f"ddscope: error: checkpoint {final} is corrupted: checksum mismatch"]
+    store = Store.open(tmp_path)
+    assert {t["trial_id"]: t["status"] for t in store.trials()}[tid] == "pending"  # handed back
+    store.close()
+    kept = table(tmp_path)
+    assert kept.equals(before[before["trial_id"] != tid].reset_index(drop=True))  # nothing lost
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["sweep", "mnist1d-mlp", "--address", "auto"], "--address and --gpus-per-trial need --executor ray"),
+    (["sweep", "mnist1d-mlp", "--set", "checkpoint.every_epochs=-1"], "checkpoint.every_epochs"),
+    (["sweep", "mnist1d-mlp", "--set", "checkpoint.epochs=[1,2]", "--set", "device=[\"cpu\",\"auto\"]"],
+     "cannot be a grid axis"),
+])
+def test_bad_sweep_options_exit_2(tmp_path, capsys, args, needle):
+    code, _, err = _cli(capsys, *args, "--out", str(tmp_path / "x"))
+    assert code == 2 and needle in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "x").exists()

@@ -34,37 +34,37 @@ from .summary import dd_summary, done_rows, representative_widths, theorem2_tabl
 
 __all__ = ["build_report", "dd_summary", "evidence_table"]
 
-# (file stem, title, caption); the figure functions are called in build_report.
+# file stem -> (title, caption); the figure functions are called in build_report.
 CAPTIONS = {
-    "double_descent": ("Double descent",
-                       "Test error (solid) and train error on the noisy training labels (dashed) at the last epoch "
-                       "against width k (log axis). Lines: mean over seeds; bands: ± 1 std. Dotted vertical line: "
-                       "interpolation threshold (narrowest width with mean train error 0); ring: test-error peak "
-                       "(highest test error beyond the classical optimum). One colour per label-noise level."),
-    "smoothness": ("Smoothness mirrors double descent",
-                   "jac_spec_rms = (1/N Σₙ ‖∂f/∂x(xₙ)‖₂²)^½ of the logits at training points, test points and "
-                   "on paths between training pairs (same class / any class), at the last epoch; beside it, the "
-                   "upper bound ∏ₗ ‖Wₗ‖₂ on the global Lipschitz constant on a log axis."),
-    "over_epochs": ("Over epochs",
-                    "jac_spec_rms on training points (top) and train error on the noisy labels (bottom) against "
-                    "epoch for representative widths chosen from the data: the classical optimum (under-"
-                    "parameterised), the test-error peak (critical), one between it and the widest, and the widest. "
-                    "Dotted: each width's mean interpolation epoch."),
-    "epoch_heatmaps": ("Width × epoch",
-                       "jac_spec_rms on training points and train error, mean over seeds, for every width and "
-                       "recorded epoch; rings mark the mean interpolation epoch."),
-    "interpolation": ("Interpolation speed",
-                      "First epoch at which the train error on the noisy labels is 0, mean ± std over the seeds "
-                      "that got there (k/n beside a point when only k of n did); triangles at the epoch budget: "
-                      "no seed interpolated."),
-    "theorem2": ("Theorem 2",
-                 "LHS = x_min²/‖θ¹‖₂² · (1/N) Σₙ ‖∇ₓLₙ‖², MID = (1/N) Σₙ ‖∇_θLₙ‖², RHS = 2 L_max tr H at the "
-                 "last epoch (log axis), and the fraction of seeds in which LHS ≤ MID and MID ≤ RHS held."),
-    "curvature": ("Curvature", "Trace and largest eigenvalue of the Hessian of the training loss in parameter "
-                  "space at the last epoch, log axis."),
-    "distance": ("Distance from initialisation",
-                 "Relative distance ‖θₗ − θₗ⁰‖_F / ‖θₗ⁰‖_F of each layer's parameters at the last epoch (heat "
-                 "map, mean over seeds; layers are module paths from input to output), and of the whole network."),
+    "double_descent": ("Double descent", (
+        "Test error (solid) and train error on the noisy training labels (dashed) at the last epoch against "
+        "width k (log axis). Lines: mean over seeds; bands: ± 1 std. Dotted vertical line: interpolation "
+        "threshold (narrowest width with mean train error 0); ring: test-error peak (highest test error beyond "
+        "the classical optimum). One colour per label-noise level.")),
+    "smoothness": ("Smoothness mirrors double descent", (
+        "jac_spec_rms = (1/N Σₙ ‖∂f/∂x(xₙ)‖₂²)^½ of the logits at training points, test points and on paths "
+        "between training pairs (same class / any class), at the last epoch; beside it, the upper bound "
+        "∏ₗ ‖Wₗ‖₂ on the global Lipschitz constant on a log axis.")),
+    "over_epochs": ("Over epochs", (
+        "jac_spec_rms on training points (top) and train error on the noisy labels (bottom) against epoch for "
+        "representative widths chosen from the data: the classical optimum (under-parameterised), the test-error "
+        "peak (critical), one between it and the widest, and the widest. Dotted: each width's mean "
+        "interpolation epoch.")),
+    "epoch_heatmaps": ("Width × epoch", (
+        "jac_spec_rms on training points and train error, mean over seeds, for every width and recorded epoch; "
+        "rings mark the mean interpolation epoch.")),
+    "interpolation": ("Interpolation speed", (
+        "First epoch at which the train error on the noisy labels is 0, mean ± std over the seeds that got there "
+        "(k/n beside a point when only k of n did); triangles at the epoch budget: no seed interpolated.")),
+    "theorem2": ("Theorem 2", (
+        "LHS = x_min²/‖θ¹‖₂² · (1/N) Σₙ ‖∇ₓLₙ‖², MID = (1/N) Σₙ ‖∇_θLₙ‖², RHS = 2 L_max tr H at the last "
+        "epoch (log axis), and the fraction of seeds in which LHS ≤ MID and MID ≤ RHS held.")),
+    "curvature": ("Curvature", (
+        "Trace and largest eigenvalue of the Hessian of the training loss in parameter space at the last epoch, "
+        "log axis.")),
+    "distance": ("Distance from initialisation", (
+        "Relative distance ‖θₗ − θₗ⁰‖_F / ‖θₗ⁰‖_F of each layer's parameters at the last epoch (heat map, mean "
+        "over seeds; layers are module paths from input to output), and of the whole network.")),
 }
 NEEDS = {  # what a figure needs, said when it cannot be drawn
     "double_descent": "err/test",

@@ -25,7 +25,16 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from .summary import at_noise, classical_optimum, curve, done_rows, grid_steps, interp_threshold, mean_by_width, peak_width, test_peak
+from .summary import (
+    at_noise,
+    classical_optimum,
+    dd_peak,
+    done_rows,
+    grid_steps,
+    interp_threshold,
+    mean_by_width,
+    peak_width,
+)
 
 # Measures in table order, with what they are (DESIGN.md §1).
 MEASURES = {
@@ -159,7 +168,7 @@ def evidence_table(final: pd.DataFrame, *, n_boot: int = 1000, seed: int = 0) ->
         train = mean_by_width(d, "err/train", noise)
         widths = [float(w) for w in test.index]
         w_i = interp_threshold(train)
-        w_p = test_peak(test, w_i)
+        w_p = dd_peak(test, w_i)
         w_c = classical_optimum(test, w_i)
         regions = [("all", None)]
         if w_c is not None and widths and w_c > widths[0] and sum(w >= w_c for w in widths) >= 3:

@@ -97,9 +97,8 @@ def evidence_blocks(ev: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
     blocks = []
     if ev.empty:
         return blocks
-    noise_key = ev["noise"].astype(object).where(ev["noise"].notna(), None)
-    for noise in dict.fromkeys(noise_key):
-        e = ev[noise_key.map(lambda v: v == noise or (v is None and noise is None))]
+    for noise, e in ev.groupby(pd.to_numeric(ev["noise"], errors="coerce"), dropna=False, sort=False):
+        noise = None if pd.isna(noise) else float(noise)
         a = e[e["region"] == "all"].set_index("measure")
         c = e[e["region"] != "all"].set_index("measure")
         r0 = a.iloc[0]

@@ -118,7 +118,7 @@ def tidy_log_axis(ax) -> None:
 
 def n_text(counts: pd.Series | np.ndarray | list) -> str:
     """"n = 3 seeds" or "n = 1–3 seeds" from per-point seed counts."""
-    counts = [int(c) for c in counts if c == c]
+    counts = [int(c) for c in counts if pd.notna(c)]
     if not counts:
         return ""
     lo, hi = min(counts), max(counts)

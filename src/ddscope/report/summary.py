@@ -75,7 +75,7 @@ def classical_optimum(test: pd.Series, interp_width: float | None) -> float | No
     return float(test.index[0]) if under.empty else float(under.idxmin())
 
 
-def test_peak(test: pd.Series, interp_width: float | None) -> float | None:
+def dd_peak(test: pd.Series, interp_width: float | None) -> float | None:
     """Width of the double-descent peak of the test error (module docstring), or None."""
     opt = classical_optimum(test, interp_width)
     if opt is None:
@@ -106,7 +106,7 @@ def dd_summary(final: pd.DataFrame, noise=None) -> dict:
     if final.empty or "err/test" not in final:
         return {}
     if noise is None and "data.noise" in final and final["data.noise"].nunique() > 1:
-        noise = sorted(final["data.noise"].dropna().unique())[0]
+        noise = min(final["data.noise"].dropna().unique())
     c = curve(final, "err/test", noise)
     test = mean_by_width(final, "err/test", noise)
     train = mean_by_width(final, "err/train", noise)
@@ -117,7 +117,7 @@ def dd_summary(final: pd.DataFrame, noise=None) -> dict:
     widths = [float(w) for w in test.index]
     w_i = interp_threshold(train)
     w_c = classical_optimum(test, w_i)
-    w_p = test_peak(test, w_i)
+    w_p = dd_peak(test, w_i)
     out.update(
         widths=widths,
         n_seeds=[int(c["n"].min()), int(c["n"].max())],

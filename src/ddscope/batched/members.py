@@ -123,30 +123,37 @@ def finish(members: Sequence[Member], t0: float) -> list:
     return out
 
 
-def check_losses(members: Sequence[Member], losses: Tensor, epoch: int, step: int,
-                 kill: Callable[[int], None]) -> None:
-    """Fail (and ``kill``) every live member whose batch loss is NaN/inf at this step.
+def check_losses(members: Sequence[Member], losses: Tensor, epoch: int, step: int) -> list[int]:
+    """Fail every live member whose batch loss is NaN/inf at this step; returns their indices.
 
     ``losses`` is (M,) over all members, dead ones included (their parameters are zero, so their
     loss is finite and ignored). One host sync per step, as in ``run_trial``.
     """
     finite = torch.isfinite(losses)
     if bool(finite.all()):
-        return
+        return []
     values = losses.detach().cpu().tolist()
+    failed = []
     for j in torch.nonzero(~finite.cpu()).flatten().tolist():
         if members[j].alive:
             members[j].fail(f"diverged: {Diverged(epoch, step, values[j])}", epoch)
-            kill(j)
+            failed.append(j)
+    return failed
 
 
-def zero_member_state(optimizer: torch.optim.Optimizer, tensors: Sequence[Tensor], index) -> None:
-    """Zero a dead member's slice ``index`` of the optimiser state of every tensor in ``tensors``
-    (momentum buffers, Adam moments): with zero weights and zero gradients it then stays zero."""
-    for p in tensors:
-        for value in optimizer.state.get(p, {}).values():
-            if isinstance(value, Tensor) and value.shape == p.shape:
-                value[index] = 0
+def bury(optimizer: torch.optim.Optimizer, tensors: Sequence[Tensor], index) -> None:
+    """Zero a dead member's part ``index`` of its trained tensors, their gradients and their
+    optimiser state (momentum buffers, Adam moments). With zero weights, gradients and state,
+    SGD (momentum, weight decay) and Adam keep it at exactly zero, so nothing non-finite can
+    reach the other members. Call it after ``backward`` (autograd saved the old values)."""
+    with torch.no_grad():
+        for p in tensors:
+            p[index] = 0
+            if p.grad is not None:
+                p.grad[index] = 0
+            for value in optimizer.state.get(p, {}).values():
+                if isinstance(value, Tensor) and value.shape == p.shape:
+                    value[index] = 0
 
 
-__all__ = ["Member", "Schedule", "log_epoch", "finish", "check_losses", "zero_member_state"]
+__all__ = ["Member", "Schedule", "log_epoch", "finish", "check_losses", "bury"]

@@ -28,6 +28,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Sequence
+from types import EllipsisType
 
 import torch
 import torch.nn.functional as F
@@ -37,7 +38,7 @@ from ..config import TrialConfig
 from ..data import prepare
 from ..models import make_model
 from ..train import TrialResult, make_optimizer, resolve_device
-from .members import Member, check_losses, finish, log_epoch, zero_member_state
+from .members import Member, bury, check_losses, finish, log_epoch
 
 # Pools merge while the padded work they add stays below this many multiply-adds per sample.
 # A pool costs ~10 autograd ops per step (~0.1-0.2 ms on a CPU core), i.e. about as much as
@@ -81,14 +82,13 @@ def plan_pools(widths: Sequence[int], d: int, depth: int, classes: int,
 
 
 class Pool(nn.Module):
-    """n MLPs of width ≤ P as stacked, zero-padded tensors (see the module docstring)."""
+    """n ≥ 2 MLPs of width ≤ P as stacked, zero-padded tensors (see the module docstring)."""
 
     def __init__(self, models: Sequence[nn.Module]):
         super().__init__()
         layers = [mlp_linears(m) for m in models]
         n, depth = len(models), len(layers[0]) - 1
-        self.widths = [ls[0].out_features for ls in layers]
-        P = max(self.widths)
+        P = max(ls[0].out_features for ls in layers)
         d, C = layers[0][0].in_features, layers[0][-1].out_features
         ref = layers[0][0].weight
         shapes = [(P, d)] + [(P, P)] * (depth - 1) + [(C, P)]
@@ -114,14 +114,10 @@ class Pool(nn.Module):
             h = F.relu(torch.baddbmm(b.unsqueeze(1), h, W.transpose(1, 2)))  # (n, B, P)
         return torch.baddbmm(self.biases[-1].unsqueeze(1), h, self.weights[-1].transpose(1, 2))  # (n, B, C)
 
-    def zero_member(self, i: int) -> None:
-        with torch.no_grad():
-            for t in (*self.weights, *self.biases):
-                t[i] = 0
-
 
 class PackedMLP(nn.Module):
-    """Pools of MLP members trained on a shared batch; logits (M, B, C) in member order."""
+    """MLP members trained on a shared batch: multi-member pools as stacked tensors, a member
+    alone in its pool as its own module (its step is then exactly ``run_trial``'s)."""
 
     def __init__(self, models: Sequence[nn.Module], extra_macs: int = POOL_EXTRA_MACS):
         super().__init__()
@@ -129,20 +125,21 @@ class PackedMLP(nn.Module):
         widths = [ls[0].out_features for ls in first]
         d, C, depth = first[0][0].in_features, first[0][-1].out_features, len(first[0]) - 1
         self.groups = plan_pools(widths, d, depth, C, extra_macs)
-        self.pools = nn.ModuleList(Pool([models[i] for i in g]) for g in self.groups)
+        self.pools = nn.ModuleList(Pool([models[i] for i in g]) if len(g) > 1 else models[g[0]] for g in self.groups)
         position = torch.tensor([i for g in self.groups for i in g])  # pool order -> member index
         self.register_buffer("unpool", torch.argsort(position).to(first[0][0].weight.device), persistent=False)
 
     def forward(self, x: Tensor) -> Tensor:
+        """x (B, ...) -> logits (M, B, C) in member order."""
         x = x.flatten(1)
-        out = torch.cat([p(x) for p in self.pools]) if len(self.pools) > 1 else self.pools[0](x)
-        return out[self.unpool]  # (M, B, C), member order
+        outs = [p(x) if isinstance(p, Pool) else p(x).unsqueeze(0) for p in self.pools]
+        return torch.cat(outs)[self.unpool]
 
-    def where(self, member: int) -> tuple[Pool, int]:
-        """The pool of a member and its row there."""
+    def member_tensors(self, member: int) -> tuple[list[Tensor], int | EllipsisType]:
+        """The trained tensors holding a member and the index of its part in each."""
         for g, pool in zip(self.groups, self.pools):
             if member in g:
-                return pool, g.index(member)
+                return list(pool.parameters()), (g.index(member) if isinstance(pool, Pool) else ...)
         raise IndexError(member)
 
 
@@ -168,6 +165,8 @@ def train_packed(configs: Sequence[TrialConfig], progress: Callable[[int, int], 
     o = cfg.optim
     n = data.x_train.shape[0]
     opt, sched = make_optimizer(cfg, packed, math.ceil(n / o.batch_size))
+    for group in opt.param_groups:  # one multi-tensor update over every member's tensors
+        group["foreach"] = True
     order = torch.Generator(device="cpu").manual_seed(cfg.seed)  # the shared batch order
     augment = None
     if cfg.data.augment and data.x_train.dim() == 4:
@@ -176,10 +175,8 @@ def train_packed(configs: Sequence[TrialConfig], progress: Callable[[int, int], 
     alive = torch.ones(len(members), dtype=torch.bool, device=device)
 
     def kill(j: int) -> None:
-        pool, row = packed.where(j)
-        pool.zero_member(row)
-        zero_member_state(opt, list(pool.parameters()), row)
         alive[j] = False
+        bury(opt, *packed.member_tensors(j))
 
     step = 0
     for epoch in range(0, o.epochs + 1):
@@ -193,20 +190,16 @@ def train_packed(configs: Sequence[TrialConfig], progress: Callable[[int, int], 
                     xb = augment(xb, order)
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
                     logits = packed(xb)  # (M, B, C)
-                    M, B, C = logits.shape
-                    losses = F.cross_entropy(logits.reshape(M * B, C), yb.repeat(M), reduction="none").view(M, B).mean(1)
-                before = [m.alive for m in members]
-                check_losses(members, losses, epoch, step, kill)
+                    # Classes on dim 1: CPU log-softmax over a last dim of ~10 is several times slower.
+                    losses = F.cross_entropy(logits.transpose(1, 2), yb.expand(len(members), -1), reduction="none").mean(1)
+                failed = check_losses(members, losses, epoch, step)
                 if not any(m.alive for m in members):
                     return finish(members, t0)
+                alive[failed] = False
                 opt.zero_grad(set_to_none=True)
                 torch.where(alive, losses, 0.0).sum().backward()
-                if before != [m.alive for m in members]:
-                    # A member killed at this step: its gradients came from the NaN forward.
-                    for j in (j for j, b in enumerate(before) if b and not members[j].alive):
-                        pool, row = packed.where(j)
-                        for p in pool.parameters():
-                            p.grad[row] = 0
+                for j in failed:  # zeroed only now: backward needed the values it saved
+                    kill(j)
                 opt.step()
                 sched.step()
                 step += 1

@@ -75,13 +75,14 @@ def trial_cost(cfg: TrialConfig) -> float:
     return float((k * k + 64 * k) * cfg.optim.epochs)
 
 
-def _balanced_split(group: list[int], parts: int, cost: list[float]) -> list[list[int]]:
-    """Split indices into ``parts`` lists of similar total cost (longest processing time first);
-    each part keeps the original order."""
+def _balanced_split(group: list[int], parts: int, cost: list[float], capacity: int) -> list[list[int]]:
+    """Split indices into ``parts`` lists of at most ``capacity`` and similar total cost
+    (longest processing time first, into the least-loaded list with room); each list keeps the
+    original order. Needs ``parts * capacity >= len(group)``."""
     bins: list[list[int]] = [[] for _ in range(parts)]
     loads = [0.0] * parts
     for i in sorted(group, key=lambda i: -cost[i]):
-        b = loads.index(min(loads))
+        b = min((b for b in range(parts) if len(bins[b]) < capacity), key=lambda b: loads[b])
         bins[b].append(i)
         loads[b] += cost[i]
     return [sorted(b) for b in bins if b]
@@ -127,13 +128,13 @@ def group_trials(configs: Sequence[TrialConfig], *, max_group: int = 16, enabled
     split: list[list[int]] = []
     for g in groups:
         parts = -(-len(g) // max_group)
-        split += _balanced_split(g, parts, cost) if parts > 1 else [g]
+        split += _balanced_split(g, parts, cost, max_group) if parts > 1 else [g]
     while len(split) < workers:
         big = max(split, key=lambda g: sum(cost[i] for i in g) if len(g) > 1 else -1.0)
         if len(big) < 2:
             break
         split.remove(big)
-        split += _balanced_split(big, 2, cost)
+        split += _balanced_split(big, 2, cost, max_group)
     split.sort(key=lambda g: g[0])
     return [[configs[i] for i in g] for g in split]
 

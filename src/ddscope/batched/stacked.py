@@ -31,7 +31,7 @@ from ..config import DataConfig, TrialConfig
 from ..data import TrialData, prepare
 from ..models import make_model
 from ..train import TrialResult, make_optimizer, resolve_device
-from .members import Member, check_losses, finish, log_epoch, zero_member_state
+from .members import Member, bury, check_losses, finish, log_epoch
 
 
 class Stack(nn.Module):
@@ -59,11 +59,12 @@ class Stack(nn.Module):
     def state(self) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
         return dict(zip(self.param_names, self.params)), dict(zip(self.buffer_names, self.buffers_))
 
-    def zero_member(self, j: int) -> None:
+    def zero_buffers(self, j: int) -> None:
+        """A dead member's running statistics: zeroed, never read again (it is not evaluated)."""
         with torch.no_grad():
-            for t in (*self.params, *self.buffers_):
-                if t.is_floating_point():
-                    t[j] = 0
+            for b in self.buffers_:
+                if b.is_floating_point():
+                    b[j] = 0
 
 
 def _split(model: nn.Module, name: str) -> tuple[nn.Module, str]:
@@ -120,6 +121,8 @@ def train_stacked(configs: Sequence[TrialConfig], progress: Callable[[int, int],
     o = cfg.optim
     M, n = len(members), datas[0].x_train.shape[0]
     opt, sched = make_optimizer(cfg, stack, math.ceil(n / o.batch_size))
+    for group in opt.param_groups:  # one multi-tensor update over every stacked tensor
+        group["foreach"] = True
     orders = [torch.Generator(device="cpu").manual_seed(c.seed) for c in configs]  # batch order + augmentation
     shared_x = all(d.x_train is datas[0].x_train for d in datas)
     x_all = datas[0].x_train if shared_x else None
@@ -131,9 +134,9 @@ def train_stacked(configs: Sequence[TrialConfig], progress: Callable[[int, int],
     alive = torch.ones(M, dtype=torch.bool, device=device)
 
     def kill(j: int) -> None:
-        stack.zero_member(j)
-        zero_member_state(opt, list(stack.params), j)
         alive[j] = False
+        bury(opt, list(stack.params), j)
+        stack.zero_buffers(j)
 
     step = 0
     for epoch in range(0, o.epochs + 1):
@@ -149,18 +152,16 @@ def train_stacked(configs: Sequence[TrialConfig], progress: Callable[[int, int],
                 params, buffers = stack.state()
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
                     logits = forward(params, buffers, xb)  # (M, B, C)
-                    B, C = logits.shape[1], logits.shape[-1]
-                    losses = F.cross_entropy(logits.reshape(M * B, C), yb.reshape(M * B), reduction="none").view(M, B).mean(1)
-                before = [m.alive for m in members]
-                check_losses(members, losses, epoch, step, kill)
+                    # Classes on dim 1: CPU log-softmax over a last dim of ~10 is several times slower.
+                    losses = F.cross_entropy(logits.transpose(1, 2), yb, reduction="none").mean(1)
+                failed = check_losses(members, losses, epoch, step)
                 if not any(m.alive for m in members):
                     return finish(members, t0)
+                alive[failed] = False
                 opt.zero_grad(set_to_none=True)
                 torch.where(alive, losses, 0.0).sum().backward()
-                for j, was in enumerate(before):
-                    if was and not members[j].alive:  # killed now: its gradients came from a NaN forward
-                        for p in stack.params:
-                            p.grad[j] = 0
+                for j in failed:  # zeroed only now: backward needed the values it saved
+                    kill(j)
                 opt.step()
                 sched.step()
                 step += 1

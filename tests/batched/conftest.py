@@ -1,0 +1,40 @@
+"""Tiny trial configs and a record comparison for the vectorised-training tests."""
+
+from __future__ import annotations
+
+import pytest
+
+from ddscope.config import TrialConfig, set_key
+
+# 1 000 MNIST-1D samples (250 train / 750 test), batch 50: 5 steps per epoch.
+TINY = {
+    "data.num_samples": 1000,
+    "optim.epochs": 3,
+    "optim.batch_size": 50,
+    "metrics.num_log_epochs": 2,
+    "metrics.jac_samples": 32,
+    "metrics.groups": ["jacobian", "distance"],
+    "metrics.sparse_groups": [],
+}
+
+
+def tiny(**kw) -> TrialConfig:
+    return set_key(TrialConfig(), {**TINY, **kw})
+
+
+def assert_same_records(got, want, rel: float = 1e-3, abs_: float = 1e-4) -> None:
+    """Same (epoch, metric) keys and values equal up to float summation order in training.
+
+    Errors are fractions of a split: they may differ by one flipped prediction at most.
+    """
+    a = {(e, m): v for e, m, v in got.records}
+    b = {(e, m): v for e, m, v in want.records}
+    assert a.keys() == b.keys()
+    for key, v in b.items():
+        tol = 1.5 / 250 if key[1].startswith("err/") else abs_
+        assert a[key] == pytest.approx(v, rel=rel, abs=tol), key
+
+
+@pytest.fixture
+def tiny_cfg():
+    return tiny

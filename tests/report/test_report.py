@@ -104,3 +104,18 @@ def test_figures_are_none_without_data():
 def test_training_never_imports_matplotlib():
     code = "import sys, ddscope.train, ddscope.sweep.runner, ddscope.sweep.table; sys.exit('matplotlib' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+
+
+def test_one_width_and_no_noise_axis(tmp_path):
+    """Configs without data.noise and a single width: no double-descent summary, no error."""
+    run = tmp_path / "run"
+    store = Store.create(run / "store.sqlite", {"sweep": {"name": "one"}})
+    for seed in (0, 1):
+        recs = [(e, "err/train", 0.5 - 0.1 * e) for e in range(4)] + [(e, "err/test", 0.6) for e in range(4)]
+        recs += [(3, "jac_spec_rms/train", 2.0 + seed)]
+        store.finish(TrialResult(trial_id=f"t{seed}", config={"seed": seed, "model": {"name": "mlp", "width": 8}},
+                                 status="done", records=recs, summary={"interp_epoch": None}))
+    store.close()
+    html = build_report(run).read_text()
+    assert "1 width(s) with a finished trial: a double descent needs at least 3" in html
+    assert "No done trial interpolated" in html and "data:image/png;base64" in html

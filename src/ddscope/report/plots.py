@@ -20,8 +20,6 @@ import pandas as pd
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FixedLocator, NullFormatter, NullLocator
 
-from .summary import curve
-
 STYLE = {
     "figure.dpi": 110,
     "axes.grid": True,
@@ -125,17 +123,7 @@ def n_text(counts: pd.Series | np.ndarray | list) -> str:
     return f"n = {lo} seed{'s' if lo > 1 else ''}" if lo == hi else f"n = {lo}–{hi} seeds"
 
 
-def series_curves(final: pd.DataFrame, metric: str, levels: list) -> dict:
-    """``{noise: curve}`` for the levels that have data for ``metric``."""
-    out = {}
-    for noise in levels:
-        c = curve(final, metric, noise=noise)
-        if not c.empty:
-            out[noise] = c
-    return out
-
-
-def style_legend(fig, levels: list, styles: list[tuple[str, str, str]], *, used_levels=None, title=None) -> None:
+def style_legend(fig, levels: list, styles: list[tuple[str, str, str]], *, used_levels=None) -> None:
     """Legends below the panels: line styles (black) for the series, colours for noise levels.
 
     ``styles`` is ``[(label, linestyle, marker), ...]``.
@@ -149,7 +137,7 @@ def style_legend(fig, levels: list, styles: list[tuple[str, str, str]], *, used_
                     for lv in shown]
     if handles:
         ncol = len(handles) if len(handles) <= 5 else int(np.ceil(len(handles) / 2))
-        fig.legend(handles=handles, loc="outside lower center", ncol=ncol, title=title, handlelength=2.6)
+        fig.legend(handles=handles, loc="outside lower center", ncol=ncol, handlelength=2.6)
 
 
 def subtitle(levels: list, counts: list, what: str = "mean ± std over seeds") -> str:

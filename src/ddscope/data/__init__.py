@@ -73,10 +73,17 @@ class TrialData:
         return TrialData(**kw)
 
 
-@functools.lru_cache(maxsize=4)
 def load_source(cfg: DataConfig) -> Dataset:
-    """Load (and cache per process) the source named by ``cfg.name``."""
-    return SOURCES[cfg.name](cfg)
+    """Load (and cache per process) the source named by ``cfg.name``.
+
+    The cache key holds only what the sources read (name, folder, MNIST-1D generation
+    arguments), so trials that differ in noise, subset or seed share one decoded copy."""
+    return _load_source(cfg.name, cfg.root, cfg.num_samples, cfg.train_split)
+
+
+@functools.lru_cache(maxsize=4)
+def _load_source(name: str, root: str, num_samples: int, train_split: float) -> Dataset:
+    return SOURCES[name](DataConfig(name=name, root=root, num_samples=num_samples, train_split=train_split))
 
 
 def _subset(y: torch.Tensor, n: int, balanced: bool, num_classes: int, g: torch.Generator) -> torch.Tensor:

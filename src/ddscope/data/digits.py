@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from ..errors import UserError
-from .source import Dataset
+from .source import Dataset, standardise
 
 N_TRAIN = 1347
 MAX_VALUE = 16  # pixel intensities are counts of set bits in 4x4 blocks: 0..16
@@ -35,19 +35,12 @@ def read_raw() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     return x[:N_TRAIN], y[:N_TRAIN], x[N_TRAIN:], y[N_TRAIN:]
 
 
-def _standardise(x_train: np.ndarray, x_test: np.ndarray, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """uint8 (N, C, H, W) -> float32, minus the training set's per-channel mean, over its std."""
-    tr = torch.from_numpy(x_train).float() / scale
-    te = torch.from_numpy(x_test).float() / scale
-    mean = tr.mean(dim=(0, 2, 3), keepdim=True)  # (1, C, 1, 1)
-    std = tr.std(dim=(0, 2, 3), keepdim=True)
-    return (tr - mean) / std, (te - mean) / std
 
 
 def load() -> Dataset:
     """Digits as float32 (N, 1, 8, 8), standardised with the training set's mean and std."""
     x_train, y_train, x_test, y_test = read_raw()
-    xt, xs = _standardise(x_train, x_test, MAX_VALUE)
+    xt, xs = standardise(x_train, x_test, MAX_VALUE)
     return Dataset("digits", xt, torch.from_numpy(y_train), xs, torch.from_numpy(y_test), num_classes=10)
 
 

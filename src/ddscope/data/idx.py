@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from ..errors import UserError
-from .source import Dataset
+from .source import Dataset, standardise
 
 UBYTE = 0x08
 MAGIC_IMAGES = (UBYTE << 8) | 3  # 2051
@@ -124,19 +124,12 @@ def read_raw(root: str | Path, name: str) -> tuple[np.ndarray, np.ndarray, np.nd
     )
 
 
-def _standardise(x_train: np.ndarray, x_test: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-    """uint8 (N, C, H, W) -> float32 in [0, 1], minus the training set's per-channel mean, over its std."""
-    tr = torch.from_numpy(x_train).float() / 255.0
-    te = torch.from_numpy(x_test).float() / 255.0
-    mean = tr.mean(dim=(0, 2, 3), keepdim=True)  # (1, C, 1, 1)
-    std = tr.std(dim=(0, 2, 3), keepdim=True)
-    return (tr - mean) / std, (te - mean) / std
 
 
 def load(root: str | Path, name: str) -> Dataset:
     """MNIST or Fashion-MNIST as float32 (N, 1, 28, 28), standardised by the training set."""
     x_train, y_train, x_test, y_test = read_raw(root, name)
-    xt, xs = _standardise(x_train, x_test)
+    xt, xs = standardise(x_train, x_test)
     return Dataset(name, xt, torch.from_numpy(y_train), xs, torch.from_numpy(y_test), num_classes=10)
 
 

@@ -191,7 +191,7 @@ _SPLIT_COLUMNS = ("train", "train_clean", "train_noisy", "test", "val", "path_sa
 
 
 def _measure_tables(out: dict):
-    """Per-split metrics as one table (metric × split), everything else as metric | value."""
+    """Per-split metrics as one table (split × metric), everything else as metric | value."""
     from rich.table import Table
 
     by_split: dict[str, dict[str, float]] = {}
@@ -199,23 +199,23 @@ def _measure_tables(out: dict):
     for key, value in out["values"].items():
         name, _, split = key.rpartition("/")
         if split in _SPLIT_COLUMNS:
-            by_split.setdefault(name, {})[split] = value
+            by_split.setdefault(split, {})[name] = value
         else:
             other[key] = value
-    title = f"{out['checkpoint']} — trial {out['trial_id']}, epoch {out['epoch']} (θ⁰: {out['init']})"
+    title = f"{out['checkpoint']}: trial {out['trial_id']}, epoch {out['epoch']} (θ⁰: {out['init']})"
     if by_split:
-        cols = [c for c in _SPLIT_COLUMNS if any(c in v for v in by_split.values())]
+        names = list(dict.fromkeys(n for vals in by_split.values() for n in vals))
         t = Table(title=title)
-        t.add_column("metric")
-        for c in cols:
-            t.add_column(c, justify="right")
-        for name, vals in by_split.items():
-            t.add_row(name, *(f"{vals[c]:.6g}" if c in vals else "" for c in cols))
+        t.add_column("split", no_wrap=True)
+        for n in names:
+            t.add_column(n, justify="right")
+        for split in (c for c in _SPLIT_COLUMNS if c in by_split):
+            t.add_row(split, *(f"{by_split[split][n]:.5g}" if n in by_split[split] else "" for n in names))
         yield t
         title = None
     if other:
         t = Table(title=title)
-        t.add_column("metric")
+        t.add_column("metric", no_wrap=True)
         t.add_column("value", justify="right")
         for key, value in other.items():
             t.add_row(key, f"{value:.6g}")

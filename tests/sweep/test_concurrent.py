@@ -12,7 +12,7 @@ N_TRIALS = 6
 
 def test_two_sweep_processes_share_one_store_and_run_each_trial_once(tmp_path):
     run = tmp_path / "run"
-    args = ["sweep", "mnist1d-mlp", *sets(FAST + ["model.width=[16,32,64,96,128,160]", "optim.epochs=30"]),
+    args = ["sweep", "mnist1d-mlp", *sets(FAST + ["model.width=[16,32,64,96,128,160]", "optim.epochs=20"]),
             "--out", str(run), "--executor", "inprocess", "--no-report", "--quiet"]
     # Started together, so they also race to create the store.
     procs = [start(*args, log=tmp_path / f"p{i}.log") for i in range(2)]

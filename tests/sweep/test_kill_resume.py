@@ -16,7 +16,7 @@ from ddscope.sweep.runner import run_sweep
 from helpers_sweep import (FAST, cli, duplicate_rows, group_alive, integrity_ok, sets, start, store_rows, table,
                            wait_for)
 
-ARGS = FAST + ["model.width=[64,128,192,256]", "optim.epochs=50", "checkpoint.every_epochs=10"]
+ARGS = FAST + ["model.width=[32,64,96,128]", "optim.epochs=40", "checkpoint.every_epochs=10"]
 
 
 def _sweep_args(out):

@@ -156,6 +156,9 @@ class Store:
                 os.link(tmp, path)  # atomic "create if absent"; the loser opens the winner's file
             except FileExistsError:
                 pass
+            except OSError:  # no hard links on this file system: rename unless a store appeared
+                if not path.exists():
+                    os.replace(tmp, path)
             finally:
                 tmp.unlink(missing_ok=True)
         return cls.open(path)

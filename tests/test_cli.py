@@ -63,6 +63,7 @@ def test_tiny_sweep_end_to_end(tmp_path):
         (["sweep", "mnist1d-mlp", "--set", "model.name=nope"], "model.name"),
         (["report", "missing-dir"], "no ddscope store"),
         (["status", "missing-dir"], "no ddscope store"),
+        (["measure", "missing.pt"], "checkpoint missing.pt not found"),
     ],
 )
 def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, args, needle):

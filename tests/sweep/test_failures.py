@@ -2,14 +2,16 @@
 traceback, the sweep goes on, ``--retry-failed`` reruns them, ``ddscope status`` shows them; a
 corrupted checkpoint stops the sweep with one line and exit 2, losing nothing."""
 
+import os
+
 import pytest
 
 import ddscope.train
 from ddscope.checkpoint import trial_dir
 from ddscope.cli import main
 from ddscope.config import load_sweep
-from ddscope.sweep.executors import InProcessExecutor
-from ddscope.sweep.runner import run_sweep
+from ddscope.sweep.executors import InProcessExecutor, LocalPoolExecutor
+from ddscope.sweep.runner import WORKER_DIED, run_sweep
 from ddscope.sweep.status import status_text
 from ddscope.sweep.store import Store
 from helpers_sweep import FAST, sets, table
@@ -66,6 +68,25 @@ def test_crash_in_one_trial_stores_its_traceback_and_the_sweep_goes_on(tmp_path,
     monkeypatch.undo()  # the bug is fixed: --retry-failed runs only that trial
     out = run_sweep(sweep, tmp_path, InProcessExecutor(), retry_failed=True, show_progress=False)
     assert out.ran == 1 and out.counts["done"] == 3
+
+
+class _KillsOneWorker(LocalPoolExecutor):
+    """The trial of width 5 takes its worker process down (as the OOM killer would)."""
+
+    def submit(self, fn, *args):
+        if args and isinstance(args[0], dict) and args[0]["model"]["width"] == 5:
+            return super().submit(os._exit, 9)
+        return super().submit(fn, *args)
+
+
+def test_a_dying_worker_fails_its_trial_and_the_pool_is_replaced(tmp_path):
+    sweep = load_sweep("mnist1d-mlp", FAST + ["model.width=[4,5,6]", "optim.epochs=2"])
+    out = run_sweep(sweep, tmp_path, _KillsOneWorker(max_workers=1, threads_per_worker=1), show_progress=False)
+    assert out.counts == {"pending": 0, "running": 0, "done": 2, "failed": 1}
+    store = Store.open(tmp_path)
+    (failed,) = store.trials("failed")
+    store.close()
+    assert failed["config"]["model"]["width"] == 5 and failed["error"] == WORKER_DIED
 
 
 def test_corrupted_checkpoint_stops_the_sweep_with_exit_2(tmp_path, capsys):

@@ -118,7 +118,8 @@ def make_optimizer(cfg: TrialConfig, model: nn.Module, steps_per_epoch: int):
     return opt, sched
 
 
-def measure_epoch(cfg: TrialConfig, model, data: TrialData, init_state, epoch: int, groups) -> list[tuple[int, str, float]]:
+def measure_epoch(cfg: TrialConfig, model, data: TrialData, init_state, epoch: int,
+                  groups) -> list[tuple[int, str, float]]:
     """The metric ``groups`` of ``model`` at ``epoch`` as records, with the options of
     ``cfg.metrics``; the same numbers whether called in training or on a checkpoint later."""
     from .metrics.suite import measure

@@ -97,7 +97,8 @@ def duplicate_rows(run_dir: Path) -> int:
     store = Store.open(run_dir)
     try:
         return store.conn.execute(
-            "SELECT count(*) FROM (SELECT trial_id, epoch, metric, count(*) c FROM records GROUP BY 1, 2, 3 HAVING c > 1)"
+            "SELECT count(*) FROM (SELECT trial_id, epoch, metric, count(*) c FROM records "
+            "GROUP BY 1, 2, 3 HAVING c > 1)"
         ).fetchone()[0]
     finally:
         store.close()

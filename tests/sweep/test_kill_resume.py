@@ -83,7 +83,8 @@ def test_sigkill_mid_trial_then_resume_equals_uninterrupted(tmp_path):
     pd.testing.assert_frame_equal(a, b, check_exact=True)
     for tid in rows:  # every trial kept θ⁰ and its final weights, and no rolling checkpoint
         names = sorted(p.name for p in (run / "trials" / tid).iterdir())
-        assert [n for n in names if not n.startswith(".")] == ["final.pt", "final.pt.sha256", "init.pt", "init.pt.sha256"]
+        names = [n for n in names if not n.startswith(".")]  # a SIGKILL may leave a temporary file
+        assert names == ["final.pt", "final.pt.sha256", "init.pt", "init.pt.sha256"]
     print(f"killed after {t_kill:.1f} s with {len(done_before)} done, workers gone at {t_orphans:.1f} s, "
           f"resumed from epochs {sorted(interrupted.values())}, resume done at {t_resumed:.1f} s, "
           f"reference at {t_total:.1f} s")

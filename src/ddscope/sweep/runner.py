@@ -38,14 +38,9 @@ def _job(config: dict, report_progress: bool = False, ckpt_dir: str | None = Non
     """Runs in a worker process: rebuild the config, train (resuming from ``ckpt_dir``), return
     the picklable result; per-epoch progress goes to the pool's queue."""
     cfg = TrialConfig.from_dict(config)
-    progress = None
     q = worker_progress_queue() if report_progress else None
-    if q is not None:
-        tid = cfg.trial_id
-
-        def progress(epoch: int, total: int) -> None:
-            q.put((tid, epoch, total))
-
+    tid = cfg.trial_id
+    progress = None if q is None else (lambda epoch, total: q.put((tid, epoch, total)))
     return run_trial(cfg, progress, ckpt_dir=ckpt_dir)
 
 

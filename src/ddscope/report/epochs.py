@@ -127,7 +127,8 @@ def epoch_heatmaps(tidy: pd.DataFrame, metrics=("jac_spec_rms/train", "err/train
     levels = _levels(d)
     max_epoch = float(d["epoch"].max())
     with plots.plt.rc_context(plots.STYLE):
-        fig, axes = subplots(len(metrics), len(levels), width=4.2, height=2.9)
+        n_widths = d["model.width"].nunique()
+        fig, axes = subplots(len(metrics), len(levels), width=4.2, height=max(2.6, 1.0 + 0.2 * n_widths))
         for i, metric in enumerate(metrics):
             dm = d[d["metric"] == metric]
             vals = dm.groupby(["data.noise", "model.width", "epoch"] if "data.noise" in dm else ["model.width", "epoch"])["value"].mean()
@@ -148,7 +149,7 @@ def epoch_heatmaps(tidy: pd.DataFrame, metrics=("jac_spec_rms/train", "err/train
                                      cmap="magma" if metric.startswith("jac") else "viridis", norm=norm, shading="flat")
                 epoch_axis(ax, max(max_epoch, _edges(ep)[-1]))
                 ax.set_xlim(0, _edges(ep)[-1])
-                step = max(1, int(np.ceil(len(widths) / 10)))
+                step = max(1, int(np.ceil(len(widths) / 16)))
                 ax.set_yticks(range(0, len(widths), step), [f"{w:g}" for w in widths[::step]])
                 ax.set_ylabel("width k")
                 ax.grid(False)

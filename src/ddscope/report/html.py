@@ -103,7 +103,7 @@ def evidence_blocks(ev: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
         c = e[e["region"] != "all"].set_index("measure")
         r0 = a.iloc[0]
         head = (("noise —" if noise is None else f"noise {100 * noise:g} %") + f": {r0['n_widths']} widths, "
-                f"{r0['n_seeds']} seed(s) per width; test-error peak k = {_w(r0['test_peak_width'])}, "
+                f"{r0['n_seeds']} seed{'' if str(r0['n_seeds']) == '1' else 's'} per width; test-error peak k = {_w(r0['test_peak_width'])}, "
                 f"interpolation threshold k = {_w(r0['interp_width'])}")
         if len(c):
             head += f"; w_C = {_w(c.iloc[0]['min_width'])} ({c.iloc[0]['n_widths']} widths from it)"

@@ -18,7 +18,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from matplotlib.lines import Line2D
-from matplotlib.ticker import FixedLocator, NullFormatter, NullLocator
+from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, NullFormatter, NullLocator
 
 STYLE = {
     "figure.dpi": 110,
@@ -75,7 +75,7 @@ def width_axis(ax, widths) -> None:
     if not ws:
         return
     ax.xaxis.set_major_locator(FixedLocator(spaced_ticks(ws)))
-    ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
     ax.xaxis.set_minor_locator(NullLocator())
     ax.xaxis.set_minor_formatter(NullFormatter())
     lo, hi = ws[0], ws[-1]
@@ -108,10 +108,18 @@ def band(ax, c: pd.DataFrame, color, *, ls="-", marker="o", label=None, x="model
 
 
 def tidy_log_axis(ax) -> None:
-    """On a log y axis spanning a decade or more, label only the powers of ten."""
+    """Log y labels: only powers of ten over two decades or more, else also 2× and 5× as plain
+    numbers (so a narrow range still has several labels)."""
     lo, hi = ax.get_ylim()
-    if lo > 0 and hi / lo >= 10:
+    if not (lo > 0 and hi > lo):
+        return
+    if hi / lo >= 100:
         ax.yaxis.set_minor_formatter(NullFormatter())
+        return
+    ax.yaxis.set_minor_locator(LogLocator(subs=(2.0, 5.0)))
+    plain = FuncFormatter(lambda v, _: f"{v:g}")
+    ax.yaxis.set_major_formatter(plain)
+    ax.yaxis.set_minor_formatter(plain)
 
 
 def n_text(counts: pd.Series | np.ndarray | list) -> str:

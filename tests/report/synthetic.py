@@ -1,4 +1,4 @@
-"""Synthetic stores with known curves, written through the real Store API (fixtures in conftest.py).
+"""Synthetic stores with known curves, written through the real Store API.
 
 Noise 0.2 has a double descent: train error reaches 0 at width 16 (the interpolation threshold),
 the test error falls to 0.40 at width 4 (the classical optimum), peaks at 0.60 at width 16 and
@@ -16,6 +16,7 @@ spread is smaller than half the gaps between widths, so no bootstrap draw reorde
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 from ddscope.sweep.store import Store
 from ddscope.train import TrialResult
@@ -79,3 +80,17 @@ def finish(store: Store, width: int, noise: float, seed: int, **kw) -> None:
 
 SWEEP = {"sweep": {"name": "synthetic"}, "metrics": {"groups": ["jacobian", "lipschitz", "distance"],
                                                       "sparse_groups": ["hessian"]}}
+
+
+def synthetic_store(root: Path) -> Path:
+    """``root/run`` with every trial of both noise levels done; returns the run directory.
+
+    (A plain function rather than a fixture in a conftest.py: a second module named ``conftest``
+    would shadow tests/conftest.py for ``from conftest import TINY``.)"""
+    store = Store.create(root / "run" / "store.sqlite", SWEEP)
+    trials = [(w, n, s) for n in (0.0, 0.2) for w in WIDTHS for s in SEEDS]
+    store.add_trials((trial_id(*t), trial_config(*t)) for t in trials)
+    for t in trials:
+        finish(store, *t)
+    store.close()
+    return root / "run"

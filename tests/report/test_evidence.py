@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from scipy import stats
+from .synthetic import synthetic_store
 
 from ddscope.report.evidence import evidence_table, kendall_rows, spearman_rows
 from ddscope.sweep.store import Store
@@ -15,8 +16,8 @@ from ddscope.sweep.table import final_table
 
 
 @pytest.fixture
-def ev(synthetic_store):
-    store = Store.open(synthetic_store)
+def ev(tmp_path):
+    store = Store.open(synthetic_store(tmp_path))
     try:
         final = final_table(store)
     finally:

@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 import pandas as pd
-from synthetic import SWEEP, WIDTHS, finish, trial_config, trial_id
+from .synthetic import SWEEP, WIDTHS, finish, synthetic_store, trial_config, trial_id
 
 from ddscope.report import build_report, epochs, figures
 from ddscope.sweep.store import Store
@@ -17,8 +17,8 @@ FIGURES = ("double_descent", "smoothness", "over_epochs", "epoch_heatmaps", "int
            "curvature", "distance")
 
 
-def test_full_report_files_and_numbers(synthetic_store, tmp_path):
-    page = build_report(synthetic_store, tmp_path / "rep")
+def test_full_report_files_and_numbers(tmp_path):
+    page = build_report(synthetic_store(tmp_path), tmp_path / "rep")
     out = page.parent
     assert page.name == "index.html"
     for name in ("final_table.csv", "tidy.csv", "evidence.csv", "evidence.md", "summary.json"):

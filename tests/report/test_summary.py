@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
+from .synthetic import synthetic_store
 
 from ddscope.report.summary import (
     classical_optimum,
@@ -18,8 +19,8 @@ from ddscope.sweep.table import final_table
 
 
 @pytest.fixture
-def final(synthetic_store):
-    store = Store.open(synthetic_store)
+def final(tmp_path):
+    store = Store.open(synthetic_store(tmp_path))
     try:
         return final_table(store)
     finally:

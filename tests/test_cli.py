@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from conftest import TINY
+from .conftest import TINY
 
 
 def ddscope(*args, cwd=None, env=None):

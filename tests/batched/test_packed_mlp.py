@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from conftest import assert_same_records, tiny
+from .conftest import assert_same_records, tiny
 
 from ddscope.batched import run_group
 from ddscope.batched.packed_mlp import PackedMLP, Pool, plan_pools

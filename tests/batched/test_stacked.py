@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import assert_same_records, tiny
+from .conftest import assert_same_records, tiny
 from torch.func import functional_call, vmap
 
 from ddscope.batched import run_group

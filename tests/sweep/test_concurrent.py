@@ -5,7 +5,7 @@ import sqlite3
 import threading
 
 from ddscope.sweep.store import Store
-from helpers_sweep import FAST, duplicate_rows, integrity_ok, sets, start, store_rows
+from .helpers_sweep import FAST, duplicate_rows, integrity_ok, sets, start, store_rows
 
 N_TRIALS = 6
 

@@ -14,7 +14,7 @@ from ddscope.sweep.executors import InProcessExecutor, LocalPoolExecutor
 from ddscope.sweep.runner import WORKER_DIED, run_sweep
 from ddscope.sweep.status import status_text
 from ddscope.sweep.store import Store
-from helpers_sweep import FAST, sets, table
+from .helpers_sweep import FAST, sets, table
 
 
 def _cli(capsys, *args):

@@ -7,7 +7,7 @@ import signal
 
 import pytest
 
-from helpers_sweep import FAST, cli, duplicate_rows, group_alive, integrity_ok, sets, start, store_rows, wait_for
+from .helpers_sweep import FAST, cli, duplicate_rows, group_alive, integrity_ok, sets, start, store_rows, wait_for
 
 ARGS = FAST + ["model.width=[64,128]", "optim.epochs=40", "checkpoint.every_epochs=5"]
 

@@ -13,7 +13,7 @@ import pandas as pd
 from ddscope.config import load_sweep
 from ddscope.sweep.executors import InProcessExecutor
 from ddscope.sweep.runner import run_sweep
-from helpers_sweep import (FAST, cli, duplicate_rows, group_alive, integrity_ok, sets, start, store_rows, table,
+from .helpers_sweep import (FAST, cli, duplicate_rows, group_alive, integrity_ok, sets, start, store_rows, table,
                            wait_for)
 
 ARGS = FAST + ["model.width=[32,64,96,128]", "optim.epochs=40", "checkpoint.every_epochs=10"]

@@ -12,7 +12,7 @@ from ddscope.config import load_sweep
 from ddscope.errors import UserError
 from ddscope.sweep.executors import InProcessExecutor, RayExecutor
 from ddscope.sweep.runner import _user_error, run_sweep
-from helpers_sweep import FAST, cli, duplicate_rows, sets, store_rows, table
+from .helpers_sweep import FAST, cli, duplicate_rows, sets, store_rows, table
 
 ray = pytest.importorskip("ray", reason="Ray is not installed; pip install 'ddscope[ray]' to test the Ray executor")
 

@@ -12,7 +12,7 @@ from ddscope.sweep.executors import InProcessExecutor
 from ddscope.sweep.runner import run_sweep
 from ddscope.sweep.status import status_text
 from ddscope.sweep.store import Store
-from helpers_sweep import FAST
+from .helpers_sweep import FAST
 
 
 def _sweep(widths="[4,6,8]"):

@@ -10,7 +10,7 @@ from ddscope.sweep.executors import InProcessExecutor
 from ddscope.sweep.runner import run_sweep
 from ddscope.sweep.store import Store
 from ddscope.sweep.table import tidy
-from helpers_sweep import FAST
+from .helpers_sweep import FAST
 
 
 @pytest.fixture(scope="module")

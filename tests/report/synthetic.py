@@ -83,10 +83,7 @@ SWEEP = {"sweep": {"name": "synthetic"}, "metrics": {"groups": ["jacobian", "lip
 
 
 def synthetic_store(root: Path) -> Path:
-    """``root/run`` with every trial of both noise levels done; returns the run directory.
-
-    (A plain function rather than a fixture in a conftest.py: a second module named ``conftest``
-    would shadow tests/conftest.py for ``from conftest import TINY``.)"""
+    """``root/run`` with every trial of both noise levels done; returns the run directory."""
     store = Store.create(root / "run" / "store.sqlite", SWEEP)
     trials = [(w, n, s) for n in (0.0, 0.2) for w in WIDTHS for s in SEEDS]
     store.add_trials((trial_id(*t), trial_config(*t)) for t in trials)

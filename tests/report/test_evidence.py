@@ -8,11 +8,12 @@ import numpy as np
 import pandas as pd
 import pytest
 from scipy import stats
-from .synthetic import synthetic_store
 
 from ddscope.report.evidence import evidence_table, kendall_rows, spearman_rows
 from ddscope.sweep.store import Store
 from ddscope.sweep.table import final_table
+
+from .synthetic import synthetic_store
 
 
 @pytest.fixture

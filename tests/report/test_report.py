@@ -7,11 +7,12 @@ import subprocess
 import sys
 
 import pandas as pd
-from .synthetic import SWEEP, WIDTHS, finish, synthetic_store, trial_config, trial_id
 
 from ddscope.report import build_report, epochs, figures
 from ddscope.sweep.store import Store
 from ddscope.train import TrialResult
+
+from .synthetic import SWEEP, WIDTHS, finish, synthetic_store, trial_config, trial_id
 
 FIGURES = ("double_descent", "smoothness", "over_epochs", "epoch_heatmaps", "interpolation", "theorem2",
            "curvature", "distance")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
-from .synthetic import synthetic_store
 
 from ddscope.report.summary import (
     classical_optimum,
@@ -16,6 +15,8 @@ from ddscope.report.summary import (
 )
 from ddscope.sweep.store import Store
 from ddscope.sweep.table import final_table
+
+from .synthetic import synthetic_store
 
 
 @pytest.fixture

@@ -150,16 +150,48 @@ def test_max_pool_constant(pool, shape, cover):
     assert float(ratio.max()) <= got
 
 
+class _Custom(nn.Module):
+    def forward(self, x):
+        return x * 2
+
+
 def test_unsupported_layer_names_path_and_type():
-    model = nn.Sequential(nn.Linear(4, 4), nn.Sequential(nn.ReLU(), nn.LayerNorm(4)), nn.Linear(4, 2))
-    with pytest.raises(ValueError, match=r"'1\.1'.*LayerNorm.*supported: .*Linear"):
+    model = nn.Sequential(nn.Linear(4, 4), nn.Sequential(nn.ReLU(), _Custom()), nn.Linear(4, 2))
+    with pytest.raises(ValueError, match=r"'1\.1'.*_Custom.*supported: .*Linear"):
         lipschitz_upper(model, (4,))
-    with pytest.raises(ValueError, match="GELU"):
-        lipschitz_upper(nn.Sequential(nn.Linear(4, 4), nn.GELU()), (4,))
     with pytest.raises(ValueError, match="running statistics"):
         lipschitz_upper(nn.Sequential(nn.BatchNorm1d(4, track_running_stats=False)), (4,))
     with pytest.raises(ValueError, match="LeakyReLU"):
         lipschitz_upper(nn.Sequential(nn.LeakyReLU(2.0)), (4,))
+
+
+def test_layernorm_and_attention_make_the_bound_infinite():
+    model = nn.Sequential(nn.Linear(4, 4), nn.Sequential(nn.ReLU(), nn.LayerNorm(4)), nn.Linear(4, 2))
+    bound = lipschitz_upper(model, (4,))
+    assert math.isinf(bound.value)
+    assert ("1.1", "LayerNorm", math.inf) in bound.layers
+
+    class Attn(nn.Module):
+        lipschitz_unbounded = "test"
+
+        def __init__(self):
+            super().__init__()
+            self.inner = nn.Linear(4, 4)
+
+        def forward(self, x):
+            return self.inner(x)
+
+    bound = lipschitz_upper(nn.Sequential(nn.Linear(4, 4), Attn()), (4,))
+    assert math.isinf(bound.value) and bound.layers[-1] == ("1", "Attn", math.inf)
+
+
+def test_gelu_constant_is_its_largest_slope():
+    from ddscope.metrics.lipschitz import GELU_LIPSCHITZ
+
+    x = torch.linspace(-6, 6, 200_001, dtype=torch.float64, requires_grad=True)
+    (slope,) = torch.autograd.grad(nn.functional.gelu(x).sum(), x)
+    assert GELU_LIPSCHITZ == pytest.approx(float(slope.abs().max()), rel=1e-9)
+    assert lipschitz_upper(nn.Sequential(nn.GELU()), (4,)).value == pytest.approx(GELU_LIPSCHITZ)
 
 
 class _TwoStage(nn.Module):

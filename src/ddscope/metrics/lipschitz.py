@@ -33,12 +33,20 @@ ONE_LIPSCHITZ = (
     nn.ReLU, nn.Identity, nn.Flatten, nn.Unflatten, nn.Tanh, nn.Dropout, nn.Dropout1d, nn.Dropout2d,
     nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout,
 )  # in eval mode: |f(a) − f(b)| ≤ |a − b| elementwise, or a reshape, or the identity
+# Not globally Lipschitz, so the product bound is +inf: LayerNorm's Jacobian grows without bound
+# as the input's variance goes to 0 (eps only caps it at 1/sqrt(eps)·‖γ‖∞, not a useful bound);
+# dot-product self-attention is not Lipschitz at all (Kim, Papamakarios & Mnih, ICML 2021).
+# Modules may declare themselves so with a class attribute ``lipschitz_unbounded = "reason"``.
+UNBOUNDED = (nn.LayerNorm, nn.MultiheadAttention)
+# GELU's largest slope, max_x d/dx[x·Φ(x)] = Φ(√2) + √2·φ(√2) ≈ 1.1289 (at x = √2).
+GELU_LIPSCHITZ = 0.5 * (1 + math.erf(1.0)) + math.sqrt(2) * math.exp(-1.0) / math.sqrt(2 * math.pi)
 AVG_POOLS = (nn.AvgPool1d, nn.AvgPool2d, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d)
 MAX_POOLS = (nn.MaxPool1d, nn.MaxPool2d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d)
 SUPPORTED = (
     "Sequential, Residual, modules defining lipschitz_parts(), Linear, Conv1d, Conv2d, BatchNorm1d, "
     "BatchNorm2d, ReLU, LeakyReLU(|slope| <= 1), ELU(alpha <= 1), Tanh, Sigmoid, Identity, Dropout*, "
-    "Flatten, Unflatten, AvgPool1d/2d, AdaptiveAvgPool1d/2d, MaxPool1d/2d, AdaptiveMaxPool1d/2d"
+    "Flatten, Unflatten, GELU, AvgPool1d/2d, AdaptiveAvgPool1d/2d, MaxPool1d/2d, AdaptiveMaxPool1d/2d; "
+    "LayerNorm, MultiheadAttention and modules with lipschitz_unbounded give +inf"
 )
 
 LeafNorm = Callable[[str, nn.Module, tuple[int, ...]], float]
@@ -211,6 +219,10 @@ def leaf_lipschitz(
         return 1.0
     if isinstance(module, nn.Sigmoid):
         return 0.25
+    if isinstance(module, nn.GELU):
+        return GELU_LIPSCHITZ if module.approximate == "none" else 1.13  # tanh form: max slope ≈ 1.1289 too
+    if isinstance(module, UNBOUNDED) or getattr(module, "lipschitz_unbounded", None):
+        return math.inf
     if isinstance(module, AVG_POOLS):
         # pools act on each channel alike, so the norm on one channel is the norm on all; a
         # parameter-free map on one channel is cheap enough to measure in float64 on the CPU
@@ -232,6 +244,9 @@ def walk_lipschitz(model: nn.Module, input_shape: tuple[int, ...], leaf_norm: Le
     layers: list[tuple[str, str, float]] = []
 
     def walk(module: nn.Module, path: str) -> float:
+        if getattr(module, "lipschitz_unbounded", None):  # checked before its parts: no bound exists
+            layers.append((path, type(module).__name__, math.inf))
+            return math.inf
         if isinstance(module, nn.Sequential):
             return math.prod(walk(child, paths[id(child)]) for child in module)
         if hasattr(module, "lipschitz_parts"):
@@ -262,7 +277,9 @@ def lipschitz_upper(
     actual input shape (:func:`conv_operator_norm`); BatchNorm (eval) max_i |γ_i|/√(var_i+ε);
     ReLU, LeakyReLU(|slope| ≤ 1), ELU(α ≤ 1), Tanh, Identity, Dropout, Flatten 1; Sigmoid 1/4;
     average pools their exact operator norm on the actual input shape; max pools
-    √(max windows per input) (1 when windows do not overlap). Any other leaf raises ValueError.
+    √(max windows per input) (1 when windows do not overlap); GELU ≈ 1.1289. LayerNorm and
+    dot-product self-attention are not globally Lipschitz: they (and any module with a
+    ``lipschitz_unbounded`` attribute) make the bound +inf. Any other leaf raises ValueError.
 
     Args:
         model: a tree of nn.Sequential / Residual / leaf layers (or modules that define

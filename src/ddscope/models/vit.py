@@ -24,8 +24,8 @@ Attention is written with plain tensor operations (no fused kernels), so the mod
 float32 and float64. The blocks are :class:`~ddscope.models.blocks.Residual` modules and the
 reshaping layers declare themselves 1-Lipschitz (an empty ``lipschitz_parts()``), but
 dot-product attention and LayerNorm have no finite global Lipschitz constant (Kim et al., "The
-Lipschitz Constant of Self-Attention", ICML 2021): ``lipschitz_upper`` rejects this family with
-a ValueError naming the first LayerNorm; input-Jacobian norms are the smoothness measure here.
+Lipschitz Constant of Self-Attention", ICML 2021): ``lipschitz_upper`` returns +inf for this
+family, with the unbounded layers listed as such; input-Jacobian norms are the smoothness measure here.
 
 Parameters: C_in p^2 k + k + N k + depth (12 k^2 + 13 k) + 2k + k C + C.
 """
@@ -85,6 +85,9 @@ class PositionEmbedding(nn.Module):
 
 class SelfAttention(nn.Module):
     """Multi-head scaled dot-product self-attention (Vaswani et al. 2017) on (B, N, k)."""
+
+    # Dot-product attention has no global Lipschitz constant (Kim et al., ICML 2021).
+    lipschitz_unbounded = "dot-product self-attention is not globally Lipschitz"
 
     def __init__(self, dim: int, heads: int):
         super().__init__()

@@ -53,6 +53,11 @@ def _run(config: str, overrides: tuple[str, ...], out: str | None, executor: str
         from .sweep.store import Store
 
         Store.open(run_dir / "store.sqlite").close()  # a corrupted store stops us here, untouched
+    # Missing or malformed data files stop us here, with one line, before anything is written.
+    from .data import load_source
+
+    for data_cfg in {t.data for t in sweep.trials()}:
+        load_source(data_cfg)
     con = _console()
     n = len(sweep.trials())
     axes = ", ".join(f"{k} × {len(v)}" for k, v in sweep.grid.items()) or "one trial"

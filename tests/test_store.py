@@ -22,7 +22,7 @@ def _sweep(tiny, widths="[3,5]"):
 
 def test_resume_skips_finished_trials(tmp_path, tiny_overrides, monkeypatch):
     sweep = _sweep(tiny_overrides, "[3,5,7]")
-    run_sweep(sweep, tmp_path, InProcessExecutor(), show_progress=False)
+    run_sweep(sweep, tmp_path, InProcessExecutor(), show_progress=False, group=False)
     store = Store.open(tmp_path)
     first = tidy(store)
     assert store.counts()["done"] == 3
@@ -33,10 +33,10 @@ def test_resume_skips_finished_trials(tmp_path, tiny_overrides, monkeypatch):
 
     real = runner.run_trial
     monkeypatch.setattr(runner, "run_trial", lambda cfg, p=None, **kw: calls.append(cfg) or real(cfg, p, **kw))
-    out = run_sweep(sweep, tmp_path, InProcessExecutor(), show_progress=False)
+    out = run_sweep(sweep, tmp_path, InProcessExecutor(), show_progress=False, group=False)
     assert calls == [] and out.ran == 0
     # Extending the grid runs only the new width.
-    run_sweep(_sweep(tiny_overrides, "[3,5,7,9]"), tmp_path, InProcessExecutor(), show_progress=False)
+    run_sweep(_sweep(tiny_overrides, "[3,5,7,9]"), tmp_path, InProcessExecutor(), show_progress=False, group=False)
     assert [c.model.width for c in calls] == [9]
     store = Store.open(tmp_path)
     second = tidy(store)
@@ -95,7 +95,7 @@ def test_corrupted_store_is_reported(tmp_path):
 def test_failed_trial_is_marked_and_sweep_goes_on(tmp_path, tiny_overrides):
     # lr = 1e6 diverges at once; the other trial finishes.
     sweep = load_sweep("mnist1d-mlp", tiny_overrides + ["model.width=8", "optim.lr=[0.01, 1e6]"])
-    out = run_sweep(sweep, tmp_path, InProcessExecutor(), show_progress=False)
+    out = run_sweep(sweep, tmp_path, InProcessExecutor(), show_progress=False, group=False)
     assert out.counts["done"] == 1 and out.counts["failed"] == 1
     store = Store.open(tmp_path)
     failed = store.trials("failed")[0]
@@ -105,5 +105,5 @@ def test_failed_trial_is_marked_and_sweep_goes_on(tmp_path, tiny_overrides):
     assert set(table["status"]) == {"done", "failed"}
     # --retry-failed runs it again (and it fails again, deterministically).
     store.close()
-    out = run_sweep(sweep, tmp_path, InProcessExecutor(), retry_failed=True, show_progress=False)
+    out = run_sweep(sweep, tmp_path, InProcessExecutor(), retry_failed=True, show_progress=False, group=False)
     assert out.ran == 1 and out.counts["failed"] == 1

@@ -36,9 +36,9 @@ def cli() -> None:
     """ddscope: double descent through the smoothness of the learned function."""
 
 
-def _run(config: str, overrides: tuple[str, ...], out: str | None, executor: str, workers: int | None,
+def _run(config: str, *, overrides: tuple[str, ...], out: str | None, executor: str, workers: int | None,
          address: str | None, gpus_per_trial: float, retry_failed: bool, resume: bool, report: bool,
-         quiet: bool) -> None:
+         quiet: bool, group: bool, max_group: int) -> None:
     from .config import load_sweep
     from .sweep.executors import make_executor
     from .sweep.runner import run_sweep
@@ -66,7 +66,8 @@ def _run(config: str, overrides: tuple[str, ...], out: str | None, executor: str
     stopped_by: dict = {}
     previous = signal.signal(signal.SIGTERM, _stop_on(stopped_by))
     try:
-        outcome = run_sweep(sweep, run_dir, ex, retry_failed=retry_failed, show_progress=not quiet, console=con)
+        outcome = run_sweep(sweep, run_dir, ex, retry_failed=retry_failed, show_progress=not quiet, console=con,
+                            group=group, max_group=max_group)
     except KeyboardInterrupt:
         con.print(f"[yellow]interrupted[/]: finished trials are stored; rerun the same command to resume ({run_dir})")
         sys.exit(128 + stopped_by.get("signal", signal.SIGINT))
@@ -106,6 +107,11 @@ _sweep_options = [
                  help="Require an existing run directory and continue it (rerunning without the flag resumes too)."),
     click.option("--report/--no-report", default=True, show_default=True, help="Write the report at the end."),
     click.option("--quiet", is_flag=True, help="No progress bars."),
+    click.option("--group/--no-group", default=True, show_default=True,
+                 help="Train trials that can share a step (MLP widths at one seed; seeds/noise draws of one "
+                      "architecture and width) as one vectorised model. Grouped trials keep no checkpoints."),
+    click.option("--max-group", type=click.IntRange(1), default=16, show_default=True,
+                 help="At most this many trials per vectorised group."),
 ]
 
 
@@ -118,18 +124,18 @@ def _with_sweep_options(f):
 @cli.command()
 @click.argument("config")
 @_with_sweep_options
-def sweep(config, overrides, out, executor, workers, address, gpus_per_trial, retry_failed, resume, report, quiet):
+def sweep(config, **opts):
     """Run the sweep CONFIG (a TOML file or a preset name); finished trials are skipped."""
-    _run(config, overrides, out, executor, workers, address, gpus_per_trial, retry_failed, resume, report, quiet)
+    _run(config, **opts)
 
 
 @cli.command()
 @_with_sweep_options
-def demo(overrides, out, executor, workers, address, gpus_per_trial, retry_failed, resume, report, quiet):
+def demo(**opts):
     """Run the embedded default: the mnist1d-mlp preset (MLP width sweep on MNIST-1D, 15 % label
-    noise, 500 epochs), then write its report. About 5 minutes on 2 CPU cores."""
-    _run(DEMO_PRESET, overrides, out or "runs/demo", executor, workers, address, gpus_per_trial,
-         retry_failed, resume, report, quiet)
+    noise, 500 epochs, all metric groups), then write its report into runs/demo/report."""
+    opts["out"] = opts["out"] or "runs/demo"
+    _run(DEMO_PRESET, **opts)
 
 
 @cli.command()

@@ -43,14 +43,22 @@ def env() -> dict:
     return {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
+def _ungrouped(args: tuple) -> tuple:
+    """Sweeps run ungrouped here: these tests pin per-trial mechanics (checkpoints, bit-exact
+    resume); tests/sweep/test_grouped.py covers vectorised groups."""
+    if args and args[0] == "sweep" and not any(a.startswith(("--group", "--no-group")) for a in args):
+        return (*args, "--no-group")
+    return args
+
+
 def cli(*args, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "ddscope.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "ddscope.cli", *_ungrouped(args)], capture_output=True, text=True,
                           env=env(), timeout=timeout)
 
 
 def start(*args, log: Path) -> subprocess.Popen:
     """The CLI in its own session (process group), so a test can signal it with all its workers."""
-    return subprocess.Popen([sys.executable, "-m", "ddscope.cli", *args], stdout=subprocess.DEVNULL,
+    return subprocess.Popen([sys.executable, "-m", "ddscope.cli", *_ungrouped(args)], stdout=subprocess.DEVNULL,
                             stderr=open(log, "w"), env=env(), start_new_session=True)
 
 

@@ -56,7 +56,7 @@ def test_crash_in_one_trial_stores_its_traceback_and_the_sweep_goes_on(tmp_path,
         return real(cfg, *a)
 
     monkeypatch.setattr(ddscope.train, "make_model", flaky)
-    out = run_sweep(sweep, tmp_path, InProcessExecutor(), show_progress=False)
+    out = run_sweep(sweep, tmp_path, InProcessExecutor(), show_progress=False, group=False)
     assert out.counts == {"pending": 0, "running": 0, "done": 2, "failed": 1}
     assert out.failed[0][1] == "RuntimeError: boom: width 5"
     store = Store.open(tmp_path)
@@ -66,7 +66,7 @@ def test_crash_in_one_trial_stores_its_traceback_and_the_sweep_goes_on(tmp_path,
     assert "RuntimeError: boom: width 5" in status_text(tmp_path)
 
     monkeypatch.undo()  # the bug is fixed: --retry-failed runs only that trial
-    out = run_sweep(sweep, tmp_path, InProcessExecutor(), retry_failed=True, show_progress=False)
+    out = run_sweep(sweep, tmp_path, InProcessExecutor(), retry_failed=True, show_progress=False, group=False)
     assert out.ran == 1 and out.counts["done"] == 3
 
 
@@ -81,7 +81,7 @@ class _KillsOneWorker(LocalPoolExecutor):
 
 def test_a_dying_worker_fails_its_trial_and_the_pool_is_replaced(tmp_path):
     sweep = load_sweep("mnist1d-mlp", FAST + ["model.width=[4,5,6]", "optim.epochs=2"])
-    out = run_sweep(sweep, tmp_path, _KillsOneWorker(max_workers=1, threads_per_worker=1), show_progress=False)
+    out = run_sweep(sweep, tmp_path, _KillsOneWorker(max_workers=1, threads_per_worker=1), show_progress=False, group=False)
     assert out.counts == {"pending": 0, "running": 0, "done": 2, "failed": 1}
     store = Store.open(tmp_path)
     (failed,) = store.trials("failed")
@@ -91,7 +91,7 @@ def test_a_dying_worker_fails_its_trial_and_the_pool_is_replaced(tmp_path):
 
 def test_corrupted_checkpoint_stops_the_sweep_with_exit_2(tmp_path, capsys):
     args = ["sweep", "mnist1d-mlp", *sets(FAST + ["model.width=[4,8]", "optim.epochs=2"]),
-            "--out", str(tmp_path), "--executor", "inprocess", "--no-report", "--quiet"]
+            "--out", str(tmp_path), "--executor", "inprocess", "--no-report", "--quiet", "--no-group"]
     assert _cli(capsys, *args)[0] == 0
     before = table(tmp_path)
     store = Store.open(tmp_path)

@@ -44,7 +44,7 @@ def test_sigkill_mid_trial_then_resume_equals_uninterrupted(tmp_path):
     victim = start(*_sweep_args(run), log=tmp_path / "run.log")
     # The uninterrupted sweep, in this process (one torch thread) while the victim starts up.
     reference = threading.Thread(target=run_sweep, args=(load_sweep("mnist1d-mlp", ARGS), ref, InProcessExecutor()),
-                                 kwargs={"show_progress": False})
+                                 kwargs={"show_progress": False, "group": False})
     reference.start()
     done_before, ckpts = wait_for(lambda: _mid_trial(run), 240, "a done trial and a running one with a checkpoint",
                                   proc=victim)

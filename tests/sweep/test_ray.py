@@ -28,7 +28,7 @@ def cluster():
 
 def test_ray_sweep_continues_an_inprocess_sweep_in_the_same_store(cluster, tmp_path):
     run, ref = tmp_path / "run", tmp_path / "ref"
-    run_sweep(load_sweep("mnist1d-mlp", ARGS + ["model.width=[4,8]"]), run, InProcessExecutor(), show_progress=False)
+    run_sweep(load_sweep("mnist1d-mlp", ARGS + ["model.width=[4,8]"]), run, InProcessExecutor(), show_progress=False, group=False)
     full = ARGS + ["model.width=[4,8,16,32]"]
     t0 = time.time()
     r = cli("sweep", "mnist1d-mlp", *sets(full), "--out", str(run), "--executor", "ray", "--address", "auto",
@@ -41,7 +41,7 @@ def test_ray_sweep_continues_an_inprocess_sweep_in_the_same_store(cluster, tmp_p
     for t in rows:  # the Ray workers wrote θ⁰ and the final weights beside the store
         assert (run / "trials" / t["trial_id"] / "final.pt.sha256").exists()
 
-    run_sweep(load_sweep("mnist1d-mlp", full), ref, InProcessExecutor(), show_progress=False)
+    run_sweep(load_sweep("mnist1d-mlp", full), ref, InProcessExecutor(), show_progress=False, group=False)
     pd.testing.assert_frame_equal(table(run), table(ref), check_exact=True)
     print(f"ray sweep of 2 trials (CLI, joining the cluster): {t_ray:.1f} s")
 

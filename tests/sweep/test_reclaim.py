@@ -39,7 +39,7 @@ def test_stale_and_dead_holders_are_reclaimed_live_ones_are_not(tmp_path):
         _hold(store, dead, f"{host}:{gone}:cccccc", now)  # a process here that no longer exists
         store.close()
 
-        out = run_sweep(sweep, tmp_path, InProcessExecutor(), show_progress=False)
+        out = run_sweep(sweep, tmp_path, InProcessExecutor(), show_progress=False, group=False)
         assert out.ran == 2
         store = Store.open(tmp_path)
         states = {t["trial_id"]: (t["status"], t["worker"]) for t in store.trials()}
@@ -51,7 +51,7 @@ def test_stale_and_dead_holders_are_reclaimed_live_ones_are_not(tmp_path):
     finally:
         sleeper.kill()
         sleeper.wait()
-    out = run_sweep(sweep, tmp_path, InProcessExecutor(), show_progress=False)  # its holder is gone now
+    out = run_sweep(sweep, tmp_path, InProcessExecutor(), show_progress=False, group=False)  # its holder is gone now
     assert out.ran == 1 and out.counts["done"] == 3
 
 
@@ -70,6 +70,6 @@ def test_heartbeat_runs_while_a_trial_trains_in_process(tmp_path, monkeypatch):
         return real(cfg, progress, ckpt_dir=ckpt_dir)
 
     monkeypatch.setattr(runner, "run_trial", slow_trial)
-    run_sweep(_sweep("[4]"), tmp_path, InProcessExecutor(), show_progress=False)
+    run_sweep(_sweep("[4]"), tmp_path, InProcessExecutor(), show_progress=False, group=False)
     (before, after), = seen
     assert after > before

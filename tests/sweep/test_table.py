@@ -17,7 +17,7 @@ from .helpers_sweep import FAST
 def run_dir(tmp_path_factory):
     path = tmp_path_factory.mktemp("run")
     sweep = load_sweep("mnist1d-mlp", FAST + ["model.width=[4,8]", "seed=[0,1]", "optim.epochs=2"])
-    run_sweep(sweep, path, InProcessExecutor(), show_progress=False)
+    run_sweep(sweep, path, InProcessExecutor(), show_progress=False, group=False)
     return path
 
 

@@ -48,6 +48,25 @@ def _inline_job(config: dict, progress, ckpt_dir: str | None) -> TrialResult:
     return run_trial(TrialConfig.from_dict(config), progress, ckpt_dir=ckpt_dir)
 
 
+def _group_job(configs: list[dict], report_progress: bool = False, progress=None) -> list[TrialResult]:
+    """Runs a group of trials as one vectorised model (``ddscope.batched``); per-epoch progress is
+    reported for every member. Groups keep no checkpoints: a killed group restarts from epoch 0."""
+    from ..batched import run_group
+
+    cfgs = [TrialConfig.from_dict(c) for c in configs]
+    q = worker_progress_queue() if report_progress else None
+    tids = [c.trial_id for c in cfgs]
+
+    def each(epoch: int, total: int) -> None:
+        for tid in tids:
+            if q is not None:
+                q.put((tid, epoch, total))
+            elif progress is not None:
+                progress(tid, epoch)
+
+    return run_group(cfgs, each if (q is not None or progress is not None) else None)
+
+
 @dataclass
 class SweepOutcome:
     run_dir: Path
@@ -182,6 +201,8 @@ def run_sweep(
     show_progress: bool = True,
     console=None,
     stale_after: float = STALE_AFTER_S,
+    group: bool = True,
+    max_group: int = 16,
 ) -> SweepOutcome:
     """Run every trial of ``sweep`` not yet done in ``run_dir/store.sqlite``.
 
@@ -189,6 +210,11 @@ def run_sweep(
     of the trial id). A :class:`UserError` raised by a trial (a corrupted checkpoint, missing data)
     stops the sweep, as does Ctrl-C: running trials are handed back to the store, finished ones
     stay, and the executor is shut down before the exception propagates.
+
+    With ``group`` (default), pending trials that can train together — MLPs of several widths at
+    one seed, or one architecture and width over seeds / noise draws — run as one vectorised
+    model of at most ``max_group`` members (:mod:`ddscope.batched`); results are stored per trial
+    exactly as for separate training. Grouped trials write no checkpoints.
     """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -205,9 +231,18 @@ def run_sweep(
     todo = [t for t in store.trials("pending") if t["trial_id"] in mine]
     bar = _Progress(show_progress, sum(configs[t["trial_id"]]["optim"]["epochs"] for t in todo), len(todo), console)
 
+    # The plan: units of trial ids, a unit of several trains as one vectorised group.
+    units: list[list[str]] = []
+    if group and todo:
+        from ..batched import group_trials
+
+        cfgs = [TrialConfig.from_dict(configs[t["trial_id"]]) for t in todo]
+        units = [[c.trial_id for c in g] for g in group_trials(cfgs, max_group=max_group, workers=executor.max_workers)]
+        units = [u for u in units if len(u) > 1]  # singletons go through the plain claim loop
+
     worker = worker_id()
     beat = _Heartbeat(store.path, worker, HEARTBEAT_S)
-    inflight: dict[cf.Future, str] = {}
+    inflight: dict[cf.Future, list[str]] = {}
     failed: list[tuple[str, str]] = []
     ran = 0
     q = executor.progress_queue
@@ -222,46 +257,69 @@ def run_sweep(
                 return
             bar.epoch(tid, epoch)
 
-    def store_result(tid: str, fut: cf.Future) -> None:
+    def store_results(tids: list[str], fut: cf.Future) -> None:
         nonlocal ran
-        cfg = configs[tid]
         try:
-            result = fut.result()
+            out = fut.result()
+            results = out if isinstance(out, list) else [out]
         except BrokenProcessPool:
-            result = TrialResult(trial_id=tid, config=cfg, status="failed", error=WORKER_DIED)
+            results = [TrialResult(trial_id=t, config=configs[t], status="failed", error=WORKER_DIED) for t in tids]
         except Exception as e:  # noqa: BLE001 — a crash outside run_trial marks the trial failed
             if (user := _user_error(e)) is not None:
                 raise user from None
-            result = TrialResult(trial_id=tid, config=cfg, status="failed", error=traceback.format_exc())
-        store.finish(result, worker)
-        beat.discard(tid)
-        ran += 1
-        bar.finish(tid, cfg["optim"]["epochs"])
-        if result.status == "failed":
-            failed.append((tid, (result.error or "").strip().splitlines()[-1] if result.error else ""))
+            err = traceback.format_exc()
+            results = [TrialResult(trial_id=t, config=configs[t], status="failed", error=err) for t in tids]
+        for tid, result in zip(tids, results):
+            store.finish(result, worker)
+            beat.discard(tid)
+            ran += 1
+            bar.finish(tid, configs[tid]["optim"]["epochs"])
+            if result.status == "failed":
+                failed.append((tid, (result.error or "").strip().splitlines()[-1] if result.error else ""))
+
+    def claim_unit() -> list[str]:
+        """The next planned group (the members still pending), else the next single trial."""
+        while units:
+            got = []
+            for tid in units.pop(0):
+                claimed = store.claim(worker, only={tid}, stale_after=stale_after)
+                if claimed is not None:
+                    got.append(tid)
+            if got:
+                return got
+        claimed = store.claim(worker, only=mine, stale_after=stale_after)
+        return [] if claimed is None else [claimed[0]]
 
     try:
         while True:
             while len(inflight) < executor.max_workers:
-                claimed = store.claim(worker, only=mine, stale_after=stale_after)
-                if claimed is None:
+                tids = claim_unit()
+                if not tids:
                     break
-                tid = claimed[0]
+                for tid in tids:
+                    beat.add(tid)
+                    bar.start(tid, trial_label(configs[tid], axes), configs[tid]["optim"]["epochs"])
+                if len(tids) > 1:  # a vectorised group
+                    cfgs = [configs[t] for t in tids]
+                    if executor.inline:
+                        store_results(tids, executor.submit(_group_job, cfgs, False, bar.epoch))
+                        continue
+                    inflight[executor.submit(_group_job, cfgs, q is not None)] = tids
+                    continue
+                tid = tids[0]
                 cfg = configs[tid]
-                beat.add(tid)
-                bar.start(tid, trial_label(cfg, axes), cfg["optim"]["epochs"])
                 ckpt = str(trial_dir(run_dir, tid))
                 if executor.inline:  # runs inside submit; progress calls come straight back
                     fut = executor.submit(_inline_job, cfg, lambda e, tot, tid=tid: bar.epoch(tid, e), ckpt)
-                    store_result(tid, fut)
+                    store_results([tid], fut)
                     continue
-                inflight[executor.submit(_job, cfg, q is not None, ckpt)] = tid
+                inflight[executor.submit(_job, cfg, q is not None, ckpt)] = [tid]
             if not inflight:
                 break
             done, _ = cf.wait(list(inflight), timeout=0.5, return_when=cf.FIRST_COMPLETED)
             drain()
             for fut in done:
-                store_result(inflight.pop(fut), fut)
+                store_results(inflight.pop(fut), fut)
     except BaseException:
         # Ctrl-C, a user error or a crash of the driver: hand running trials back (they resume
         # from their checkpoints), keep everything finished, stop the workers now.

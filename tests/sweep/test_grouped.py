@@ -1,0 +1,56 @@
+"""Sweeps whose trials train as vectorised groups (the default): one stored result per trial,
+equal to separate training up to float summation order, and kill + resume loses nothing."""
+
+import os
+import signal
+
+import numpy as np
+
+from ddscope.config import load_sweep
+from ddscope.sweep.executors import InProcessExecutor
+from ddscope.sweep.runner import run_sweep
+from .helpers_sweep import FAST, cli, duplicate_rows, integrity_ok, sets, start, store_rows, table, wait_for
+
+ARGS = FAST + ["model.width=[4,8,16,32]", "optim.epochs=6"]
+
+
+def _close(a, b) -> None:
+    """Same rows; values equal up to float summation order (errors: at most one flipped sample)."""
+    assert len(a) == len(b) > 0
+    assert (a[["trial_id", "epoch", "metric"]].values == b[["trial_id", "epoch", "metric"]].values).all()
+    err = a["metric"].str.startswith("err/").to_numpy()
+    x, y = a["value"].to_numpy(float), b["value"].to_numpy(float)
+    assert np.allclose(x[err], y[err], atol=1.5 / 250, equal_nan=True)
+    assert np.allclose(x[~err], y[~err], rtol=1e-3, atol=1e-4, equal_nan=True)
+
+
+def test_grouped_sweep_equals_separate_trials(tmp_path):
+    sweep = load_sweep("mnist1d-mlp", ARGS + ["seed=[0,1]"])
+    grouped = run_sweep(sweep, tmp_path / "g", InProcessExecutor(), show_progress=False)
+    separate = run_sweep(sweep, tmp_path / "s", InProcessExecutor(), show_progress=False, group=False)
+    assert grouped.counts["done"] == separate.counts["done"] == 8 and grouped.ran == 8
+    _close(table(tmp_path / "g"), table(tmp_path / "s"))
+    assert duplicate_rows(tmp_path / "g") == 0
+    # Rerunning skips every trial, grouped or not.
+    assert run_sweep(sweep, tmp_path / "g", InProcessExecutor(), show_progress=False).ran == 0
+
+
+def test_grouped_sweep_killed_and_resumed_loses_nothing(tmp_path):
+    run = tmp_path / "run"
+    args = ["sweep", "mnist1d-mlp", *sets(FAST + ["model.width=[4,8,16,32,64,96]", "optim.epochs=30", "seed=[0,1]"]),
+            "--out", str(run), "--workers", "2", "--no-report", "--quiet", "--group", "--max-group", "3"]
+    victim = start(*args, log=tmp_path / "run.log")
+    wait_for(lambda: any(r["status"] == "done" for r in store_rows(run)) and
+             any(r["status"] == "running" for r in store_rows(run)), 240, "a done and a running trial", proc=victim)
+    os.killpg(victim.pid, signal.SIGKILL)
+    victim.wait(timeout=30)
+    assert integrity_ok(run)
+    r = cli(*args, "--resume")
+    assert r.returncode == 0, r.stderr
+    rows = store_rows(run)
+    assert len(rows) == 12 and {t["status"] for t in rows} == {"done"}
+    assert duplicate_rows(run) == 0
+    ref = tmp_path / "ref"
+    r = cli(*[a if a != str(run) else str(ref) for a in args])
+    assert r.returncode == 0, r.stderr
+    _close(table(run), table(ref))

@@ -70,7 +70,7 @@ def power10(model, x, chunk: int, iters: int = 10) -> torch.Tensor:
             logits, vjp_fn = vjp(fn, xc)
             B, C = logits.shape
 
-            def matvec(u):  # (B, C) -> J Jᵀ u, one VJP and one JVP for the whole chunk
+            def matvec(u, fn=fn, xc=xc, vjp_fn=vjp_fn):  # (B, C) -> J Jᵀ u: one VJP + one JVP per chunk
                 v = vjp_fn(u)[0]
                 return jvp(fn, (xc,), (v,))[1]
 
@@ -104,8 +104,8 @@ def main() -> None:
         torch.manual_seed(0)
         model = make_model(ModelConfig(name=family, width=k), SHAPE, CLASSES).eval()
         ref = per_sample(copy.deepcopy(model).double(), x[: args.ref_samples].double(), args.chunk)
-        for m in METHODS:  # warm-up: first calls pay one-off costs (allocator, torch.func setup)
-            METHODS[m](model, x[:2], args.chunk)
+        for method in METHODS.values():  # warm-up: first calls pay one-off costs (allocator, torch.func setup)
+            method(model, x[:2], args.chunk)
         rates = {m: [] for m in METHODS}
         errs = {}
         for r in range(args.repeats):

@@ -103,7 +103,7 @@ def test_errors(results, cfgs) -> dict:
     out = {}
     for cfg, r in zip(cfgs, results):
         assert r.status == "done", r.error
-        out[cfg.model.width] = [v for e, m, v in r.records if m == "err/test" and e == cfg.optim.epochs][0]
+        out[cfg.model.width] = next(v for e, m, v in r.records if m == "err/test" and e == cfg.optim.epochs)
     return out
 
 

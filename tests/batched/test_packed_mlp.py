@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from .conftest import assert_same_records, tiny
 
 from ddscope.batched import run_group
 from ddscope.batched.packed_mlp import PackedMLP, Pool, plan_pools
 from ddscope.config import ModelConfig
 from ddscope.models import make_model
 from ddscope.train import run_trial
+
+from .conftest import assert_same_records, tiny
 
 
 def _members(widths, seed=0, d=40, classes=10):
@@ -87,7 +88,7 @@ def test_diverging_members_fail_the_others_go_on():
 
 
 def test_group_crash_fails_every_member(monkeypatch):
-    import ddscope.batched.packed_mlp as packed_mlp
+    from ddscope.batched import packed_mlp
 
     def boom(*a, **k):
         raise RuntimeError("packing exploded")

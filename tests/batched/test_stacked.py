@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from .conftest import assert_same_records, tiny
 from torch.func import functional_call, vmap
 
 from ddscope.batched import run_group
@@ -14,6 +13,8 @@ from ddscope.batched.stacked import Stack
 from ddscope.config import ModelConfig
 from ddscope.models import make_model
 from ddscope.train import run_trial
+
+from .conftest import assert_same_records, tiny
 
 SHAPES = {"mlp": (40,), "cnn1d": (40,)}  # image families: digits-sized (1, 8, 8)
 

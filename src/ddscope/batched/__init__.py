@@ -65,4 +65,4 @@ def run_group(configs: Sequence[TrialConfig], progress: ProgressFn | None = None
         ]
 
 
-__all__ = ["run_group", "group_trials", "group_kind", "packable", "stackable", "train_packed", "train_stacked"]
+__all__ = ["group_kind", "group_trials", "packable", "run_group", "stackable", "train_packed", "train_stacked"]

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import time
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -35,12 +35,12 @@ class Member:
     model: nn.Module  # parameters share storage with the group's batched tensors
     result: TrialResult
     init_state: dict[str, Tensor] = field(default_factory=dict)  # θ⁰, for distance-from-init
-    schedule: "Schedule | None" = None
+    schedule: Schedule | None = None
     interp_epoch: int | None = None
     alive: bool = True
 
     @classmethod
-    def start(cls, cfg: TrialConfig, data: TrialData, model: nn.Module) -> "Member":
+    def start(cls, cfg: TrialConfig, data: TrialData, model: nn.Module) -> Member:
         """Fresh result with the summary fields ``run_trial`` fills before training."""
         result = TrialResult(trial_id=cfg.trial_id, config=cfg.to_dict(), status="done")
         result.noisy_mask = np.packbits(data.noisy_mask.cpu().numpy()).tobytes()
@@ -156,4 +156,53 @@ def bury(optimizer: torch.optim.Optimizer, tensors: Sequence[Tensor], index) -> 
                     value[index] = 0
 
 
-__all__ = ["Member", "Schedule", "log_epoch", "finish", "check_losses", "bury"]
+def train_members(
+    members: Sequence[Member],
+    epochs: int,
+    step_losses: Callable[[int], Iterator[Tensor]],
+    optimizer: torch.optim.Optimizer,
+    scheduler,
+    bury_member: Callable[[int], None],
+    progress: Callable[[int, int], None] | None,
+    t0: float,
+) -> list[TrialResult]:
+    """The loop of ``run_trial`` for a whole group: epochs 1..E of steps, then every live member's
+    per-epoch records (epoch 0 first, before any step).
+
+    ``step_losses(epoch)`` yields, step by step, the (M,) batch losses of all members (forward
+    done; the loop runs backward between two yields). A member whose loss is NaN/inf is failed
+    and excluded from the summed loss, and ``bury_member(j)`` zeroes its weights, gradients and
+    optimiser state right after backward; one that diverges or crashes in its epoch-end
+    evaluation is buried at once. The group stops when no member is left.
+    """
+    device = next(iter(optimizer.param_groups[0]["params"])).device
+    alive = torch.ones(len(members), dtype=torch.bool, device=device)
+    step = 0
+    for epoch in range(epochs + 1):
+        if epoch > 0:
+            for losses in step_losses(epoch):
+                failed = check_losses(members, losses, epoch, step)
+                if not any(m.alive for m in members):
+                    return finish(members, t0)
+                alive[failed] = False
+                optimizer.zero_grad(set_to_none=True)
+                torch.where(alive, losses, 0.0).sum().backward()
+                for j in failed:  # zeroed only now: backward needed the values it saved
+                    bury_member(j)
+                optimizer.step()
+                scheduler.step()
+                step += 1
+        for j, m in enumerate(members):
+            if m.alive:
+                log_epoch(m, epoch, step)
+                if not m.alive:  # diverged on the epoch-end evaluation, or crashed
+                    alive[j] = False
+                    bury_member(j)
+        if not any(m.alive for m in members):
+            break
+        if progress is not None:
+            progress(epoch, epochs)
+    return finish(members, t0)
+
+
+__all__ = ["Member", "Schedule", "bury", "check_losses", "finish", "log_epoch", "train_members"]

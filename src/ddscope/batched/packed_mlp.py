@@ -38,7 +38,7 @@ from ..config import TrialConfig
 from ..data import prepare
 from ..models import make_model
 from ..train import TrialResult, make_optimizer, resolve_device
-from .members import Member, bury, check_losses, finish, log_epoch
+from .members import Member, bury, train_members
 
 # Pools merge while the padded work they add stays below this many multiply-adds per sample.
 # A pool costs ~10 autograd ops per step (~0.1-0.2 ms on a CPU core), i.e. about as much as
@@ -172,47 +172,22 @@ def train_packed(configs: Sequence[TrialConfig], progress: Callable[[int, int], 
     if cfg.data.augment and data.x_train.dim() == 4:
         from ..data.augment import augment_batch as augment
     use_amp = o.amp and device.type == "cuda"
-    alive = torch.ones(len(members), dtype=torch.bool, device=device)
 
-    def kill(j: int) -> None:
-        alive[j] = False
-        bury(opt, *packed.member_tensors(j))
+    def step_losses(epoch: int):
+        packed.train()
+        perm = torch.randperm(n, generator=order).to(device)
+        for i in range(0, n, o.batch_size):
+            idx = perm[i : i + o.batch_size]
+            xb, yb = data.x_train[idx], data.y_train[idx]
+            if augment is not None:
+                xb = augment(xb, order)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+                logits = packed(xb)  # (M, B, C)
+                # Classes on dim 1: CPU log-softmax over a last dim of ~10 is several times slower.
+                yield F.cross_entropy(logits.transpose(1, 2), yb.expand(len(members), -1), reduction="none").mean(1)
 
-    step = 0
-    for epoch in range(0, o.epochs + 1):
-        if epoch > 0:
-            packed.train()
-            perm = torch.randperm(n, generator=order).to(device)
-            for i in range(0, n, o.batch_size):
-                idx = perm[i : i + o.batch_size]
-                xb, yb = data.x_train[idx], data.y_train[idx]
-                if augment is not None:
-                    xb = augment(xb, order)
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-                    logits = packed(xb)  # (M, B, C)
-                    # Classes on dim 1: CPU log-softmax over a last dim of ~10 is several times slower.
-                    losses = F.cross_entropy(logits.transpose(1, 2), yb.expand(len(members), -1), reduction="none").mean(1)
-                failed = check_losses(members, losses, epoch, step)
-                if not any(m.alive for m in members):
-                    return finish(members, t0)
-                alive[failed] = False
-                opt.zero_grad(set_to_none=True)
-                torch.where(alive, losses, 0.0).sum().backward()
-                for j in failed:  # zeroed only now: backward needed the values it saved
-                    kill(j)
-                opt.step()
-                sched.step()
-                step += 1
-        for m in members:
-            if m.alive:
-                log_epoch(m, epoch, step)
-                if not m.alive:  # diverged on the epoch-end evaluation, or crashed
-                    kill(members.index(m))
-        if not any(m.alive for m in members):
-            break
-        if progress is not None:
-            progress(epoch, o.epochs)
-    return finish(members, t0)
+    return train_members(members, o.epochs, step_losses, opt, sched,
+                         lambda j: bury(opt, *packed.member_tensors(j)), progress, t0)
 
 
-__all__ = ["PackedMLP", "Pool", "plan_pools", "train_packed", "POOL_EXTRA_MACS"]
+__all__ = ["POOL_EXTRA_MACS", "PackedMLP", "Pool", "plan_pools", "train_packed"]

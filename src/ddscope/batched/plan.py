@@ -139,4 +139,4 @@ def group_trials(configs: Sequence[TrialConfig], *, max_group: int = 16, enabled
     return [[configs[i] for i in g] for g in split]
 
 
-__all__ = ["group_trials", "group_kind", "packable", "stackable", "trial_cost", "PACKED_FAMILIES", "STACKED_FAMILIES"]
+__all__ = ["PACKED_FAMILIES", "STACKED_FAMILIES", "group_kind", "group_trials", "packable", "stackable", "trial_cost"]

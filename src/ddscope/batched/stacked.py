@@ -31,7 +31,7 @@ from ..config import DataConfig, TrialConfig
 from ..data import TrialData, prepare
 from ..models import make_model
 from ..train import TrialResult, make_optimizer, resolve_device
-from .members import Member, bury, check_losses, finish, log_epoch
+from .members import Member, bury, train_members
 
 
 class Stack(nn.Module):
@@ -119,7 +119,7 @@ def train_stacked(configs: Sequence[TrialConfig], progress: Callable[[int, int],
     forward = vmap(one)  # (M, ...) params and buffers, x (M, B, ...) -> (M, B, C)
 
     o = cfg.optim
-    M, n = len(members), datas[0].x_train.shape[0]
+    n = datas[0].x_train.shape[0]
     opt, sched = make_optimizer(cfg, stack, math.ceil(n / o.batch_size))
     for group in opt.param_groups:  # one multi-tensor update over every stacked tensor
         group["foreach"] = True
@@ -131,50 +131,27 @@ def train_stacked(configs: Sequence[TrialConfig], progress: Callable[[int, int],
     if cfg.data.augment and datas[0].x_train.dim() == 4:
         from ..data.augment import augment_batch as augment
     use_amp = o.amp and device.type == "cuda"
-    alive = torch.ones(M, dtype=torch.bool, device=device)
 
-    def kill(j: int) -> None:
-        alive[j] = False
+    def step_losses(epoch: int):
+        base.train()
+        perms = torch.stack([torch.randperm(n, generator=g) for g in orders]).to(device)  # (M, N)
+        for i in range(0, n, o.batch_size):
+            idx = perms[:, i : i + o.batch_size]  # (M, B)
+            xb = x_all[idx] if shared_x else torch.stack([d.x_train[ix] for d, ix in zip(datas, idx)])
+            yb = y_all.gather(1, idx)  # (M, B)
+            if augment is not None:
+                xb = torch.stack([augment(xj, g) for xj, g in zip(xb, orders)])
+            params, buffers = stack.state()
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+                logits = forward(params, buffers, xb)  # (M, B, C)
+                # Classes on dim 1: CPU log-softmax over a last dim of ~10 is several times slower.
+                yield F.cross_entropy(logits.transpose(1, 2), yb, reduction="none").mean(1)
+
+    def bury_member(j: int) -> None:
         bury(opt, list(stack.params), j)
         stack.zero_buffers(j)
 
-    step = 0
-    for epoch in range(0, o.epochs + 1):
-        if epoch > 0:
-            base.train()
-            perms = torch.stack([torch.randperm(n, generator=g) for g in orders]).to(device)  # (M, N)
-            for i in range(0, n, o.batch_size):
-                idx = perms[:, i : i + o.batch_size]  # (M, B)
-                xb = x_all[idx] if shared_x else torch.stack([d.x_train[ix] for d, ix in zip(datas, idx)])
-                yb = y_all.gather(1, idx)  # (M, B)
-                if augment is not None:
-                    xb = torch.stack([augment(xj, g) for xj, g in zip(xb, orders)])
-                params, buffers = stack.state()
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-                    logits = forward(params, buffers, xb)  # (M, B, C)
-                    # Classes on dim 1: CPU log-softmax over a last dim of ~10 is several times slower.
-                    losses = F.cross_entropy(logits.transpose(1, 2), yb, reduction="none").mean(1)
-                failed = check_losses(members, losses, epoch, step)
-                if not any(m.alive for m in members):
-                    return finish(members, t0)
-                alive[failed] = False
-                opt.zero_grad(set_to_none=True)
-                torch.where(alive, losses, 0.0).sum().backward()
-                for j in failed:  # zeroed only now: backward needed the values it saved
-                    kill(j)
-                opt.step()
-                sched.step()
-                step += 1
-        for j, m in enumerate(members):
-            if m.alive:
-                log_epoch(m, epoch, step)
-                if not m.alive:
-                    kill(j)
-        if not any(m.alive for m in members):
-            break
-        if progress is not None:
-            progress(epoch, o.epochs)
-    return finish(members, t0)
+    return train_members(members, o.epochs, step_losses, opt, sched, bury_member, progress, t0)
 
 
 __all__ = ["Stack", "train_stacked"]

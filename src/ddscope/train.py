@@ -87,6 +87,18 @@ def per_sample_loss_err(model: nn.Module, x: torch.Tensor, y: torch.Tensor, chun
     return torch.cat(losses), torch.cat(wrong)
 
 
+def index_batches(data: TrialData, batch_size: int, order: torch.Generator, augment, device):
+    """One epoch of training mini-batches ``(x (B, ...), y (B,))``: a ``randperm`` drawn from
+    ``order`` sliced into index batches (no DataLoader), augmented on the device if asked."""
+    perm = torch.randperm(data.x_train.shape[0], generator=order).to(device)
+    for i in range(0, perm.shape[0], batch_size):
+        idx = perm[i : i + batch_size]
+        xb, yb = data.x_train[idx], data.y_train[idx]
+        if augment is not None:
+            xb = augment(xb, order)
+        yield xb, yb
+
+
 def _mean(t: torch.Tensor) -> float:
     return t.mean().item() if t.numel() else math.nan
 
@@ -220,12 +232,7 @@ def _train(cfg: TrialConfig, result: TrialResult, progress: ProgressFn | None, c
     for epoch in range(start, o.epochs + 1):
         if epoch > 0:
             model.train()
-            perm = torch.randperm(n, generator=order).to(device)
-            for i in range(0, n, o.batch_size):
-                idx = perm[i : i + o.batch_size]
-                xb, yb = data.x_train[idx], data.y_train[idx]
-                if augment is not None:
-                    xb = augment(xb, order)
+            for xb, yb in index_batches(data, o.batch_size, order, augment, device):
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
                     loss = F.cross_entropy(model(xb), yb)
                 if not torch.isfinite(loss):

@@ -37,7 +37,7 @@ from torch import Tensor, nn
 from ..config import TrialConfig
 from ..data import prepare
 from ..models import make_model
-from ..train import TrialResult, make_optimizer, resolve_device
+from ..train import TrialResult, index_batches, make_optimizer, resolve_device
 from .members import Member, bury, train_members
 
 # Pools merge while the padded work they add stays below this many multiply-adds per sample.
@@ -175,12 +175,7 @@ def train_packed(configs: Sequence[TrialConfig], progress: Callable[[int, int], 
 
     def step_losses(epoch: int):
         packed.train()
-        perm = torch.randperm(n, generator=order).to(device)
-        for i in range(0, n, o.batch_size):
-            idx = perm[i : i + o.batch_size]
-            xb, yb = data.x_train[idx], data.y_train[idx]
-            if augment is not None:
-                xb = augment(xb, order)
+        for xb, yb in index_batches(data, o.batch_size, order, augment, device):
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
                 logits = packed(xb)  # (M, B, C)
                 # Classes on dim 1: CPU log-softmax over a last dim of ~10 is several times slower.

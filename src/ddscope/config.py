@@ -14,21 +14,12 @@ import dataclasses
 import hashlib
 import itertools
 import json
-import sys
-import types
 import typing
 from dataclasses import dataclass, field, fields, replace
-from pathlib import Path
 from typing import Any
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
-
 from .errors import UserError
-
-PRESET_DIR = Path(__file__).resolve().parent / "configs"
+from .tomlio import PRESET_DIR, dumps_toml, list_presets, read_toml, tomllib
 
 NOISE_KINDS = ("uniform", "flip")
 OPTIMIZERS = ("sgd", "adam")
@@ -413,54 +404,10 @@ def apply_overrides(d: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     return d
 
 
-def list_presets() -> list[str]:
-    return sorted(p.stem for p in PRESET_DIR.glob("*.toml"))
-
-
-def read_toml(path_or_preset: str) -> tuple[dict[str, Any], str]:
-    """Read a sweep TOML file, or a preset by name. Returns (document, default name)."""
-    p = Path(path_or_preset)
-    if not p.suffix and not p.exists():
-        p = PRESET_DIR / f"{path_or_preset}.toml"
-        if not p.exists():
-            raise UserError(
-                f"unknown preset or config file '{path_or_preset}'; presets: {', '.join(list_presets())}"
-            )
-    if not p.exists():
-        raise UserError(f"config file not found: {p}")
-    try:
-        return tomllib.loads(p.read_text()), p.stem
-    except tomllib.TOMLDecodeError as e:
-        raise UserError(f"config file {p} is not valid TOML: {e}") from None
-
-
 def load_sweep(path_or_preset: str, overrides: list[str] | None = None) -> SweepConfig:
     doc, stem = read_toml(path_or_preset)
     doc = apply_overrides(doc, overrides or [])
     return sweep_from_dict(doc, default_name=stem)
-
-
-def dumps_toml(d: dict[str, Any]) -> str:
-    """Minimal TOML writer for config documents (tables of scalars and lists)."""
-
-    def fmt(v):
-        if isinstance(v, bool):
-            return "true" if v else "false"
-        if isinstance(v, (int, float)):
-            return repr(v)
-        if isinstance(v, str):
-            return json.dumps(v)
-        if isinstance(v, (list, tuple)):
-            return "[" + ", ".join(fmt(x) for x in v) + "]"
-        raise TypeError(v)
-
-    top = [f"{k} = {fmt(v)}" for k, v in d.items() if not isinstance(v, dict)]
-    out = top[:]
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.append(f"\n[{k}]")
-            out += [f"{kk} = {fmt(vv)}" for kk, vv in v.items()]
-    return "\n".join(out) + "\n"
 
 
 __all__ = [
@@ -479,5 +426,6 @@ __all__ = [
     "list_presets",
     "read_toml",
     "dumps_toml",
+    "PRESET_DIR",
     "replace",
 ]

@@ -169,7 +169,7 @@ class _Heartbeat:
                 try:
                     store.heartbeat(worker, self.ids())
                 except sqlite3.OperationalError:
-                    pass  # the store was busy for a whole busy-timeout: beat again next time
+                    continue  # the store was busy for a whole busy-timeout: beat again next time
         finally:
             store.close()
 

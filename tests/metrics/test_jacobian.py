@@ -219,3 +219,19 @@ def test_path_norms_are_trapezoid_integrals_of_dense_norms(nets, output):
         labels = y[(ends[:, None] - x.flatten(1)[None]).abs().sum(-1).argmin(1)].repeat_interleave(4)
     want = aggregate(R.jacobian_norms_dense(model, points, output=output, y=labels), weights)
     assert got == pytest.approx(want, rel=1e-9)
+
+
+def test_auto_chunk_size_follows_memory_per_sample_and_keeps_values():
+    from ddscope.metrics.jacobian import MAX_CHUNK, MIN_CHUNK, auto_chunk_size
+
+    torch.manual_seed(0)
+    small = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 4)).double()
+    big = nn.Sequential(nn.Conv2d(3, 32, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(32 * 32 * 32, 4)).double()
+    xs, xb = torch.randn(50, 6, dtype=torch.float64), torch.randn(60, 3, 32, 32, dtype=torch.float64)
+    c_small, c_big = auto_chunk_size(small, xs, 4), auto_chunk_size(big, xb, 4)
+    assert MIN_CHUNK <= c_big < c_small <= MAX_CHUNK and c_big < len(xb)  # several passes below
+    # More activations per sample -> fewer samples per pass (roughly inversely).
+    assert c_small == MAX_CHUNK or c_small > 10 * c_big
+    auto = jacobian_norms(big, xb)  # chunk_size=None: several chunks here
+    fixed = jacobian_norms(big, xb, chunk_size=len(xb))
+    assert torch.allclose(auto.spec, fixed.spec, rtol=1e-12) and torch.allclose(auto.fro, fixed.fro, rtol=1e-12)

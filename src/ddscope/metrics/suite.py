@@ -25,7 +25,7 @@ DEFAULT_OPTIONS = {
     "jac_method": "auto",  # exact / lanczos / power / auto (see jacobian_norms)
     "jac_samples": None,  # points per split for "jacobian" (None: all)
     "jac_iters": 50,  # Lanczos / power steps for the iterative Jacobian methods
-    "chunk_size": 1024,  # samples per pass
+    "chunk_size": None,  # samples per Jacobian pass (None: sized from memory, see auto_chunk_size)
     "path_pairs": 100,  # pairs per path family
     "path_k": 8,  # points per segment, endpoints included
     "lip_iters": 100,  # Lanczos steps per conv / pooling layer

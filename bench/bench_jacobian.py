@@ -4,8 +4,8 @@ Compared, in one process, on the same models and inputs:
 
 - ``ddscope exact``: ``ddscope.metrics.jacobian.jacobian_norms(method="exact")`` — all C rows of
   every sample's J by one vmapped reverse pass per chunk, ‖J‖₂² = λ_max(J Jᵀ) by ``eigvalsh``
-  (the Frobenius norm comes from the same pass); chunks of ``--chunk`` samples, and once more
-  with the default chunk of ``measure`` (1024 samples: here every sample in one pass). On a CPU
+  (the Frobenius norm comes from the same pass); chunks of ``--chunk`` samples, with the default
+  chunk sized from memory (``auto_chunk_size``), and with 1024 (every sample in one pass). On a CPU
   small chunks keep a convolution's activations in cache.
 - ``per-sample loop``: the textbook way, one sample at a time:
   ``torch.autograd.functional.jacobian`` then ``torch.linalg.matrix_norm(J, 2)`` (an SVD).
@@ -48,7 +48,11 @@ def exact(model, x, chunk: int) -> torch.Tensor:
 
 
 def exact_default(model, x, chunk: int) -> torch.Tensor:
-    return jacobian_norms(model, x, method="exact").spec  # measure's default chunk_size (1024)
+    return jacobian_norms(model, x, method="exact").spec  # the default: chunk sized from memory
+
+
+def exact_1024(model, x, chunk: int) -> torch.Tensor:
+    return jacobian_norms(model, x, method="exact", chunk_size=1024).spec  # every sample in one pass
 
 
 def per_sample(model, x, chunk: int) -> torch.Tensor:
@@ -79,7 +83,7 @@ def power10(model, x, chunk: int, iters: int = 10) -> torch.Tensor:
     return torch.cat(out)
 
 
-METHODS = {"ddscope exact": exact, "exact, chunk 1024": exact_default, "per-sample loop": per_sample,
+METHODS = {"ddscope exact": exact, "exact, auto chunk (default)": exact_default, "exact, chunk 1024": exact_1024, "per-sample loop": per_sample,
            "power-10": power10}
 
 

@@ -36,12 +36,12 @@ import torch.nn.functional as F
 
 from ddscope.config import ModelConfig, TrialConfig, set_key
 from ddscope.data import prepare
-from ddscope.metrics.hessian import hess_trace
+from ddscope.metrics.hessian import auto_hess_batch, hess_trace
 from ddscope.models import count_parameters, make_model
 from ddscope.reference import dense_hessian
 
 RESULTS = Path(__file__).resolve().parent / "results"
-BATCH, VMAP = 256, 8  # ddscope's defaults (measure options hess_batch, hess_vmap)
+BATCH, VMAP = "auto", 8  # measure's defaults: batch sized from memory (auto_hess_batch), 8 probes per pass
 
 
 def train_briefly(model, x, y, epochs: int, seed: int) -> None:
@@ -67,12 +67,12 @@ def pyhessian_trace(model, x, y, m: int, seed: int) -> float:
     return float(sum(vhv) / len(vhv))
 
 
-def ddscope_trace(method: str, batch: int | None = BATCH, vmap_chunk: int | None = VMAP):
-    """``hess_trace`` over batches of ``batch`` samples (None: one batch), ``vmap_chunk`` probes
-    per vmapped pass (None: all at once)."""
+def ddscope_trace(method: str, batch: int | str | None = BATCH, vmap_chunk: int | None = VMAP):
+    """``hess_trace`` over batches of ``batch`` samples (None: one batch; "auto": as ``measure``
+    sizes them), ``vmap_chunk`` probes per vmapped pass (None: all at once)."""
 
     def run(model, x, y, m: int, seed: int) -> float:
-        step = batch or len(x)
+        step = auto_hess_batch(model, x, vmap_chunk) if batch == "auto" else (batch or len(x))
         batches = [(x[s : s + step], y[s : s + step]) for s in range(0, len(x), step)]
         return hess_trace(model, batches, method=method, num_matvecs=m, generator=torch.Generator().manual_seed(seed),
                           vmap_chunk=vmap_chunk)

@@ -110,6 +110,21 @@ def loss_hvp(
     return matvec, theta.numel()
 
 
+HVP_CPU_BYTES = 256 * 2**20
+
+
+def auto_hess_batch(model: nn.Module, x: Tensor, probes: int | None) -> int:
+    """Samples per Hessian-vector-product batch: as many as fit a memory budget (256 MiB on the
+    CPU, a quarter of the free memory on CUDA) at about 4·a floats per sample and probe — the
+    forward, its tangent, the backward and its tangent — with a from
+    :func:`~ddscope.metrics.jacobian.activations_per_sample`. One batch whenever it fits: the
+    per-batch passes are the cost on small models (bench/bench_hessian.py)."""
+    from ddscope.metrics.jacobian import activations_per_sample, memory_budget
+
+    per_sample = 4 * (activations_per_sample(model, x) + x[0].numel()) * x.element_size() * max(probes or 1, 1)
+    return int(min(len(x), max(16, memory_budget(x, HVP_CPU_BYTES) // max(per_sample, 1))))
+
+
 def hess_trace(
     model: nn.Module,
     batches: Iterable[tuple[Tensor, Tensor]],

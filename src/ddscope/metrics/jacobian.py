@@ -41,10 +41,9 @@ CPU_CHUNK_BYTES = 64 * 2**20
 MIN_CHUNK, MAX_CHUNK = 8, 4096
 
 
-def auto_chunk_size(model: nn.Module, x: Tensor, num_outputs: int) -> int:
-    """Samples per pass from the memory one sample needs: about (C + 1)·(a + d) floats, with a the
-    number of activations one forward pass writes (counted with hooks on one sample) — the saved
-    forward plus one backward per output row. Clamped to [MIN_CHUNK, MAX_CHUNK]."""
+def activations_per_sample(model: nn.Module, x: Tensor) -> int:
+    """Numbers one forward pass of one sample writes (the outputs of every leaf module), counted
+    with forward hooks on ``x[:1]``: the unit of the memory estimates that size chunks."""
     count = [0]
 
     def hook(_module, _args, out):
@@ -59,13 +58,24 @@ def auto_chunk_size(model: nn.Module, x: Tensor, num_outputs: int) -> int:
     finally:
         for h in handles:
             h.remove()
-    per_sample = (num_outputs + 1) * (count[0] + x[0].numel()) * x.element_size()
+    return count[0]
+
+
+def memory_budget(x: Tensor, cpu_bytes: int = CPU_CHUNK_BYTES) -> int:
+    """Bytes one pass may use: a quarter of the free memory on CUDA, ``cpu_bytes`` on the CPU."""
     if x.is_cuda:
         free, _ = torch.cuda.mem_get_info(x.device)
-        budget = free // 4
-    else:
-        budget = CPU_CHUNK_BYTES
-    return int(min(MAX_CHUNK, max(MIN_CHUNK, budget // max(per_sample, 1))))
+        return free // 4
+    return cpu_bytes
+
+
+def auto_chunk_size(model: nn.Module, x: Tensor, num_outputs: int) -> int:
+    """Samples per pass from the memory one sample needs: about (C + 1)·(a + d) floats, with a the
+    number of activations one forward pass writes (:func:`activations_per_sample`) — the saved
+    forward plus one backward per output row. Clamped to [MIN_CHUNK, MAX_CHUNK]."""
+    act = activations_per_sample(model, x)
+    per_sample = (num_outputs + 1) * (act + x[0].numel()) * x.element_size()
+    return int(min(MAX_CHUNK, max(MIN_CHUNK, memory_budget(x) // max(per_sample, 1))))
 
 
 @contextlib.contextmanager

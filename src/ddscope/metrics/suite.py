@@ -13,7 +13,7 @@ from torch import Tensor, nn
 
 from ddscope.estimators import default_generator
 from ddscope.metrics.distance import distance_from_init
-from ddscope.metrics.hessian import hess_top, hess_trace
+from ddscope.metrics.hessian import auto_hess_batch, hess_top, hess_trace
 from ddscope.metrics.jacobian import JacNorms, aggregate, jacobian_norms, path_jacobian_norms
 from ddscope.metrics.lipschitz import lipschitz_upper
 from ddscope.metrics.theorem import theorem2
@@ -33,7 +33,7 @@ DEFAULT_OPTIONS = {
     "hess_method": "hutchpp",  # hutchpp / hutchinson / exact
     "hess_matvecs": 100,  # Hessian-vector products for the trace
     "lanczos_iters": 30,  # Lanczos steps for the top Hessian eigenvalue
-    "hess_batch": 256,  # samples per Hessian-vector-product batch
+    "hess_batch": None,  # samples per Hessian-vector-product batch (None: sized from memory, auto_hess_batch)
     "hess_vmap": 8,  # probes per vmapped HVP pass (memory ~ hess_vmap x one batch's HVP)
     "grad_chunk": 64,  # samples per per-sample-gradient pass in theorem2 (memory ~ grad_chunk x #params)
 }
@@ -138,7 +138,9 @@ def measure(
     trace = None
     if "hessian" in metrics or "theorem2" in metrics:
         xh, yh = _subsample(*_split(splits, "train", "hessian"), opt["hess_samples"], gen)
-        batches = [(xh[s : s + opt["hess_batch"]], yh[s : s + opt["hess_batch"]]) for s in range(0, len(xh), opt["hess_batch"])]
+        hb = opt["hess_batch"] or auto_hess_batch(model, xh, opt["hess_vmap"])
+        opt["hess_batch"] = hb
+        batches = [(xh[s : s + hb], yh[s : s + hb]) for s in range(0, len(xh), hb)]
     if "hessian" in metrics:
         trace = hess_trace(model, batches, method=opt["hess_method"], num_matvecs=opt["hess_matvecs"], generator=gen,
                            vmap_chunk=opt["hess_vmap"])

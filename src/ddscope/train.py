@@ -140,10 +140,15 @@ def measure_epoch(cfg: TrialConfig, model, data: TrialData, init_state, epoch: i
 
     m = cfg.metrics
     # "train" is always measured: it is the poster's statistic and paths/Hessian sample from it.
-    splits = {k: v for k, v in data.splits().items() if k in m.splits or k == "train"}
-    # The clean / noisy subsets reuse the per-sample Jacobian norms of the training pass.
-    subsets = {k: ("train", ~data.noisy_mask if k == "train_clean" else data.noisy_mask)
-               for k in ("train_clean", "train_noisy") if k in splits}
+    # The clean / noisy subsets are masks of it: they reuse its per-sample Jacobian norms, and
+    # their inputs are never copied out of the training set.
+    splits = {"train": (data.x_train, data.y_train)}
+    if "test" in m.splits:
+        splits["test"] = (data.x_test, data.y_test)
+    if "val" in m.splits and data.x_val.shape[0]:
+        splits["val"] = (data.x_val, data.y_val)
+    masks = {"train_clean": ~data.noisy_mask, "train_noisy": data.noisy_mask}
+    subsets = {k: ("train", mask) for k, mask in masks.items() if k in m.splits}
     options = {
         "output": m.output,
         "jac_samples": m.jac_samples or None,

@@ -55,19 +55,6 @@ class TrialData:
     def input_shape(self) -> tuple[int, ...]:
         return tuple(self.x_train.shape[1:])
 
-    def splits(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-        """Named (x, y) pairs: train (noisy labels), train_clean / train_noisy subsets, test, val."""
-        m = self.noisy_mask
-        out = {
-            "train": (self.x_train, self.y_train),
-            "train_clean": (self.x_train[~m], self.y_train[~m]),
-            "train_noisy": (self.x_train[m], self.y_train[m]),
-            "test": (self.x_test, self.y_test),
-        }
-        if self.x_val.shape[0]:
-            out["val"] = (self.x_val, self.y_val)
-        return out
-
     def to(self, device) -> "TrialData":
         kw = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in self.__dict__.items()}
         return TrialData(**kw)

@@ -1,6 +1,5 @@
 import math
 
-import torch
 
 from ddscope.config import TrialConfig, set_key
 from ddscope.train import metric_epochs, run_trial

@@ -137,3 +137,16 @@ def group_alive(pgid):
         if int(fields[2]) == pgid and fields[0] != "Z":
             return True
     return False
+
+
+def cli_inline(capsys, *args):
+    """``ddscope ARGS`` in this process; returns (exit code, stdout, stderr)."""
+    from ddscope.cli import main
+
+    try:
+        main(list(args))
+        code = 0
+    except SystemExit as e:
+        code = e.code
+    out = capsys.readouterr()
+    return code, out.out, out.err

@@ -8,30 +8,20 @@ import pytest
 
 import ddscope.train
 from ddscope.checkpoint import trial_dir
-from ddscope.cli import main
 from ddscope.config import load_sweep
 from ddscope.sweep.executors import InProcessExecutor, LocalPoolExecutor
 from ddscope.sweep.runner import WORKER_DIED, run_sweep
 from ddscope.sweep.status import status_text
 from ddscope.sweep.store import Store
-from .helpers_sweep import FAST, sets, table
+from .helpers_sweep import FAST, cli_inline, sets, table
 
 
-def _cli(capsys, *args):
-    """``ddscope ARGS`` in this process; returns (exit code, stdout, stderr)."""
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as e:
-        code = e.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def test_divergence_is_marked_failed_with_epoch_and_retried(tmp_path, capsys):
     args = ["sweep", "mnist1d-mlp", *sets(FAST + ["model.width=8", "optim.epochs=3", "optim.lr=[0.01,1e6]"]),
             "--out", str(tmp_path), "--executor", "inprocess", "--no-report", "--quiet"]
-    code, _, err = _cli(capsys, *args)
+    code, _, err = cli_inline(capsys, *args)
     assert code == 0 and "1 done, 1 failed" in err and "diverged: loss became" in err
     store = Store.open(tmp_path)
     (bad,) = store.trials("failed")
@@ -39,10 +29,10 @@ def test_divergence_is_marked_failed_with_epoch_and_retried(tmp_path, capsys):
     store.close()
     assert bad["config"]["optim"]["lr"] == 1e6 and bad["summary"]["failed_epoch"] == 1
     assert "at epoch 1" in bad["error"] and good["config"]["optim"]["lr"] == 0.01
-    code, text, _ = _cli(capsys, "status", str(tmp_path))
+    code, text, _ = cli_inline(capsys, "status", str(tmp_path))
     assert code == 0 and "1 done" in text and "1 failed" in text
     assert f"failed  {bad['trial_id']} lr=1000000.0: diverged: loss became" in text and "at epoch 1" in text
-    code, _, err = _cli(capsys, *args, "--retry-failed")  # deterministic: it diverges again
+    code, _, err = cli_inline(capsys, *args, "--retry-failed")  # deterministic: it diverges again
     assert code == 0 and "this run: 1" in err and "1 failed" in err
 
 
@@ -92,7 +82,7 @@ def test_a_dying_worker_fails_its_trial_and_the_pool_is_replaced(tmp_path):
 def test_corrupted_checkpoint_stops_the_sweep_with_exit_2(tmp_path, capsys):
     args = ["sweep", "mnist1d-mlp", *sets(FAST + ["model.width=[4,8]", "optim.epochs=2"]),
             "--out", str(tmp_path), "--executor", "inprocess", "--no-report", "--quiet", "--no-group"]
-    assert _cli(capsys, *args)[0] == 0
+    assert cli_inline(capsys, *args)[0] == 0
     before = table(tmp_path)
     store = Store.open(tmp_path)
     tid = store.trials()[1]["trial_id"]
@@ -102,7 +92,7 @@ def test_corrupted_checkpoint_stops_the_sweep_with_exit_2(tmp_path, capsys):
     store.close()
     final = trial_dir(tmp_path, tid) / "final.pt"
     final.write_bytes(final.read_bytes()[:-64])  # truncated
-    code, _, err = _cli(capsys, *args)
+    code, _, err = cli_inline(capsys, *args)
     assert code == 2
     lines = [ln for ln in err.splitlines() if ln.startswith("ddscope: error")]
     assert lines == [f"ddscope: error: checkpoint {final} is corrupted: checksum mismatch"]
@@ -120,6 +110,6 @@ def test_corrupted_checkpoint_stops_the_sweep_with_exit_2(tmp_path, capsys):
      "cannot be a grid axis"),
 ])
 def test_bad_sweep_options_exit_2(tmp_path, capsys, args, needle):
-    code, _, err = _cli(capsys, *args, "--out", str(tmp_path / "x"))
+    code, _, err = cli_inline(capsys, *args, "--out", str(tmp_path / "x"))
     assert code == 2 and needle in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "x").exists()

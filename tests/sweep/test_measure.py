@@ -8,9 +8,9 @@ import math
 import pytest
 
 from ddscope.checkpoint import measure_checkpoint
-from ddscope.cli import main
 from ddscope.config import TrialConfig, set_key
 from ddscope.train import run_trial
+from .helpers_sweep import cli_inline
 
 GROUPS = ["jacobian", "lipschitz", "distance"]
 
@@ -29,14 +29,6 @@ def trained(tmp_path_factory):
     return folder, result
 
 
-def _cli(capsys, *args):
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as e:
-        code = e.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def test_measuring_a_checkpoint_gives_the_numbers_stored_in_training(trained):
@@ -49,7 +41,7 @@ def test_measuring_a_checkpoint_gives_the_numbers_stored_in_training(trained):
 
 def test_cli_measure_json_has_every_group_on_every_split(trained, capsys):
     folder, _ = trained
-    code, text, _ = _cli(capsys, "measure", str(folder / "final.pt"), "--json", "--samples", "32", "--device", "cpu")
+    code, text, _ = cli_inline(capsys, "measure", str(folder / "final.pt"), "--json", "--samples", "32", "--device", "cpu")
     assert code == 0
     out = json.loads(text)
     v = out["values"]
@@ -64,7 +56,7 @@ def test_cli_measure_json_has_every_group_on_every_split(trained, capsys):
 
 def test_cli_measure_prints_a_table(trained, capsys):
     folder, _ = trained
-    code, text, _ = _cli(capsys, "measure", str(folder / "init.pt"), "--groups", "jacobian", "--groups", "lipschitz",
+    code, text, _ = cli_inline(capsys, "measure", str(folder / "init.pt"), "--groups", "jacobian", "--groups", "lipschitz",
                          "--device", "cpu")
     assert code == 0
     for needle in ("epoch 0", "jac_spec_rms", "train_noisy", "test", "lip_upper"):
@@ -76,6 +68,6 @@ def test_cli_measure_refuses_a_truncated_checkpoint(trained, tmp_path, capsys):
     bad = tmp_path / "final.pt"
     bad.write_bytes((folder / "final.pt").read_bytes()[:1000])
     (tmp_path / "final.pt.sha256").write_bytes((folder / "final.pt.sha256").read_bytes())
-    code, text, err = _cli(capsys, "measure", str(bad))
+    code, text, err = cli_inline(capsys, "measure", str(bad))
     assert code == 2 and text == ""
     assert err.strip().splitlines() == [f"ddscope: error: checkpoint {bad} is corrupted: checksum mismatch"]

@@ -270,7 +270,7 @@ def run_sweep(
             err = traceback.format_exc()
             results = [TrialResult(trial_id=t, config=configs[t], status="failed", error=err) for t in tids]
         for tid, result in zip(tids, results):
-            store.finish(result, worker)
+            store.finish(result)
             beat.discard(tid)
             ran += 1
             bar.finish(tid, configs[tid]["optim"]["epochs"])

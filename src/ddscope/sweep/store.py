@@ -249,7 +249,7 @@ class Store:
                 [(t, worker) for t in trial_ids],
             )
 
-    def finish(self, result, worker: str | None = None) -> bool:
+    def finish(self, result) -> bool:
         """Store a :class:`~ddscope.train.TrialResult`: rows and state in one transaction.
 
         Returns False (and stores nothing) if the trial is already done — a second writer never

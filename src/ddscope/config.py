@@ -73,6 +73,10 @@ class MetricsConfig:
     epochs: tuple[int, ...] = ()  # explicit metric epochs; empty = log-spaced schedule
     num_log_epochs: int = 12  # points of the default log-spaced schedule (plus 0 and the last)
     num_sparse_epochs: int = 4  # log-spaced points of the sparse schedule (plus 0 and the last)
+    # Losses/errors on every split at 0, this many log-spaced epochs, the last and every metric
+    # epoch; 0 = after every epoch. The training error is still checked after every epoch until
+    # the trial interpolates, so interp_epoch stays exact.
+    num_eval_epochs: int = 0
     output: str = "logits"  # Jacobian of "logits", "softmax", "log_softmax" or "loss"
     jac_samples: int = 0  # points per split for Jacobian norms (0 = all)
     path_pairs: int = 100
@@ -90,6 +94,10 @@ class CheckpointConfig:
     epochs: tuple[int, ...] = ()  # epochs whose full state is kept as epoch_NNNNN.pt (init/final always)
     every_epochs: int = 0  # a rolling resume point every this many epochs (0 = off)
     every_minutes: float = 10.0  # ... and at least this often in wall time (0 = off)
+
+
+# Keys added after trial ids were first published -> their default (see TrialConfig.trial_id).
+ADDED_KEYS = {("metrics", "num_eval_epochs"): 0}
 
 
 @dataclass(frozen=True)
@@ -110,11 +118,16 @@ class TrialConfig:
         """Stable id: the first 12 hex digits of the SHA-1 of the canonical JSON of the config.
 
         ``device`` and ``checkpoint`` are excluded: they change where and how often a trial is
-        saved, never its numbers, so the same trial on another device is the same trial.
+        saved, never its numbers, so the same trial on another device is the same trial. Keys
+        added after a release (``ADDED_KEYS``) are left out while they hold their default, so the
+        ids of existing stores stay valid and their sweeps stay resumable.
         """
         d = self.to_dict()
         d.pop("device")
         d.pop("checkpoint")
+        for (section, key), default in ADDED_KEYS.items():
+            if d[section][key] == default:
+                del d[section][key]
         blob = json.dumps(d, sort_keys=True, separators=(",", ":"))
         return hashlib.sha1(blob.encode()).hexdigest()[:12]
 
@@ -203,7 +216,7 @@ def _check_ranges(c: TrialConfig) -> None:
     if c.checkpoint.every_minutes < 0:
         bad("checkpoint.every_minutes", f"must be >= 0 (0 = off), got {c.checkpoint.every_minutes}")
     for key in ("jac_samples", "hess_samples", "path_pairs", "path_k", "hess_matvecs", "lanczos_iters",
-                "num_log_epochs", "num_sparse_epochs"):
+                "num_log_epochs", "num_sparse_epochs", "num_eval_epochs"):
         v = getattr(c.metrics, key)
         if v < 0 or (key in ("path_k",) and v < 2):
             bad(f"metrics.{key}", f"out of range: {v}")

@@ -2,9 +2,10 @@
 
 ``run_trial(config) -> TrialResult`` is a pure function of the config (same config and seed give
 the same numbers on the same machine). The loop is deliberately plain: the data live on the device
-as tensors and are batched by slicing a ``randperm`` (no DataLoader); every epoch records losses and
-errors on the noisy training labels, on the clean and noisy subsets and on the test set; at the
-scheduled epochs the metric suite runs on the same tensors. θ⁰ is kept for distance-from-init.
+as tensors and are batched by slicing a ``randperm`` (no DataLoader); after every epoch (or on the
+schedule of ``metrics.num_eval_epochs``) it records losses and errors on the noisy training labels,
+on the clean and noisy subsets and on the test set; at the scheduled epochs the metric suite runs
+on the same tensors. θ⁰ is kept for distance-from-init.
 
 Given a checkpoint folder, the trial saves θ⁰, scheduled checkpoints and its final weights there
 (:mod:`ddscope.checkpoint`) and, if a checkpoint exists, continues after it: model, optimiser,
@@ -63,6 +64,18 @@ def metric_epochs(epochs: int, num_log: int, explicit: tuple[int, ...] = ()) -> 
     return sorted({0, epochs, *pts.tolist()})
 
 
+def eval_epochs(epochs: int, m) -> set[int] | None:
+    """Epochs whose losses and errors are recorded; ``None`` = every epoch.
+
+    With ``m.num_eval_epochs`` > 0: epoch 0, that many log-spaced epochs, the last and every epoch
+    of the metric schedules (so each metric row has its errors beside it). Evaluating 16 000
+    MNIST-1D samples costs as much as an epoch of training (bench/README.md, benchmark 1)."""
+    if m.num_eval_epochs <= 0:
+        return None
+    return (set(metric_epochs(epochs, m.num_eval_epochs)) | set(metric_epochs(epochs, m.num_log_epochs, m.epochs))
+            | set(metric_epochs(epochs, m.num_sparse_epochs, m.epochs)))
+
+
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -97,6 +110,14 @@ def index_batches(data: TrialData, batch_size: int, order: torch.Generator, augm
         if augment is not None:
             xb = augment(xb, order)
         yield xb, yb
+
+
+@torch.no_grad()
+def train_error_is_zero(model: nn.Module, data: TrialData, chunk: int = 1024) -> bool:
+    """Whether ``model`` fits every (noisy) training label: the argmax test of ``epoch_errors``
+    on the same chunks, without the losses; stops at the first chunk with an error."""
+    x, y = data.x_train, data.y_train
+    return all(bool((model(x[i : i + chunk]).float().argmax(1) == y[i : i + chunk]).all()) for i in range(0, x.shape[0], chunk))
 
 
 def _mean(t: torch.Tensor) -> float:
@@ -218,6 +239,7 @@ def _train(cfg: TrialConfig, result: TrialResult, progress: ProgressFn | None, c
     m = cfg.metrics
     schedule = set(metric_epochs(o.epochs, m.num_log_epochs, m.epochs))
     sparse = set(metric_epochs(o.epochs, m.num_sparse_epochs, m.epochs))
+    evals = eval_epochs(o.epochs, m)  # None: every epoch
     use_amp = o.amp and device.type == "cuda"
     augment = None
     if cfg.data.augment and data.x_train.dim() == 4:
@@ -247,15 +269,18 @@ def _train(cfg: TrialConfig, result: TrialResult, progress: ProgressFn | None, c
                 opt.step()
                 sched.step()
                 step += 1
-        # Per-epoch losses and errors, eval mode (BatchNorm uses running statistics).
+        # Losses and errors, eval mode (BatchNorm uses running statistics).
         model.eval()
-        for name, (loss_v, err_v) in epoch_errors(model, data).items():
-            if name == "train" and not math.isfinite(loss_v):
-                raise Diverged(epoch, step, loss_v)
-            rec.append((epoch, f"loss/{name}", loss_v))
-            rec.append((epoch, f"err/{name}", err_v))
-            if name == "train" and err_v == 0.0 and interp_epoch is None:
-                interp_epoch = epoch
+        if evals is None or epoch in evals:
+            for name, (loss_v, err_v) in epoch_errors(model, data).items():
+                if name == "train" and not math.isfinite(loss_v):
+                    raise Diverged(epoch, step, loss_v)
+                rec.append((epoch, f"loss/{name}", loss_v))
+                rec.append((epoch, f"err/{name}", err_v))
+                if name == "train" and err_v == 0.0 and interp_epoch is None:
+                    interp_epoch = epoch
+        elif interp_epoch is None and train_error_is_zero(model, data):  # off the schedule: interp_epoch only
+            interp_epoch = epoch
         groups = [g for g in m.groups if epoch in schedule] + [
             g for g in m.sparse_groups if epoch in sparse and g not in m.groups
         ]

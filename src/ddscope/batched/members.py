@@ -23,7 +23,7 @@ from torch import Tensor, nn
 from ..config import TrialConfig
 from ..data import TrialData
 from ..models import count_parameters
-from ..train import Diverged, TrialResult, epoch_errors, measure_epoch, metric_epochs
+from ..train import Diverged, TrialResult, epoch_errors, eval_epochs, measure_epoch, metric_epochs, train_error_is_zero
 
 
 @dataclass
@@ -63,13 +63,18 @@ class Member:
 
 
 class Schedule:
-    """The metric groups due at each epoch, exactly as ``run_trial`` schedules them."""
+    """The metric groups and evaluations due at each epoch, exactly as ``run_trial`` schedules them."""
 
     def __init__(self, cfg: TrialConfig):
         m, epochs = cfg.metrics, cfg.optim.epochs
         self.metrics = m
         self.dense = set(metric_epochs(epochs, m.num_log_epochs, m.epochs))
         self.sparse = set(metric_epochs(epochs, m.num_sparse_epochs, m.epochs))
+        self.evals = eval_epochs(epochs, m)  # None: every epoch
+
+    def evaluates(self, epoch: int) -> bool:
+        """Whether losses and errors are recorded at ``epoch``."""
+        return self.evals is None or epoch in self.evals
 
     def groups(self, epoch: int) -> list[str]:
         m = self.metrics
@@ -87,13 +92,16 @@ def log_epoch(member: Member, epoch: int, step: int) -> None:
     model, rec = member.model, member.result.records
     try:
         model.eval()
-        for name, (loss_v, err_v) in epoch_errors(model, member.data).items():
-            if name == "train" and not math.isfinite(loss_v):
-                raise Diverged(epoch, step, loss_v)
-            rec.append((epoch, f"loss/{name}", loss_v))
-            rec.append((epoch, f"err/{name}", err_v))
-            if name == "train" and err_v == 0.0 and member.interp_epoch is None:
-                member.interp_epoch = epoch
+        if member.schedule.evaluates(epoch):
+            for name, (loss_v, err_v) in epoch_errors(model, member.data).items():
+                if name == "train" and not math.isfinite(loss_v):
+                    raise Diverged(epoch, step, loss_v)
+                rec.append((epoch, f"loss/{name}", loss_v))
+                rec.append((epoch, f"err/{name}", err_v))
+                if name == "train" and err_v == 0.0 and member.interp_epoch is None:
+                    member.interp_epoch = epoch
+        elif member.interp_epoch is None and train_error_is_zero(model, member.data):
+            member.interp_epoch = epoch
         groups = member.schedule.groups(epoch)
         if groups:
             rec.extend(measure_epoch(member.cfg, model, member.data, member.init_state, epoch, groups))

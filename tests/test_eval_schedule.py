@@ -1,0 +1,99 @@
+"""Losses and errors on a schedule (metrics.num_eval_epochs): fewer records, same numbers,
+interp_epoch still exact, trial ids of existing configs unchanged."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import json
+
+import pytest
+
+from ddscope.batched import run_group
+from ddscope.config import ADDED_KEYS, TrialConfig, set_key
+from ddscope.train import eval_epochs, metric_epochs, run_trial
+
+# No noise, 250 training points, wide MLPs and Adam: they fit every label within ~10-25 epochs,
+# between the points of a 3-point evaluation schedule over 40 epochs.
+FIT = {
+    "data.num_samples": 1000,
+    "data.noise": 0.0,
+    "optim.epochs": 40,
+    "optim.batch_size": 50,
+    "optim.name": "adam",
+    "optim.lr": 0.003,
+    "model.width": 128,
+    "metrics.groups": ["distance"],
+    "metrics.sparse_groups": [],
+    "metrics.num_log_epochs": 2,
+    "metrics.num_sparse_epochs": 1,
+}
+
+
+def _cfg(**kw) -> TrialConfig:
+    return set_key(TrialConfig(), {**FIT, **kw})
+
+
+def test_schedule_holds_zero_last_and_every_metric_epoch():
+    m = _cfg(**{"metrics.num_eval_epochs": 5}).metrics
+    ev = eval_epochs(40, m)
+    assert {0, 40} <= ev
+    assert set(metric_epochs(40, 2)) <= ev and set(metric_epochs(40, 5)) <= ev
+    assert len(ev) < 15
+    assert eval_epochs(40, _cfg().metrics) is None  # 0: every epoch
+    pinned = _cfg(**{"metrics.num_eval_epochs": 2, "metrics.epochs": [7, 13]}).metrics
+    assert {7, 13} <= eval_epochs(40, pinned)
+
+
+def _by_key(result):
+    return {(e, m): v for e, m, v in result.records}
+
+
+def test_scheduled_records_equal_the_every_epoch_ones_and_interp_stays_exact():
+    full = run_trial(_cfg())
+    sched = run_trial(_cfg(**{"metrics.num_eval_epochs": 3}))
+    assert full.status == sched.status == "done"
+    ev = eval_epochs(40, sched_cfg := _cfg(**{"metrics.num_eval_epochs": 3}).metrics)
+    ie = full.summary["interp_epoch"]
+    # The test can only fail for a wrong interp_epoch if that epoch is off the schedule.
+    assert ie is not None and ie not in ev, (ie, sorted(ev))
+    assert sched.summary["interp_epoch"] == ie
+    assert (40, "interp_epoch", float(ie)) in sched.records
+    a, b = _by_key(full), _by_key(sched)
+    err_epochs = {e for e, m in b if m == "err/test"}
+    assert err_epochs == ev and sched_cfg.num_eval_epochs == 3
+    assert {e for e, m in a if m == "err/test"} == set(range(41))
+    for key, v in b.items():  # training is untouched: identical numbers where both record
+        assert a[key] == v or (math.isnan(a[key]) and math.isnan(v)), key  # no noisy labels: NaN
+    assert set(b) < set(a)
+
+
+def test_grouped_members_keep_the_schedule_and_exact_interp():
+    widths = (2, 96, 128)
+    cfgs = [_cfg(**{"metrics.num_eval_epochs": 3, "model.width": w}) for w in widths]
+    ev = eval_epochs(40, cfgs[0].metrics)
+    for cfg, got in zip(cfgs, run_group(cfgs)):
+        want = run_trial(cfg)
+        assert got.status == want.status == "done"
+        assert got.summary["interp_epoch"] == want.summary["interp_epoch"]
+        assert {e for e, m, _ in got.records if m == "err/train"} == ev
+        assert {(e, m) for e, m, _ in got.records} == {(e, m) for e, m, _ in want.records}
+    assert any(run_trial(c).summary["interp_epoch"] not in (None, *ev) for c in cfgs[1:])
+
+
+def test_ids_of_configs_without_the_new_key_are_unchanged():
+    cfg = _cfg()
+    d = cfg.to_dict()
+    d.pop("device"), d.pop("checkpoint")
+    for section, key in ADDED_KEYS:
+        d[section].pop(key)
+    old = hashlib.sha1(json.dumps(d, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:12]
+    assert cfg.trial_id == old
+    assert _cfg(**{"metrics.num_eval_epochs": 10}).trial_id != old
+
+
+def test_negative_schedule_is_a_user_error():
+    from ddscope.errors import UserError
+
+    with pytest.raises(UserError, match="num_eval_epochs"):
+        _cfg(**{"metrics.num_eval_epochs": -1})

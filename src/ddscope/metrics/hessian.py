@@ -3,9 +3,12 @@
 H = ∇²_θ L(θ), L = (1/N) Σ_n CE(f_θ(x_n), y_n) over all samples of all batches. tr(H) is the
 Laplacian Δ L in Theorem 2 of Gamba et al. (poster "On the Lipschitz Constant of Deep Networks
 and Double Descent"; TMLR 2023). Neither H nor any dense matrix is formed: Hessian-vector
-products are forward-over-reverse, Hv = ∂/∂ε ∇L(θ + εv) |₀ (``torch.func.jvp`` of
-``torch.func.grad``; Pearlmutter 1994), and the estimators of ``ddscope.estimators`` turn them
-into tr(H) (Hutchinson 1989; Hutch++, Meyer et al. 2021) and λ_max(H) (Lanczos 1950).
+products Hv = ∂(∇Lᵀv)/∂θ (Pearlmutter 1994) are by default double backward — each batch's
+gradient ∇L_b is computed once with ``create_graph=True`` and kept (while it fits in memory), and
+every product is one backward pass through it, batched over probes (``is_grads_batched``) — or,
+with ``mode="forward_over_reverse"``, ``torch.func.jvp`` of ``torch.func.grad`` vmapped over
+probes. The estimators of ``ddscope.estimators`` turn them into tr(H) (Hutchinson 1989;
+Hutch++, Meyer et al. 2021) and λ_max(H) (Lanczos 1950).
 
 Parameters are flattened in ``model.named_parameters()`` order; the model runs in eval mode
 (BatchNorm on running statistics, buffers passed through ``functional_call``).
@@ -22,9 +25,18 @@ from torch import Tensor, nn
 from torch.func import functional_call, grad, jvp, vmap
 
 from ddscope.estimators import hutchinson_trace, hutchpp_trace, lanczos_top_eig
-from ddscope.metrics.jacobian import eval_mode
+from ddscope.metrics.jacobian import activations_per_sample, eval_mode, memory_budget
 
 TRACE_METHODS = ("hutchpp", "hutchinson", "exact")
+HVP_MODES = ("double_backward", "forward_over_reverse")
+# Memory of the double-backward products in floats per sample, in units of a = the activations
+# of one sample's forward pass (activations_per_sample, input included). Measured with
+# saved-tensor hooks and the CPU profiler (64 samples, each family of ddscope.models at a small
+# width): the kept graph holds 0.8-2.1·a (the forward's saved activations plus what the backward
+# saved for its own derivative; ViT highest), its build peaks at about as much, and the batched
+# backward through it peaks at 0.2-1.1·a per probe. Rounded up for allocator slack:
+GRAPH_FLOATS = 3  # one batch's kept graph (theta leaf + g), per sample
+PROBE_FLOATS = 2  # the batched backward through it, per sample and probe
 
 
 def flat_params(model: nn.Module, params: Sequence[str] | None = None) -> tuple[list[str], Tensor]:
@@ -60,35 +72,75 @@ def flat_loss_fn(model: nn.Module, names: Sequence[str], reduction_n: int) -> Ca
     return loss
 
 
+def _activation_floats(model: nn.Module, x: Tensor) -> int:
+    """a: the numbers one sample's forward pass writes, input included (the unit of the memory
+    estimates), counted in eval mode so BatchNorm's running statistics are left alone."""
+    with eval_mode(model):
+        return activations_per_sample(model, x) + x[0].numel()
+
+
+def _batch_graph(loss: Callable[[Tensor, Tensor, Tensor], Tensor], theta: Tensor, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+    """(leaf, g): a fresh leaf copy of θ and this batch's gradient g = ∇_θ loss(θ, x, y) with its
+    graph kept (``create_graph=True``), so that each Hv = ∂(gᵀv)/∂θ is one more backward pass."""
+    leaf = theta.clone().requires_grad_()
+    with torch.enable_grad():
+        g = torch.autograd.grad(loss(leaf, x, y), leaf, create_graph=True)[0]
+    return leaf, g
+
+
 def loss_hvp(
     model: nn.Module,
     batches: Iterable[tuple[Tensor, Tensor]],
     *,
     params: Sequence[str] | None = None,
     vmap_chunk: int | None = 8,
+    mode: str = "double_backward",
 ) -> tuple[Callable[[Tensor], Tensor], int]:
     """Hessian-vector products of the mean cross-entropy over all samples of ``batches``.
 
     Hv = Σ_b (1/N) ∇²_θ Σ_{n∈b} L_n · v, N = total sample count (an uneven last batch is
     weighted exactly).
 
+    ``mode="double_backward"`` (default; Pearlmutter 1994 as PyHessian does it): per batch the
+    gradient g = ∇_θ L_b is computed once with its graph kept, and HV = ∂(gᵀV)/∂θ is a backward
+    pass through that graph, batched over the columns of V (``is_grads_batched``, i.e. vmap over
+    the backward). The graphs of all batches are built on the first product and kept for every
+    later one (Hutch++: 3 calls, Lanczos: one per iteration) while they fit the memory budget
+    (:data:`HVP_CPU_BYTES` on the CPU, a quarter of the free memory on CUDA) at
+    :data:`GRAPH_FLOATS` floats per sample and activation plus one batch's product (below);
+    otherwise each call rebuilds each batch's graph and frees it. If the batched backward fails
+    (an op without a vmap batching rule), products are taken one probe at a time from then on.
+
+    ``mode="forward_over_reverse"``: Hv = ∂/∂ε ∇L(θ + εv) |₀, ``torch.func.jvp`` of
+    ``torch.func.grad`` vmapped over probes; recomputes forward and backward for every call.
+
     Args:
         model: evaluated in eval mode at its current parameters (snapshotted now).
         batches: (x, y) pairs; kept in memory and reused by every product.
         params: names of the parameters to differentiate (``None``: all with requires_grad;
             the others are held fixed).
-        vmap_chunk: probes per vmapped pass when the matvec gets several columns; memory grows
-            as vmap_chunk × (one batch's forward-over-reverse pass), ``None``: all at once.
+        vmap_chunk: probes per batched pass when the matvec gets several columns; memory grows
+            as vmap_chunk × (one batch's backward through the gradient graph, ~2·a floats per
+            sample; forward-over-reverse: ~4·a), ``None``: all at once.
+        mode: ``"double_backward"`` or ``"forward_over_reverse"``; equal up to rounding.
 
     Returns:
         ``(matvec, dim)``: ``matvec`` maps v (dim,) -> Hv (dim,) or V (dim, m) -> HV (dim, m).
     """
+    if mode not in HVP_MODES:
+        raise ValueError(f"unknown HVP mode {mode!r}; allowed: {', '.join(HVP_MODES)}")
     batches = list(batches)
     names, theta = flat_params(model, params)
     total = sum(len(y) for _, y in batches)
     if total == 0:
         raise ValueError("loss_hvp needs at least one sample")
     loss = flat_loss_fn(model, names, total)
+    if mode == "forward_over_reverse":
+        return _forward_over_reverse(model, batches, loss, theta, vmap_chunk), theta.numel()
+    return _double_backward(model, batches, loss, theta, vmap_chunk), theta.numel()
+
+
+def _forward_over_reverse(model, batches, loss, theta: Tensor, vmap_chunk: int | None) -> Callable[[Tensor], Tensor]:
     grad_fn = grad(loss)
 
     def hvp(v: Tensor) -> Tensor:  # (dim,) -> (dim,)
@@ -107,21 +159,74 @@ def loss_hvp(
             except RuntimeError:  # an op without a batching rule: one probe at a time
                 return torch.stack([hvp(V[:, i]) for i in range(V.shape[1])], dim=1)
 
-    return matvec, theta.numel()
+    return matvec
+
+
+def _double_backward(model, batches, loss, theta: Tensor, vmap_chunk: int | None) -> Callable[[Tensor], Tensor]:
+    nonempty = [(x, y) for x, y in batches if len(y)]
+    x0 = nonempty[0][0]
+    a = _activation_floats(model, x0)
+    size = x0.element_size()
+    total = sum(len(y) for _, y in nonempty)
+    biggest = max(len(y) for _, y in nonempty)
+    graphs_bytes = GRAPH_FLOATS * a * total * size + len(nonempty) * 2 * theta.numel() * size
+    product_bytes = PROBE_FLOATS * a * biggest * size * (vmap_chunk or 1)  # vmap_chunk=None counted as 1
+    keep = graphs_bytes + product_bytes <= memory_budget(x0, HVP_CPU_BYTES)
+    cache: list[tuple[Tensor, Tensor]] = []
+    batched = [True]  # False once a batched backward has failed
+
+    def one_at_a_time(leaf: Tensor, g: Tensor, V: Tensor) -> Tensor:
+        return torch.stack([torch.autograd.grad(g, leaf, V[:, i], retain_graph=True)[0] for i in range(V.shape[1])], dim=1)
+
+    def products(leaf: Tensor, g: Tensor, V: Tensor) -> Tensor:  # V (dim, m) -> this batch's HV (dim, m)
+        step = vmap_chunk or V.shape[1]
+        if V.shape[1] == 1 or step == 1 or not batched[0]:
+            return one_at_a_time(leaf, g, V)
+        try:
+            return torch.cat([_batched_backward(g, leaf, V[:, i : i + step]) for i in range(0, V.shape[1], step)], dim=1)
+        except RuntimeError:  # an op without a batching rule: one probe at a time from now on
+            batched[0] = False
+            return one_at_a_time(leaf, g, V)
+
+    def matvec(V: Tensor) -> Tensor:
+        V = V.to(theta)
+        vector = V.dim() == 1
+        V = V[:, None] if vector else V
+        out = torch.zeros_like(V)
+        with eval_mode(model):
+            if keep and not cache:
+                cache.extend(_batch_graph(loss, theta, x, y) for x, y in nonempty)
+            for i, (x, y) in enumerate(nonempty):
+                leaf, g = cache[i] if keep else _batch_graph(loss, theta, x, y)
+                out = out + products(leaf, g, V)
+                del leaf, g  # rebuild path: this batch's graph is freed here
+        return out[:, 0] if vector else out
+
+    return matvec
+
+
+def _batched_backward(g: Tensor, leaf: Tensor, V: Tensor) -> Tensor:
+    """(∂g/∂θ) V for the columns of V (dim, m) in one backward pass vmapped over the columns."""
+    return torch.autograd.grad(g, leaf, grad_outputs=V.T, is_grads_batched=True, retain_graph=True)[0].T
 
 
 HVP_CPU_BYTES = 256 * 2**20
 
 
-def auto_hess_batch(model: nn.Module, x: Tensor, probes: int | None) -> int:
+def auto_hess_batch(model: nn.Module, x: Tensor, probes: int | None, *, mode: str = "double_backward") -> int:
     """Samples per Hessian-vector-product batch: as many as fit a memory budget (256 MiB on the
-    CPU, a quarter of the free memory on CUDA) at about 4·a floats per sample and probe — the
-    forward, its tangent, the backward and its tangent — with a from
-    :func:`~ddscope.metrics.jacobian.activations_per_sample`. One batch whenever it fits: the
-    per-batch passes are the cost on small models (bench/bench_hessian.py)."""
-    from ddscope.metrics.jacobian import activations_per_sample, memory_budget
-
-    per_sample = 4 * (activations_per_sample(model, x) + x[0].numel()) * x.element_size() * max(probes or 1, 1)
+    CPU, a quarter of the free memory on CUDA), with a from
+    :func:`~ddscope.metrics.jacobian.activations_per_sample` (input included) and ``probes``
+    columns per batched pass. ``"double_backward"``: the kept gradient graph,
+    :data:`GRAPH_FLOATS`·a floats per sample, plus :data:`PROBE_FLOATS`·a per sample and probe
+    for the batched backward through it; ``"forward_over_reverse"``: about 4·a per sample and
+    probe — the forward, its tangent, the backward and its tangent. One batch whenever it fits:
+    the per-batch passes are the cost on small models (bench/bench_hessian.py)."""
+    if mode not in HVP_MODES:
+        raise ValueError(f"unknown HVP mode {mode!r}; allowed: {', '.join(HVP_MODES)}")
+    m = max(probes or 1, 1)
+    floats = GRAPH_FLOATS + PROBE_FLOATS * m if mode == "double_backward" else 4 * m
+    per_sample = floats * _activation_floats(model, x) * x.element_size()
     return int(min(len(x), max(16, memory_budget(x, HVP_CPU_BYTES) // max(per_sample, 1))))
 
 
@@ -134,18 +239,19 @@ def hess_trace(
     generator: torch.Generator | None = None,
     params: Sequence[str] | None = None,
     vmap_chunk: int | None = 8,
+    mode: str = "double_backward",
 ) -> float:
     """tr(H) = Δ_θ L, the Laplacian of the mean training loss.
 
     ``"hutchpp"``: Hutch++ (Meyer et al. 2021), exact once ⌊num_matvecs/3⌋ ≥ dim;
     ``"hutchinson"``: Rademacher Hutchinson (1989), standard error √(2(‖H‖_F²−Σ H_ii²)/m);
     ``"exact"``: Σ_i e_iᵀ H e_i with dim products (tiny models only; ignores num_matvecs).
-    ``generator=None`` draws probes from a fresh generator seeded 0; ``params`` and
-    ``vmap_chunk`` as in :func:`loss_hvp`.
+    ``generator=None`` draws probes from a fresh generator seeded 0; ``params``,
+    ``vmap_chunk`` and ``mode`` (how the products are taken) as in :func:`loss_hvp`.
     """
     if method not in TRACE_METHODS:
         raise ValueError(f"unknown trace method {method!r}; allowed: {', '.join(TRACE_METHODS)}")
-    matvec, dim = loss_hvp(model, batches, params=params, vmap_chunk=vmap_chunk)
+    matvec, dim = loss_hvp(model, batches, params=params, vmap_chunk=vmap_chunk, mode=mode)
     ref = next(iter(model.parameters()))
     if method == "exact":
         eye = torch.eye(dim, dtype=ref.dtype, device=ref.device)
@@ -162,12 +268,15 @@ def hess_top(
     tol: float = 1e-8,
     generator: torch.Generator | None = None,
     params: Sequence[str] | None = None,
+    mode: str = "double_backward",
 ) -> float:
     """λ_max(H) by Lanczos with full reorthogonalisation (exact once num_iters ≥ dim), stopping
     early when the Ritz residual is ≤ tol·λ.
 
-    ``generator=None`` draws the start vector from a fresh generator seeded 0.
+    ``generator=None`` draws the start vector from a fresh generator seeded 0; ``params`` and
+    ``mode`` as in :func:`loss_hvp` (one product per iteration, so the double-backward default
+    builds each batch's gradient graph once when the graphs fit in memory).
     """
-    matvec, dim = loss_hvp(model, batches, params=params)
+    matvec, dim = loss_hvp(model, batches, params=params, mode=mode)
     ref = next(iter(model.parameters()))
     return lanczos_top_eig(matvec, dim, num_iters, tol=tol, generator=generator, dtype=ref.dtype, device=ref.device)

@@ -28,7 +28,6 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Sequence
-from types import EllipsisType
 
 import torch
 import torch.nn.functional as F
@@ -81,43 +80,130 @@ def plan_pools(widths: Sequence[int], d: int, depth: int, classes: int,
     return pools
 
 
-class Pool(nn.Module):
-    """n ≥ 2 MLPs of width ≤ P as stacked, zero-padded tensors (see the module docstring)."""
+class Pool:
+    """n ≥ 1 MLPs of width ≤ P as stacked, zero-padded tensors (see the module docstring), stored
+    as views of a flat buffer at ``offset``: W_0, …, W_C, then b_0, …, b_C, each (n, …)."""
 
-    def __init__(self, models: Sequence[nn.Module]):
-        super().__init__()
-        layers = [mlp_linears(m) for m in models]
-        n, depth = len(models), len(layers[0]) - 1
-        P = max(ls[0].out_features for ls in layers)
-        d, C = layers[0][0].in_features, layers[0][-1].out_features
-        ref = layers[0][0].weight
+    def __init__(self, models: Sequence[nn.Module], offset: int):
+        self.layers = [mlp_linears(m) for m in models]
+        ls = self.layers[0]
+        n, depth = len(models), len(ls) - 1
+        P = max(m[0].out_features for m in self.layers)
+        d, C = ls[0].in_features, ls[-1].out_features
         shapes = [(P, d)] + [(P, P)] * (depth - 1) + [(C, P)]
-        self.weights = nn.ParameterList(nn.Parameter(ref.new_zeros(n, *s)) for s in shapes)
-        self.biases = nn.ParameterList(nn.Parameter(ref.new_zeros(n, s[0])) for s in shapes)
+        self.shapes = [(n, *s) for s in shapes] + [(n, s[0]) for s in shapes]
+        self.offset, self.n = offset, n
+        self.numel = sum(math.prod(s) for s in self.shapes)
+        self.weights: list[Tensor] = []  # views of the flat buffer, set by bind()
+        self.biases: list[Tensor] = []
+
+    def views(self, flat: Tensor) -> list[Tensor]:
+        """W_0, …, W_C, b_0, …, b_C as views of ``flat`` (autograd flows to it if it requires grad)."""
+        out, at = [], self.offset
+        for s in self.shapes:
+            k = math.prod(s)
+            out.append(flat[at : at + k].view(s))
+            at += k
+        return out
+
+    def bind(self, flat: Tensor) -> None:
+        """Copy the members' weights into the (zeroed) buffer and point their modules at it."""
+        views = self.views(flat.detach())
+        L = len(views) // 2
+        self.weights, self.biases = views[:L], views[L:]
         with torch.no_grad():
-            for i, ls in enumerate(layers):
+            for i, ls in enumerate(self.layers):
                 for W, b, lin in zip(self.weights, self.biases, ls):
                     rows, cols = lin.weight.shape
                     W[i, :rows, :cols] = lin.weight
                     b[i, :rows] = lin.bias
                     # The member's own module now reads (and sees every update of) its slice.
-                    lin.weight = nn.Parameter(W.detach()[i, :rows, :cols])
-                    lin.bias = nn.Parameter(b.detach()[i, :rows])
+                    lin.weight = nn.Parameter(W[i, :rows, :cols])
+                    lin.bias = nn.Parameter(b[i, :rows])
 
-    def forward(self, x: Tensor) -> Tensor:
-        """x (B, d), shared by the members -> logits (n, B, C)."""
-        W0, b0 = self.weights[0], self.biases[0]
-        n, P, d = W0.shape
-        h = F.relu(torch.addmm(b0.reshape(n * P), x, W0.reshape(n * P, d).t()))  # (B, n·P)
-        h = h.view(-1, n, P).transpose(0, 1)  # (n, B, P)
-        for W, b in zip(self.weights[1:-1], self.biases[1:-1]):
-            h = F.relu(torch.baddbmm(b.unsqueeze(1), h, W.transpose(1, 2)))  # (n, B, P)
-        return torch.baddbmm(self.biases[-1].unsqueeze(1), h, self.weights[-1].transpose(1, 2))  # (n, B, C)
+    def member_ranges(self, i: int) -> list[tuple[int, int]]:
+        """[start, end) ranges of the flat buffer holding member i (its padding included)."""
+        out, at = [], self.offset
+        for s in self.shapes:
+            k = math.prod(s) // self.n
+            out.append((at + i * k, at + (i + 1) * k))
+            at += k * self.n
+        return out
+
+    @staticmethod
+    def logits(x: Tensor, params: Sequence[Tensor]) -> tuple[Tensor, list[Tensor]]:
+        """x (B, d) shared by the members -> logits (n, B, C) and the hidden activations
+        h_1, …, h_{C−1}, each (n, B, P)."""
+        L = len(params) // 2
+        Ws, bs = params[:L], params[L:]
+        n, P, d = Ws[0].shape
+        h = F.relu(torch.addmm(bs[0].reshape(n * P), x, Ws[0].reshape(n * P, d).t()))  # (B, n·P)
+        hs = [h.view(-1, n, P).transpose(0, 1)]  # (n, B, P)
+        for W, b in zip(Ws[1:-1], bs[1:-1]):
+            hs.append(F.relu(torch.baddbmm(b.unsqueeze(1), hs[-1], W.transpose(1, 2))))
+        return torch.baddbmm(bs[-1].unsqueeze(1), hs[-1], Ws[-1].transpose(1, 2)), hs
+
+
+class PackedLoss(torch.autograd.Function):
+    """Per-member mean cross-entropy of a packed model, with a hand-written backward pass.
+
+    forward(x (B, d), y (B,), flat, packed) -> losses (M,), losses_j = mean_b CE_j in pool order.
+    Backward, per pool (g = ∂L/∂losses; S = softmax of the logits, Y = one-hot labels)::
+
+        δ_C = (S − Y) · g / B                                   (n, B, C)
+        ∂W_l = δ_lᵀ h_{l−1},  ∂b_l = Σ_b δ_l,  δ_{l−1} = (δ_l W_l) ⊙ [h_{l−1} > 0]
+
+    written straight into one flat gradient: the optimiser then updates a single tensor. The
+    same numbers as autograd through :meth:`PackedMLP.forward` and ``F.cross_entropy`` (tested
+    in float64); on a CPU core it removes the per-tensor optimiser and autograd bookkeeping of
+    ~40 parameter tensors (bench/README.md, benchmark 1).
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor, y: Tensor, flat: Tensor, packed: PackedMLP) -> Tensor:
+        B = x.shape[0]
+        losses, saved = [], []
+        for pool in packed.pools:
+            logits, hs = Pool.logits(x, pool.weights + pool.biases)
+            # Classes on dim 1: the CPU log-softmax over a last dimension of ~10 is slow.
+            logp = torch.log_softmax(logits.transpose(1, 2), dim=1)  # (n, C, B)
+            idx = y.view(1, 1, B).expand(pool.n, 1, B)
+            losses.append(-logp.gather(1, idx).squeeze(1).mean(1))  # (n,)
+            saved.append((idx, logp, hs))
+        ctx.packed, ctx.saved = packed, saved
+        ctx.save_for_backward(x, flat)
+        return torch.cat(losses)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        x, flat = ctx.saved_tensors
+        grad_flat = torch.empty_like(flat)
+        at = 0
+        for pool, (idx, logp, hs) in zip(ctx.packed.pools, ctx.saved):
+            n, C, B = logp.shape
+            views = pool.views(grad_flat)
+            L = len(views) // 2
+            gW, gb = views[:L], views[L:]
+            delta = logp.exp()  # softmax (n, C, B)
+            delta.scatter_add_(1, idx, torch.full_like(logp[:, :1], -1.0))  # S − Y
+            delta = (delta * (grad[at : at + n] / B).view(n, 1, 1)).transpose(1, 2)  # (n, B, C)
+            at += n
+            for li in range(L - 1, 0, -1):  # layers whose input is a hidden activation h_{l−1}
+                h = hs[li - 1]
+                torch.bmm(delta.transpose(1, 2), h, out=gW[li])  # (n, out, P)
+                torch.sum(delta, 1, out=gb[li])
+                delta = torch.ops.aten.threshold_backward(torch.bmm(delta, pool.weights[li]), h, 0.0)  # (n, B, P)
+            P, d = pool.weights[0].shape[1:]
+            rows = delta.transpose(0, 1).reshape(B, n * P)  # (B, n·P)
+            torch.mm(rows.t(), x, out=gW[0].view(n * P, d))
+            torch.sum(rows, 0, out=gb[0].view(n * P))
+        return None, None, grad_flat, None
 
 
 class PackedMLP(nn.Module):
-    """MLP members trained on a shared batch: multi-member pools as stacked tensors, a member
-    alone in its pool as its own module (its step is then exactly ``run_trial``'s)."""
+    """MLP members trained on a shared batch, pool by pool (a member alone in its pool is a pool
+    of one, without padding). Every pool tensor is a view of one flat parameter, so the optimiser
+    updates a single tensor per step."""
 
     def __init__(self, models: Sequence[nn.Module], extra_macs: int = POOL_EXTRA_MACS):
         super().__init__()
@@ -125,21 +211,32 @@ class PackedMLP(nn.Module):
         widths = [ls[0].out_features for ls in first]
         d, C, depth = first[0][0].in_features, first[0][-1].out_features, len(first[0]) - 1
         self.groups = plan_pools(widths, d, depth, C, extra_macs)
-        self.pools = nn.ModuleList(Pool([models[i] for i in g]) if len(g) > 1 else models[g[0]] for g in self.groups)
+        self.pools: list[Pool] = []
+        at = 0
+        for g in self.groups:
+            self.pools.append(Pool([models[i] for i in g], at))
+            at += self.pools[-1].numel
+        self.flat = nn.Parameter(first[0][0].weight.new_zeros(at))
+        for pool in self.pools:
+            pool.bind(self.flat)
         position = torch.tensor([i for g in self.groups for i in g])  # pool order -> member index
-        self.register_buffer("unpool", torch.argsort(position).to(first[0][0].weight.device), persistent=False)
+        self.register_buffer("unpool", torch.argsort(position).to(self.flat.device), persistent=False)
 
     def forward(self, x: Tensor) -> Tensor:
-        """x (B, ...) -> logits (M, B, C) in member order."""
+        """x (B, ...) -> logits (M, B, C) in member order (autograd through views of ``flat``)."""
         x = x.flatten(1)
-        outs = [p(x) if isinstance(p, Pool) else p(x).unsqueeze(0) for p in self.pools]
-        return torch.cat(outs)[self.unpool]
+        return torch.cat([Pool.logits(x, p.views(self.flat))[0] for p in self.pools])[self.unpool]
 
-    def member_tensors(self, member: int) -> tuple[list[Tensor], int | EllipsisType]:
-        """The trained tensors holding a member and the index of its part in each."""
+    def losses(self, x: Tensor, y: Tensor) -> Tensor:
+        """x (B, ...), y (B,) -> (M,) per-member mean cross-entropy in member order, through
+        :class:`PackedLoss` (hand-written backward); equals ``CE(forward(x))`` up to rounding."""
+        return PackedLoss.apply(x.flatten(1), y, self.flat, self)[self.unpool]
+
+    def member_ranges(self, member: int) -> list[tuple[int, int]]:
+        """[start, end) ranges of ``flat`` holding a member."""
         for g, pool in zip(self.groups, self.pools):
             if member in g:
-                return list(pool.parameters()), (g.index(member) if isinstance(pool, Pool) else ...)
+                return pool.member_ranges(g.index(member))
         raise IndexError(member)
 
 
@@ -165,8 +262,6 @@ def train_packed(configs: Sequence[TrialConfig], progress: Callable[[int, int], 
     o = cfg.optim
     n = data.x_train.shape[0]
     opt, sched = make_optimizer(cfg, packed, math.ceil(n / o.batch_size))
-    for group in opt.param_groups:  # one multi-tensor update over every member's tensors
-        group["foreach"] = True
     order = torch.Generator(device="cpu").manual_seed(cfg.seed)  # the shared batch order
     augment = None
     if cfg.data.augment and data.x_train.dim() == 4:
@@ -176,13 +271,19 @@ def train_packed(configs: Sequence[TrialConfig], progress: Callable[[int, int], 
     def step_losses(epoch: int):
         packed.train()
         for xb, yb in index_batches(data, o.batch_size, order, augment, device):
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-                logits = packed(xb)  # (M, B, C)
-                # Classes on dim 1: CPU log-softmax over a last dim of ~10 is several times slower.
-                yield F.cross_entropy(logits.transpose(1, 2), yb.expand(len(members), -1), reduction="none").mean(1)
+            if use_amp:  # autograd through the modules, under bf16 autocast
+                with torch.autocast(device.type, dtype=torch.bfloat16):
+                    logits = packed(xb)  # (M, B, C)
+                    # Classes on dim 1: CPU log-softmax over a last dim of ~10 is several times slower.
+                    yield F.cross_entropy(logits.transpose(1, 2), yb.expand(len(members), -1), reduction="none").mean(1)
+            else:
+                yield packed.losses(xb, yb)  # (M,), hand-written backward (PackedLoss)
 
-    return train_members(members, o.epochs, step_losses, opt, sched,
-                         lambda j: bury(opt, *packed.member_tensors(j)), progress, t0)
+    def bury_member(j: int) -> None:
+        for a, b in packed.member_ranges(j):
+            bury(opt, [packed.flat], slice(a, b))
+
+    return train_members(members, o.epochs, step_losses, opt, sched, bury_member, progress, t0)
 
 
-__all__ = ["POOL_EXTRA_MACS", "PackedMLP", "Pool", "plan_pools", "train_packed"]
+__all__ = ["POOL_EXTRA_MACS", "PackedLoss", "PackedMLP", "Pool", "plan_pools", "train_packed"]

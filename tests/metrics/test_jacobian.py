@@ -27,6 +27,24 @@ def test_exact_matches_dense_mlp(nets, output, d, widths, classes):
     _close(got, R.jacobian_norms_dense(model, x, output=output, y=y))
 
 
+@pytest.mark.parametrize("output", OUTPUTS)
+def test_narrowing_linear_stem_matches_dense(nets, output):
+    # Flatten, then a Linear 24 -> 7: the passes stop at its output and J Jᵀ = U (W Wᵀ) Uᵀ.
+    torch.manual_seed(3)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(24, 7), nn.ReLU(), nn.Linear(7, 9), nn.ReLU(), nn.Linear(9, 5)).double()
+    assert jac.linear_stem(model) is not None
+    x, y = nets.data((2, 3, 4), 5, 11)
+    got = jacobian_norms(model, x, output=output, y=y, method="exact", chunk_size=4)
+    _close(got, R.jacobian_norms_dense(model, x, output=output, y=y))
+
+
+def test_linear_stem_only_for_a_narrowing_first_linear(nets):
+    assert jac.linear_stem(nets.mlp(5, (3,), 2)) is not None
+    assert jac.linear_stem(nets.mlp(6, (8, 8), 4)) is None  # the first layer widens
+    assert jac.linear_stem(nets.all["conv2d"][0]()) is None
+    assert jac.linear_stem(nn.Sequential(nn.Linear(5, 3))) is None  # nothing after it
+
+
 @pytest.mark.parametrize("name", ["conv1d", "conv2d", "residual"])
 @pytest.mark.parametrize("output", OUTPUTS)
 def test_exact_matches_dense_conv_and_residual(nets, name, output):

@@ -148,11 +148,37 @@ def jacobian_rows(fn: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
             return torch.stack([vjp_fn(cotangents[c])[0] for c in range(C)])
 
 
-def _exact_chunk(fn: Callable[[Tensor], Tensor], x: Tensor) -> tuple[Tensor, Tensor]:
+def linear_stem(model: nn.Module) -> tuple[nn.Module, nn.Linear, nn.Module] | None:
+    """``(pre, first, rest)`` when ``model`` is ``Sequential(Flatten?, Linear, ...)`` whose first
+    Linear narrows (out_features < in_features), else ``None``.
+
+    Then f(x) = rest(W pre(x) + b) and J(x) = U(x) W with U = ∂rest/∂z ∈ R^{C×h}, so
+    J Jᵀ = U (W Wᵀ) Uᵀ: the C reverse passes stop at the h-dimensional output of the first layer,
+    and the d×h product with W is replaced by one h×h Gram matrix per call (an MLP on CIFAR
+    inputs: 3072 -> 512).
+    """
+    if not isinstance(model, nn.Sequential):
+        return None
+    mods = list(model)
+    k = 0
+    while k < len(mods) and isinstance(mods[k], (nn.Flatten, nn.Identity)):
+        k += 1
+    if k >= len(mods) - 1 or not isinstance(mods[k], nn.Linear):
+        return None
+    first = mods[k]
+    if first.out_features >= first.in_features:
+        return None
+    return nn.Sequential(*mods[:k]), first, nn.Sequential(*mods[k + 1 :])
+
+
+def _exact_chunk(fn: Callable[[Tensor], Tensor], x: Tensor, stem_gram: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """Per-sample (‖J‖₂, ‖J‖_F) of ``fn`` at x (B, ...); with ``stem_gram`` = W Wᵀ (h, h), x is
+    the first layer's output z (B, h), ``fn`` the rest of the net, and J Jᵀ = U (W Wᵀ) Uᵀ."""
     rows = jacobian_rows(fn, x)  # (C, B, ...)
     C, B = rows.shape[:2]
-    J = rows.reshape(C, B, -1).transpose(0, 1)  # (B, C, d)
-    gram = J @ J.mT  # (B, C, C) = J Jᵀ: its top eigenvalue is ‖J‖₂², its trace ‖J‖_F²
+    J = rows.reshape(C, B, -1).transpose(0, 1)  # (B, C, d), or U (B, C, h) after a stem
+    # (B, C, C) = J Jᵀ: its top eigenvalue is ‖J‖₂², its trace ‖J‖_F²
+    gram = J @ J.mT if stem_gram is None else (J @ stem_gram) @ J.mT
     top = torch.linalg.eigvalsh(gram)[:, -1]
     fro2 = gram.diagonal(dim1=-2, dim2=-1).sum(-1)
     return top.clamp_min(0).sqrt(), fro2.clamp_min(0).sqrt()
@@ -210,7 +236,9 @@ def jacobian_norms(
 
     Methods:
         ``"exact"``: all C rows by one vmapped reverse pass per chunk; ‖J‖₂² = λ_max(J Jᵀ)
-        (``eigvalsh``), ‖J‖_F² = tr(J Jᵀ). Exact to rounding.
+        (``eigvalsh``), ‖J‖_F² = tr(J Jᵀ). Exact to rounding. A model that starts with a
+        narrowing Linear layer (:func:`linear_stem`) stops the passes at its output and uses
+        J Jᵀ = U (W Wᵀ) Uᵀ.
         ``"lanczos"``: matrix-free Lanczos with full reorthogonalisation on the smaller of J Jᵀ,
         JᵀJ (JVP + VJP per step, every sample of a chunk at once), stopping when the Ritz
         residual is ≤ tol·λ or after ``num_iters`` steps (exact once num_iters > min(C, d));
@@ -247,13 +275,22 @@ def jacobian_norms(
                 rows = C if method == "exact" else min(num_iters, C)
                 chunk_size = auto_chunk_size(model, x, rows)
         chunk_size = chunk_size or MIN_CHUNK
+        stem = linear_stem(model) if method == "exact" else None
+        if stem is not None:
+            pre, first, rest = stem
+            with torch.no_grad():
+                stem_gram = first.weight @ first.weight.T  # (h, h) = W Wᵀ
         for start in range(0, len(x), chunk_size):
             xc = x[start : start + chunk_size]
-            fn = output_fn(model, output, None if y is None else y[start : start + chunk_size])
-            if method == "exact":
-                s, f = _exact_chunk(fn, xc)
+            yc = None if y is None else y[start : start + chunk_size]
+            if stem is not None:  # reverse passes stop at the first layer's output z (B, h)
+                with torch.no_grad():
+                    z = first(pre(xc))
+                s, f = _exact_chunk(output_fn(rest, output, yc), z, stem_gram)
+            elif method == "exact":
+                s, f = _exact_chunk(output_fn(model, output, yc), xc)
             else:
-                s, f = _iterative_chunk(fn, xc, method, num_iters, tol, generator)
+                s, f = _iterative_chunk(output_fn(model, output, yc), xc, method, num_iters, tol, generator)
             spec.append(s)
             fro.append(f)
     if not spec:

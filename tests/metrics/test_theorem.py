@@ -22,6 +22,42 @@ def test_per_sample_grad_sq_matches_loop(nets, name):
     torch.testing.assert_close(per_sample_grad_sq(model, x, y, chunk_size=3), want, rtol=1e-10, atol=1e-14)
 
 
+@pytest.mark.parametrize("frozen", ["", "0.weight", "2.bias", "0.bias"])
+def test_linear_shortcut_equals_vmap_and_loop(nets, monkeypatch, frozen):
+    # ‖δ_n‖²‖a_n‖² per Linear layer: same numbers as vmap(grad) and the per-sample loop.
+    from ddscope.metrics import theorem as T
+
+    model = nets.mlp(6, (8, 5), 4)
+    if frozen:
+        model.get_parameter(frozen).requires_grad_(False)
+    x, y = nets.data((6,), 4, 9)
+    assert T._trained_linears(model) is not None
+    fast = per_sample_grad_sq(model, x, y, chunk_size=4)
+    want = R.per_sample_grads_loop(model, x, y).square().sum(1)
+    torch.testing.assert_close(fast, want, rtol=1e-10, atol=1e-14)
+    torch.testing.assert_close(T._per_sample_grad_sq_vmap(model, x, y, 4), want, rtol=1e-10, atol=1e-14)
+    calls = []
+    monkeypatch.setattr(T, "_per_sample_grad_sq_vmap", lambda *a: calls.append(1))
+    per_sample_grad_sq(model, x, y)
+    assert not calls  # the shortcut was taken
+    assert T._trained_linears(nets.all["conv1d"][0]()) is None
+
+
+def test_linear_called_twice_falls_back_to_vmap(nets):
+    class Twice(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = torch.nn.Linear(4, 4).double()
+
+        def forward(self, x):
+            return self.lin(torch.relu(self.lin(x)))
+
+    model = Twice()
+    x, y = nets.data((4,), 4, 6)
+    want = R.per_sample_grads_loop(model, x, y).square().sum(1)
+    torch.testing.assert_close(per_sample_grad_sq(model, x, y), want, rtol=1e-10, atol=1e-14)
+
+
 def test_frozen_parameters_are_left_out(nets):
     model = nets.mlp(6, (8,), 4)
     model[0].weight.requires_grad_(False)

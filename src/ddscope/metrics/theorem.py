@@ -28,9 +28,63 @@ from ddscope.metrics.lipschitz import conv_operator_norm, record_input_shapes
 def per_sample_grad_sq(model: nn.Module, x: Tensor, y: Tensor, *, chunk_size: int = 256) -> Tensor:
     """‖∇_θ L_n‖² for every sample, (N,), over all parameters with requires_grad.
 
-    ``vmap(grad(L_n))`` over the samples of a chunk with ``functional_call`` (eval mode, so each
-    sample's loss depends on that sample only).
+    When every trained parameter belongs to an ``nn.Linear`` called once per forward on a
+    (B, in) input (an MLP), ∇_W L_n = δ_n a_nᵀ and ∇_b L_n = δ_n with a_n the layer's input and
+    δ_n = ∂L_n/∂(W a_n + b), so ‖∇_W L_n‖² = ‖δ_n‖²‖a_n‖² (Goodfellow 2015, "Efficient per-example
+    gradient computations"): one forward and one backward pass per chunk. Otherwise
+    ``vmap(grad(L_n))`` over the samples of a chunk with ``functional_call``. Eval mode either
+    way, so each sample's loss depends on that sample only.
     """
+    linears = _trained_linears(model)
+    if linears is not None:
+        with eval_mode(model):
+            parts = [_linear_grad_sq(model, linears, x[s : s + chunk_size], y[s : s + chunk_size])
+                     for s in range(0, len(x), chunk_size)]
+        if all(p is not None for p in parts):
+            return torch.cat(parts) if parts else x.new_zeros(0)
+    return _per_sample_grad_sq_vmap(model, x, y, chunk_size)
+
+
+def _trained_linears(model: nn.Module) -> list[nn.Linear] | None:
+    """The modules owning parameters with requires_grad, if all of them are ``nn.Linear``."""
+    owners = [m for m in model.modules() if any(p.requires_grad for p in m.parameters(recurse=False))]
+    if not owners or any(type(m) is not nn.Linear for m in owners):
+        return None
+    return owners
+
+
+def _linear_grad_sq(model: nn.Module, linears: list[nn.Linear], x: Tensor, y: Tensor) -> Tensor | None:
+    """Σ_layers ‖δ_n‖²‖a_n‖² (+ ‖δ_n‖² for a trained bias) for one chunk, (B,); ``None`` when a
+    layer is not called exactly once on a (B, in) input (then the caller falls back to vmap)."""
+    seen: dict[nn.Module, list[tuple[Tensor, Tensor]]] = {m: [] for m in linears}
+
+    def hook(module, args, out):
+        seen[module].append((args[0], out))
+
+    handles = [m.register_forward_hook(hook) for m in linears]
+    try:
+        with torch.enable_grad():
+            # Summed, not averaged: the gradient at sample n's layer output is then δ_n of L_n.
+            loss = F.cross_entropy(model(x).reshape(len(x), -1), y, reduction="sum")
+    finally:
+        for h in handles:
+            h.remove()
+    calls = [seen[m] for m in linears]
+    if any(len(c) != 1 or c[0][0].dim() != 2 or c[0][0].shape[0] != len(x) for c in calls):
+        return None
+    deltas = torch.autograd.grad(loss, [c[0][1] for c in calls])  # δ (B, out) per layer
+    sq = x.new_zeros(len(x))
+    for m, c, delta in zip(linears, calls, deltas):
+        d2 = delta.detach().square().sum(1)
+        if m.weight.requires_grad:
+            sq = sq + d2 * c[0][0].detach().square().sum(1)
+        if m.bias is not None and m.bias.requires_grad:
+            sq = sq + d2
+    return sq
+
+
+def _per_sample_grad_sq_vmap(model: nn.Module, x: Tensor, y: Tensor, chunk_size: int) -> Tensor:
+    """‖∇_θ L_n‖² by ``vmap(grad(L_n))`` over the samples of each chunk (any model)."""
     named = dict(model.named_parameters())
     params = {n: p.detach() for n, p in named.items() if p.requires_grad}
     fixed = {n: p.detach() for n, p in named.items() if not p.requires_grad}

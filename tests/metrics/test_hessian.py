@@ -150,13 +150,14 @@ def test_cached_and_rebuilt_graphs_agree(problem, monkeypatch):
     dim = H.shape[0]
     gen = lambda: torch.Generator().manual_seed(3)  # noqa: E731
     builds = _count_builds(monkeypatch)
-    cached = (hess_trace(model, batches, method="hutchpp", num_matvecs=30, generator=gen()),
-              hess_top(model, batches, num_iters=10, generator=gen()))
+    db = {"mode": "double_backward"}  # "auto" would pick forward-over-reverse for the conv net
+    cached = (hess_trace(model, batches, method="hutchpp", num_matvecs=30, generator=gen(), **db),
+              hess_top(model, batches, num_iters=10, generator=gen(), **db))
     assert builds[0] == 3 + 3  # Hutch++'s 3 calls and Lanczos's 10 share one build per batch
     _no_cache(monkeypatch)
     builds[0] = 0
-    rebuilt = (hess_trace(model, batches, method="hutchpp", num_matvecs=30, generator=gen()),
-               hess_top(model, batches, num_iters=10, generator=gen()))
+    rebuilt = (hess_trace(model, batches, method="hutchpp", num_matvecs=30, generator=gen(), **db),
+               hess_top(model, batches, num_iters=10, generator=gen(), **db))
     assert builds[0] == 3 * 3 + 3 * 10
     assert rebuilt == pytest.approx(cached, rel=1e-12)
     for mode in HVP_MODES:  # the same probes in both modes: equal up to rounding
@@ -168,7 +169,7 @@ def test_cached_and_rebuilt_graphs_agree(problem, monkeypatch):
 def test_double_backward_falls_back_to_one_probe_at_a_time(problem, monkeypatch):
     model, batches, H = problem
     V = torch.randn(H.shape[0], 5, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
-    batched = loss_hvp(model, batches)[0](V)
+    batched = loss_hvp(model, batches, mode="double_backward")[0](V)
     raised = [0]
     grad = torch.autograd.grad
 
@@ -179,7 +180,7 @@ def test_double_backward_falls_back_to_one_probe_at_a_time(problem, monkeypatch)
         return grad(*args, **kwargs)
 
     monkeypatch.setattr(torch.autograd, "grad", no_batching_rule)
-    matvec, _ = loss_hvp(model, batches, vmap_chunk=2)
+    matvec, _ = loss_hvp(model, batches, vmap_chunk=2, mode="double_backward")
     got = matvec(V)
     assert raised[0] == 1  # tried once, then one probe at a time for every batch and call
     torch.testing.assert_close(got, batched, rtol=1e-12, atol=1e-15)
@@ -233,11 +234,22 @@ def test_batchnorm_eval_and_parameter_subset(nets, monkeypatch, mode, cached):
     assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
 
 
+def test_auto_mode_picks_double_backward_without_convolutions(nets):
+    from ddscope.metrics.hessian import resolve_mode
+
+    assert resolve_mode(nets.mlp(), "auto") == "double_backward"
+    assert resolve_mode(nets.conv1d(), "auto") == "forward_over_reverse"
+    assert resolve_mode(nets.conv2d(), "auto") == "forward_over_reverse"
+    assert resolve_mode(nets.conv2d(), "double_backward") == "double_backward"
+    with pytest.raises(ValueError, match="allowed"):
+        resolve_mode(nets.mlp(), "dense")
+
+
 def test_auto_hess_batch_by_mode(nets):
     model = nets.conv2d()
     x = torch.zeros(1, 2, 8, 8, dtype=torch.float64).expand(100_000, 2, 8, 8)  # only shape and dtype matter
-    db = auto_hess_batch(model, x, 8)
-    assert db == auto_hess_batch(model, x, 8, mode="double_backward")
+    db = auto_hess_batch(model, x, 8, mode="double_backward")
+    assert auto_hess_batch(model, x, 8) == auto_hess_batch(model, x, 8, mode="forward_over_reverse")  # a conv net
     # 3 + 2·8 floats per activation and sample against 4·8
     assert db > auto_hess_batch(model, x, 8, mode="forward_over_reverse")
     with pytest.raises(ValueError, match="allowed"):

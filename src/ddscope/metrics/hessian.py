@@ -3,11 +3,11 @@
 H = ∇²_θ L(θ), L = (1/N) Σ_n CE(f_θ(x_n), y_n) over all samples of all batches. tr(H) is the
 Laplacian Δ L in Theorem 2 of Gamba et al. (poster "On the Lipschitz Constant of Deep Networks
 and Double Descent"; TMLR 2023). Neither H nor any dense matrix is formed: Hessian-vector
-products Hv = ∂(∇Lᵀv)/∂θ (Pearlmutter 1994) are by default double backward — each batch's
-gradient ∇L_b is computed once with ``create_graph=True`` and kept (while it fits in memory), and
-every product is one backward pass through it, batched over probes (``is_grads_batched``) — or,
-with ``mode="forward_over_reverse"``, ``torch.func.jvp`` of ``torch.func.grad`` vmapped over
-probes. The estimators of ``ddscope.estimators`` turn them into tr(H) (Hutchinson 1989;
+products Hv = ∂(∇Lᵀv)/∂θ (Pearlmutter 1994) are double backward — each batch's gradient ∇L_b
+is computed once with ``create_graph=True`` and kept (while it fits in memory), and every product
+is one backward pass through it, batched over probes (``is_grads_batched``) — or forward-over-
+reverse, ``torch.func.jvp`` of ``torch.func.grad`` vmapped over probes; by default the first
+for models without convolutions and the second for conv nets (:func:`resolve_mode`). The estimators of ``ddscope.estimators`` turn them into tr(H) (Hutchinson 1989;
 Hutch++, Meyer et al. 2021) and λ_max(H) (Lanczos 1950).
 
 Parameters are flattened in ``model.named_parameters()`` order; the model runs in eval mode
@@ -28,7 +28,22 @@ from ddscope.estimators import hutchinson_trace, hutchpp_trace, lanczos_top_eig
 from ddscope.metrics.jacobian import activations_per_sample, eval_mode, memory_budget
 
 TRACE_METHODS = ("hutchpp", "hutchinson", "exact")
-HVP_MODES = ("double_backward", "forward_over_reverse")
+HVP_MODES = ("auto", "double_backward", "forward_over_reverse")
+# mode="auto": double backward unless the model has convolutions. Measured on the CPU
+# (bench/bench_hessian.py, 1 000 MNIST-1D samples, equal HVPs): on an MLP double backward is
+# 1.2x faster than forward-over-reverse, on a CNN1d 1.3x slower (the vmapped double backward of
+# a convolution is the slow part there).
+CONV_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+
+
+def resolve_mode(model: nn.Module, mode: str) -> str:
+    """The HVP mode ``"auto"`` stands for on ``model``; other modes are checked and returned."""
+    if mode not in HVP_MODES:
+        raise ValueError(f"unknown HVP mode {mode!r}; allowed: {', '.join(HVP_MODES)}")
+    if mode != "auto":
+        return mode
+    has_conv = any(isinstance(m, CONV_TYPES) for m in model.modules())
+    return "forward_over_reverse" if has_conv else "double_backward"
 # Memory of the double-backward products in floats per sample, in units of a = the activations
 # of one sample's forward pass (activations_per_sample, input included). Measured with
 # saved-tensor hooks and the CPU profiler (64 samples, each family of ddscope.models at a small
@@ -94,14 +109,14 @@ def loss_hvp(
     *,
     params: Sequence[str] | None = None,
     vmap_chunk: int | None = 8,
-    mode: str = "double_backward",
+    mode: str = "auto",
 ) -> tuple[Callable[[Tensor], Tensor], int]:
     """Hessian-vector products of the mean cross-entropy over all samples of ``batches``.
 
     Hv = Σ_b (1/N) ∇²_θ Σ_{n∈b} L_n · v, N = total sample count (an uneven last batch is
     weighted exactly).
 
-    ``mode="double_backward"`` (default; Pearlmutter 1994 as PyHessian does it): per batch the
+    ``mode="double_backward"`` (Pearlmutter 1994 as PyHessian does it): per batch the
     gradient g = ∇_θ L_b is computed once with its graph kept, and HV = ∂(gᵀV)/∂θ is a backward
     pass through that graph, batched over the columns of V (``is_grads_batched``, i.e. vmap over
     the backward). The graphs of all batches are built on the first product and kept for every
@@ -122,13 +137,14 @@ def loss_hvp(
         vmap_chunk: probes per batched pass when the matvec gets several columns; memory grows
             as vmap_chunk × (one batch's backward through the gradient graph, ~2·a floats per
             sample; forward-over-reverse: ~4·a), ``None``: all at once.
-        mode: ``"double_backward"`` or ``"forward_over_reverse"``; equal up to rounding.
+        mode: ``"double_backward"``, ``"forward_over_reverse"`` (equal up to rounding) or
+            ``"auto"`` (default): double backward unless the model has convolutions
+            (:func:`resolve_mode`; the faster of the two on the CPU, bench/bench_hessian.py).
 
     Returns:
         ``(matvec, dim)``: ``matvec`` maps v (dim,) -> Hv (dim,) or V (dim, m) -> HV (dim, m).
     """
-    if mode not in HVP_MODES:
-        raise ValueError(f"unknown HVP mode {mode!r}; allowed: {', '.join(HVP_MODES)}")
+    mode = resolve_mode(model, mode)
     batches = list(batches)
     names, theta = flat_params(model, params)
     total = sum(len(y) for _, y in batches)
@@ -213,7 +229,7 @@ def _batched_backward(g: Tensor, leaf: Tensor, V: Tensor) -> Tensor:
 HVP_CPU_BYTES = 256 * 2**20
 
 
-def auto_hess_batch(model: nn.Module, x: Tensor, probes: int | None, *, mode: str = "double_backward") -> int:
+def auto_hess_batch(model: nn.Module, x: Tensor, probes: int | None, *, mode: str = "auto") -> int:
     """Samples per Hessian-vector-product batch: as many as fit a memory budget (256 MiB on the
     CPU, a quarter of the free memory on CUDA), with a from
     :func:`~ddscope.metrics.jacobian.activations_per_sample` (input included) and ``probes``
@@ -222,8 +238,7 @@ def auto_hess_batch(model: nn.Module, x: Tensor, probes: int | None, *, mode: st
     for the batched backward through it; ``"forward_over_reverse"``: about 4·a per sample and
     probe — the forward, its tangent, the backward and its tangent. One batch whenever it fits:
     the per-batch passes are the cost on small models (bench/bench_hessian.py)."""
-    if mode not in HVP_MODES:
-        raise ValueError(f"unknown HVP mode {mode!r}; allowed: {', '.join(HVP_MODES)}")
+    mode = resolve_mode(model, mode)
     m = max(probes or 1, 1)
     floats = GRAPH_FLOATS + PROBE_FLOATS * m if mode == "double_backward" else 4 * m
     per_sample = floats * _activation_floats(model, x) * x.element_size()
@@ -239,7 +254,7 @@ def hess_trace(
     generator: torch.Generator | None = None,
     params: Sequence[str] | None = None,
     vmap_chunk: int | None = 8,
-    mode: str = "double_backward",
+    mode: str = "auto",
 ) -> float:
     """tr(H) = Δ_θ L, the Laplacian of the mean training loss.
 
@@ -268,7 +283,7 @@ def hess_top(
     tol: float = 1e-8,
     generator: torch.Generator | None = None,
     params: Sequence[str] | None = None,
-    mode: str = "double_backward",
+    mode: str = "auto",
 ) -> float:
     """λ_max(H) by Lanczos with full reorthogonalisation (exact once num_iters ≥ dim), stopping
     early when the Ritz residual is ≤ tol·λ.

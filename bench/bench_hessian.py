@@ -3,8 +3,9 @@
 PyHessian (Yao et al., "PyHessian: Neural Networks Through the Lens of the Hessian", 2020;
 ``pip install pyhessian``) estimates tr(H) with Rademacher Hutchinson, one double-backward
 Hessian-vector product per probe. ddscope (``ddscope.metrics.hessian.hess_trace``) uses
-forward-over-reverse products vmapped over probes, and Hutch++ (Meyer et al. 2021) on the same
-budget. All get the same number m of Hessian-vector products, the same model and the
+Hutchinson and Hutch++ (Meyer et al. 2021) on the same budget, with its default products
+(``mode="auto"``: double backward through a kept gradient graph, batched over probes, for models
+without convolutions; forward-over-reverse vmapped over probes for conv nets). All get the same number m of Hessian-vector products, the same model and the
 same data (the mean cross-entropy over ``--samples`` MNIST-1D training samples, eval mode), and
 are compared with the exact trace of the dense float64 Hessian (``ddscope.reference.dense_hessian``).
 
@@ -12,7 +13,7 @@ Models small enough for a dense Hessian, briefly trained (``--train-epochs`` of 
 the Hessian at initialisation: MLP 40 -> 32 -> 32 -> 10 and CNN1d with 8 channels. Each method
 runs ``--repeats`` times per m with fresh probes, interleaved; time is the median wall time of
 one estimate (setup included), error the median relative error |est - tr H| / |tr H|. ddscope
-runs twice: with the defaults of ``measure`` (batches of 256 samples, 8 probes per vmapped pass)
+runs twice: with the defaults of ``measure`` (batches sized from memory, 8 probes per pass)
 and, marked ``*``, with the chunks this small model affords (one batch, all probes in one pass).
 
 PyHessian lives only in the benchmark's environment, never in ddscope's dependencies:

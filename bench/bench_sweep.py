@@ -3,15 +3,16 @@
 Protocol ``mnist1d-mlp``: MLP 40 -> k -> k -> 10 for the preset's 16 widths k = 2..300, MNIST-1D
 4 000 train / 12 000 test, 15 % uniform label noise, SGD lr 0.01 momentum 0.9 batch 100, the
 same number of epochs (hence steps) on both sides. The metric schedule is off (benchmark 4
-measures it); ddscope still records train/test loss and error after every epoch, as it always
-does.
+measures it); ddscope records train/test loss and error on the preset's evaluation schedule
+(``metrics.num_eval_epochs = 60``: 52 of the 500 epochs) and checks the training error after
+every epoch until a trial interpolates (``interp_epoch``).
 
 Compared, in one process, on the same tensors (``ddscope.data.prepare``):
 
 - ``plain``: the textbook loop, one model at a time: ``DataLoader(TensorDataset(x, y),
   batch_size=100, shuffle=True)``, ``nn.Sequential`` MLP, ``torch.optim.SGD``. It evaluates the
-  same per-epoch train/test errors as ddscope (on whole tensors, in chunks) and that evaluation
-  is timed apart, so the table also shows the loop that evaluates only once at the end.
+  train/test errors at the same epochs as ddscope (on whole tensors, in chunks) and that
+  evaluation is timed apart, so the table also shows the loop that evaluates only once at the end.
 - ``ddscope``: ``group_trials`` + ``run_group`` in this process (one packed group).
 - ``ddscope 2w``: the same groups split for two workers (``group_trials(workers=2)``), run by
   ddscope's ``LocalPoolExecutor`` (two processes, one torch thread each).
@@ -46,7 +47,7 @@ from ddscope.batched import group_trials, run_group
 from ddscope.config import load_sweep
 from ddscope.data import prepare
 from ddscope.sweep.executors import LocalPoolExecutor
-from ddscope.train import run_trial
+from ddscope.train import eval_epochs, run_trial
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -81,18 +82,21 @@ def run_plain(cfgs, data, seed: int) -> dict:
         model = plain_mlp(x.shape[1], cfg.model.width, data.num_classes)
         loader = DataLoader(TensorDataset(x, y), batch_size=cfg.optim.batch_size, shuffle=True)
         opt = torch.optim.SGD(model.parameters(), lr=cfg.optim.lr, momentum=cfg.optim.momentum)
-        for epoch in range(cfg.optim.epochs):
+        evals = eval_epochs(cfg.optim.epochs, cfg.metrics) or set(range(cfg.optim.epochs + 1))
+        for epoch in range(1, cfg.optim.epochs + 1):
             for xb, yb in loader:
                 loss = F.cross_entropy(model(xb), yb)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
+            if epoch not in evals:
+                continue
             te = time.perf_counter()
-            plain_errors(model, x, y)  # the per-epoch curves ddscope records too
+            plain_errors(model, x, y)  # the curves over epochs ddscope records too
             err = plain_errors(model, xt, yt)
             dt = time.perf_counter() - te
             eval_s += dt
-            if epoch == cfg.optim.epochs - 1:
+            if epoch == cfg.optim.epochs:
                 final_eval_s += dt
         curve[cfg.model.width] = err
     wall = time.perf_counter() - t0

@@ -38,6 +38,22 @@ def test_narrowing_linear_stem_matches_dense(nets, output):
     _close(got, R.jacobian_norms_dense(model, x, output=output, y=y))
 
 
+def test_linear_stem_keeps_float32_range(monkeypatch):
+    # First-layer weights ~2e19: W Wᵀ (~5e39 per entry) overflows float32, while J = U W stays
+    # ~1e7 because the head is scaled by 1e-13; U Rᵀ (Wᵀ = QR) keeps J's range.
+    torch.manual_seed(5)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(24, 7), nn.ReLU(), nn.Linear(7, 5))
+    with torch.no_grad():
+        model[1].weight.mul_(1e20)
+        model[3].weight.mul_(1e-13)
+    x = torch.randn(6, 24)
+    got = jacobian_norms(model, x, method="exact")
+    monkeypatch.setattr(jac, "linear_stem", lambda m: None)
+    want = jacobian_norms(model, x, method="exact")
+    assert torch.isfinite(got.spec).all() and float(got.spec.max()) > 1e5
+    _close(got, want, rtol=1e-4, atol=0)
+
+
 def test_linear_stem_only_for_a_narrowing_first_linear(nets):
     assert jac.linear_stem(nets.mlp(5, (3,), 2)) is not None
     assert jac.linear_stem(nets.mlp(6, (8, 8), 4)) is None  # the first layer widens

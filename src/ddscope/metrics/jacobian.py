@@ -152,10 +152,10 @@ def linear_stem(model: nn.Module) -> tuple[nn.Module, nn.Linear, nn.Module] | No
     """``(pre, first, rest)`` when ``model`` is ``Sequential(Flatten?, Linear, ...)`` whose first
     Linear narrows (out_features < in_features), else ``None``.
 
-    Then f(x) = rest(W pre(x) + b) and J(x) = U(x) W with U = ∂rest/∂z ∈ R^{C×h}, so
-    J Jᵀ = U (W Wᵀ) Uᵀ: the C reverse passes stop at the h-dimensional output of the first layer,
-    and the d×h product with W is replaced by one h×h Gram matrix per call (an MLP on CIFAR
-    inputs: 3072 -> 512).
+    Then f(x) = rest(W pre(x) + b) and J(x) = U(x) W with U = ∂rest/∂z ∈ R^{C×h}, so with
+    Wᵀ = QR (Q ∈ R^{d×h} orthonormal), J Jᵀ = (U Rᵀ)(U Rᵀ)ᵀ: the C reverse passes stop at the
+    h-dimensional output of the first layer, and the C×h×d product with W becomes C×h×h (an MLP
+    on CIFAR inputs: 3072 -> 512).
     """
     if not isinstance(model, nn.Sequential):
         return None
@@ -171,14 +171,17 @@ def linear_stem(model: nn.Module) -> tuple[nn.Module, nn.Linear, nn.Module] | No
     return nn.Sequential(*mods[:k]), first, nn.Sequential(*mods[k + 1 :])
 
 
-def _exact_chunk(fn: Callable[[Tensor], Tensor], x: Tensor, stem_gram: Tensor | None = None) -> tuple[Tensor, Tensor]:
-    """Per-sample (‖J‖₂, ‖J‖_F) of ``fn`` at x (B, ...); with ``stem_gram`` = W Wᵀ (h, h), x is
-    the first layer's output z (B, h), ``fn`` the rest of the net, and J Jᵀ = U (W Wᵀ) Uᵀ."""
+def _exact_chunk(fn: Callable[[Tensor], Tensor], x: Tensor, stem_factor: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """Per-sample (‖J‖₂, ‖J‖_F) of ``fn`` at x (B, ...). With ``stem_factor`` = Rᵀ (h, h) from
+    Wᵀ = QR, x is the first layer's output z (B, h), ``fn`` the rest of the net, and
+    J = U W = (U Rᵀ) Qᵀ, so J Jᵀ = (U Rᵀ)(U Rᵀ)ᵀ: a Gram matrix of (B, C, h) rows, without
+    squaring W's entries (W Wᵀ overflows float32 for a diverged net)."""
     rows = jacobian_rows(fn, x)  # (C, B, ...)
     C, B = rows.shape[:2]
     J = rows.reshape(C, B, -1).transpose(0, 1)  # (B, C, d), or U (B, C, h) after a stem
-    # (B, C, C) = J Jᵀ: its top eigenvalue is ‖J‖₂², its trace ‖J‖_F²
-    gram = J @ J.mT if stem_gram is None else (J @ stem_gram) @ J.mT
+    if stem_factor is not None:
+        J = J @ stem_factor  # (B, C, h): same Gram matrix as U W
+    gram = J @ J.mT  # (B, C, C) = J Jᵀ: its top eigenvalue is ‖J‖₂², its trace ‖J‖_F²
     top = torch.linalg.eigvalsh(gram)[:, -1]
     fro2 = gram.diagonal(dim1=-2, dim2=-1).sum(-1)
     return top.clamp_min(0).sqrt(), fro2.clamp_min(0).sqrt()
@@ -238,7 +241,7 @@ def jacobian_norms(
         ``"exact"``: all C rows by one vmapped reverse pass per chunk; ‖J‖₂² = λ_max(J Jᵀ)
         (``eigvalsh``), ‖J‖_F² = tr(J Jᵀ). Exact to rounding. A model that starts with a
         narrowing Linear layer (:func:`linear_stem`) stops the passes at its output and uses
-        J Jᵀ = U (W Wᵀ) Uᵀ.
+        J Jᵀ = (U Rᵀ)(U Rᵀ)ᵀ with Wᵀ = QR.
         ``"lanczos"``: matrix-free Lanczos with full reorthogonalisation on the smaller of J Jᵀ,
         JᵀJ (JVP + VJP per step, every sample of a chunk at once), stopping when the Ritz
         residual is ≤ tol·λ or after ``num_iters`` steps (exact once num_iters > min(C, d));
@@ -279,14 +282,14 @@ def jacobian_norms(
         if stem is not None:
             pre, first, rest = stem
             with torch.no_grad():
-                stem_gram = first.weight @ first.weight.T  # (h, h) = W Wᵀ
+                stem_factor = torch.linalg.qr(first.weight.T).R.T  # Rᵀ (h, h), Wᵀ = Q R
         for start in range(0, len(x), chunk_size):
             xc = x[start : start + chunk_size]
             yc = None if y is None else y[start : start + chunk_size]
             if stem is not None:  # reverse passes stop at the first layer's output z (B, h)
                 with torch.no_grad():
                     z = first(pre(xc))
-                s, f = _exact_chunk(output_fn(rest, output, yc), z, stem_gram)
+                s, f = _exact_chunk(output_fn(rest, output, yc), z, stem_factor)
             elif method == "exact":
                 s, f = _exact_chunk(output_fn(model, output, yc), xc)
             else:

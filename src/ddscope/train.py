@@ -141,6 +141,46 @@ def epoch_errors(model: nn.Module, data: TrialData) -> dict[str, tuple[float, fl
     return out
 
 
+class Schedule:
+    """What is due at each epoch of a trial: the metric groups and whether losses and errors are
+    recorded; shared by ``run_trial`` and the vectorised trainers."""
+
+    def __init__(self, cfg: TrialConfig):
+        m, epochs = cfg.metrics, cfg.optim.epochs
+        self.metrics = m
+        self.dense = set(metric_epochs(epochs, m.num_log_epochs, m.epochs))
+        self.sparse = set(metric_epochs(epochs, m.num_sparse_epochs, m.epochs))
+        self.evals = eval_epochs(epochs, m)  # None: every epoch
+
+    def evaluates(self, epoch: int) -> bool:
+        """Whether losses and errors are recorded at ``epoch``."""
+        return self.evals is None or epoch in self.evals
+
+    def groups(self, epoch: int) -> list[str]:
+        m = self.metrics
+        return [g for g in m.groups if epoch in self.dense] + [
+            g for g in m.sparse_groups if epoch in self.sparse and g not in m.groups
+        ]
+
+
+def record_errors(model: nn.Module, data: TrialData, schedule: Schedule, epoch: int, step: int,
+                  rec: list, interp_epoch: int | None) -> int | None:
+    """End of an epoch, model in eval mode: append its losses and errors to ``rec`` if the
+    schedule records them, else only test for interpolation; returns the (possibly new)
+    interpolation epoch. A non-finite training loss raises :class:`Diverged`."""
+    if schedule.evaluates(epoch):
+        for name, (loss_v, err_v) in epoch_errors(model, data).items():
+            if name == "train" and not math.isfinite(loss_v):
+                raise Diverged(epoch, step, loss_v)
+            rec.append((epoch, f"loss/{name}", loss_v))
+            rec.append((epoch, f"err/{name}", err_v))
+            if name == "train" and err_v == 0.0 and interp_epoch is None:
+                interp_epoch = epoch
+    elif interp_epoch is None and train_error_is_zero(model, data):  # off the schedule: interp_epoch only
+        interp_epoch = epoch
+    return interp_epoch
+
+
 def make_optimizer(cfg: TrialConfig, model: nn.Module, steps_per_epoch: int):
     o = cfg.optim
     if o.name == "sgd":
@@ -236,10 +276,7 @@ def _train(cfg: TrialConfig, result: TrialResult, progress: ProgressFn | None, c
     steps_per_epoch = math.ceil(n / o.batch_size)
     opt, sched = make_optimizer(cfg, model, steps_per_epoch)
     order = torch.Generator(device="cpu").manual_seed(cfg.seed)  # batch order and augmentation
-    m = cfg.metrics
-    schedule = set(metric_epochs(o.epochs, m.num_log_epochs, m.epochs))
-    sparse = set(metric_epochs(o.epochs, m.num_sparse_epochs, m.epochs))
-    evals = eval_epochs(o.epochs, m)  # None: every epoch
+    schedule = Schedule(cfg)
     use_amp = o.amp and device.type == "cuda"
     augment = None
     if cfg.data.augment and data.x_train.dim() == 4:
@@ -271,19 +308,8 @@ def _train(cfg: TrialConfig, result: TrialResult, progress: ProgressFn | None, c
                 step += 1
         # Losses and errors, eval mode (BatchNorm uses running statistics).
         model.eval()
-        if evals is None or epoch in evals:
-            for name, (loss_v, err_v) in epoch_errors(model, data).items():
-                if name == "train" and not math.isfinite(loss_v):
-                    raise Diverged(epoch, step, loss_v)
-                rec.append((epoch, f"loss/{name}", loss_v))
-                rec.append((epoch, f"err/{name}", err_v))
-                if name == "train" and err_v == 0.0 and interp_epoch is None:
-                    interp_epoch = epoch
-        elif interp_epoch is None and train_error_is_zero(model, data):  # off the schedule: interp_epoch only
-            interp_epoch = epoch
-        groups = [g for g in m.groups if epoch in schedule] + [
-            g for g in m.sparse_groups if epoch in sparse and g not in m.groups
-        ]
+        interp_epoch = record_errors(model, data, schedule, epoch, step, rec, interp_epoch)
+        groups = schedule.groups(epoch)
         if groups:
             rec.extend(measure_epoch(cfg, model, data, init_state, epoch, groups))
         if saver is not None:  # init.pt at epoch 0, scheduled resume points, final.pt at the end

@@ -4,13 +4,12 @@ A group trains several trials as one batched model, but every member keeps what 
 :func:`~ddscope.train.run_trial` would keep: its own config, data, θ⁰, records and result. The
 per-epoch losses/errors and the scheduled metrics run on the member's *own* ``nn.Module`` (built
 by ``make_model`` and sharing storage with the batched parameters), through the very functions
-``run_trial`` uses (``epoch_errors``, ``measure_epoch``, ``metric_epochs``), so every number is
+``run_trial`` uses (``Schedule``, ``record_errors``, ``measure_epoch``), so every number is
 computed by the same code path on the same weights.
 """
 
 from __future__ import annotations
 
-import math
 import time
 import traceback
 from collections.abc import Callable, Iterator, Sequence
@@ -23,7 +22,7 @@ from torch import Tensor, nn
 from ..config import TrialConfig
 from ..data import TrialData
 from ..models import count_parameters
-from ..train import Diverged, TrialResult, epoch_errors, eval_epochs, measure_epoch, metric_epochs, train_error_is_zero
+from ..train import Diverged, Schedule, TrialResult, measure_epoch, record_errors
 
 
 @dataclass
@@ -62,46 +61,16 @@ class Member:
             self.result.summary["failed_epoch"] = epoch
 
 
-class Schedule:
-    """The metric groups and evaluations due at each epoch, exactly as ``run_trial`` schedules them."""
-
-    def __init__(self, cfg: TrialConfig):
-        m, epochs = cfg.metrics, cfg.optim.epochs
-        self.metrics = m
-        self.dense = set(metric_epochs(epochs, m.num_log_epochs, m.epochs))
-        self.sparse = set(metric_epochs(epochs, m.num_sparse_epochs, m.epochs))
-        self.evals = eval_epochs(epochs, m)  # None: every epoch
-
-    def evaluates(self, epoch: int) -> bool:
-        """Whether losses and errors are recorded at ``epoch``."""
-        return self.evals is None or epoch in self.evals
-
-    def groups(self, epoch: int) -> list[str]:
-        m = self.metrics
-        return [g for g in m.groups if epoch in self.dense] + [
-            g for g in m.sparse_groups if epoch in self.sparse and g not in m.groups
-        ]
-
-
 def log_epoch(member: Member, epoch: int, step: int) -> None:
-    """Per-epoch losses/errors (eval mode) and the scheduled metrics of one member.
+    """Scheduled losses/errors (eval mode) and metrics of one member at the end of an epoch.
 
-    Mirrors the end-of-epoch block of ``run_trial``: a non-finite training loss fails the member
+    The end-of-epoch block of ``run_trial``: a non-finite training loss fails the member
     with the same message, any other exception fails it with the traceback.
     """
     model, rec = member.model, member.result.records
     try:
         model.eval()
-        if member.schedule.evaluates(epoch):
-            for name, (loss_v, err_v) in epoch_errors(model, member.data).items():
-                if name == "train" and not math.isfinite(loss_v):
-                    raise Diverged(epoch, step, loss_v)
-                rec.append((epoch, f"loss/{name}", loss_v))
-                rec.append((epoch, f"err/{name}", err_v))
-                if name == "train" and err_v == 0.0 and member.interp_epoch is None:
-                    member.interp_epoch = epoch
-        elif member.interp_epoch is None and train_error_is_zero(model, member.data):
-            member.interp_epoch = epoch
+        member.interp_epoch = record_errors(model, member.data, member.schedule, epoch, step, rec, member.interp_epoch)
         groups = member.schedule.groups(epoch)
         if groups:
             rec.extend(measure_epoch(member.cfg, model, member.data, member.init_state, epoch, groups))
@@ -213,4 +182,4 @@ def train_members(
     return finish(members, t0)
 
 
-__all__ = ["Member", "Schedule", "bury", "check_losses", "finish", "log_epoch", "train_members"]
+__all__ = ["Member", "bury", "check_losses", "finish", "log_epoch", "train_members"]

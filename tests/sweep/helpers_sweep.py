@@ -21,6 +21,10 @@ from ddscope.sweep.table import tidy
 # The default preset made tiny (1 000 MNIST-1D samples: 250 train / 750 test) and cheap: only the
 # Jacobian group, on 32 points per split, at 0, a middle epoch and the last one.
 FAST = [
+    # Losses/errors after every epoch (the config default; the preset records 60 log-spaced
+    # epochs): it also keeps each epoch long enough that the kill/interrupt tests' signals land
+    # while a trial is still running.
+    "metrics.num_eval_epochs=0",
     "data.num_samples=1000",
     "optim.batch_size=50",
     "metrics.num_log_epochs=3",

@@ -9,7 +9,7 @@ import pytest
 
 from .helpers_sweep import FAST, cli, duplicate_rows, group_alive, integrity_ok, sets, start, store_rows, wait_for
 
-ARGS = FAST + ["model.width=[64,128]", "optim.epochs=40", "checkpoint.every_epochs=5"]
+ARGS = FAST + ["model.width=[64,128]", "optim.epochs=80", "checkpoint.every_epochs=5"]
 
 
 def _running_with_checkpoint(run_dir):

@@ -81,34 +81,42 @@ def plan_pools(widths: Sequence[int], d: int, depth: int, classes: int,
 
 
 class Pool:
-    """n ≥ 1 MLPs of width ≤ P as stacked, zero-padded tensors (see the module docstring), stored
-    as views of a flat buffer at ``offset``: W_0, …, W_C, then b_0, …, b_C, each (n, …)."""
+    """n ≥ 1 MLPs of width ≤ P as stacked, zero-padded tensors (see the module docstring), all
+    views of the packed model's flat buffer. The first layers of all pools are adjacent rows of
+    one (R, d) matrix and one (R,) bias (R = Σ n·P), so one matmul serves every pool; this pool
+    owns rows ``row0 : row0 + n·P`` there, and W_1, …, W_C, b_1, …, b_C from ``offset`` on."""
 
-    def __init__(self, models: Sequence[nn.Module], offset: int):
+    def __init__(self, models: Sequence[nn.Module], row0: int, offset: int):
         self.layers = [mlp_linears(m) for m in models]
         ls = self.layers[0]
         n, depth = len(models), len(ls) - 1
         P = max(m[0].out_features for m in self.layers)
-        d, C = ls[0].in_features, ls[-1].out_features
-        shapes = [(P, d)] + [(P, P)] * (depth - 1) + [(C, P)]
-        self.shapes = [(n, *s) for s in shapes] + [(n, s[0]) for s in shapes]
-        self.offset, self.n = offset, n
-        self.numel = sum(math.prod(s) for s in self.shapes)
+        self.n, self.P, self.d, self.C = n, P, ls[0].in_features, ls[-1].out_features
+        rest = [(P, P)] * (depth - 1) + [(self.C, P)]
+        self.shapes = [(n, *s) for s in rest] + [(n, s[0]) for s in rest]  # W_1..W_C, b_1..b_C
+        self.row0, self.offset = row0, offset
+        self.numel = sum(math.prod(s) for s in self.shapes)  # beyond the first layer
         self.weights: list[Tensor] = []  # views of the flat buffer, set by bind()
         self.biases: list[Tensor] = []
 
-    def views(self, flat: Tensor) -> list[Tensor]:
-        """W_0, …, W_C, b_0, …, b_C as views of ``flat`` (autograd flows to it if it requires grad)."""
+    def views(self, flat: Tensor, first: tuple[int, int]) -> list[Tensor]:
+        """W_0, …, W_C, b_0, …, b_C as views of ``flat`` (autograd flows to it if it requires
+        grad); ``first`` = offsets of the first-layer matrix and bias in ``flat``."""
+        n, P, d = self.n, self.P, self.d
+        w0, b0 = first
+        W0 = flat[w0 + self.row0 * d : w0 + (self.row0 + n * P) * d].view(n, P, d)
+        bias0 = flat[b0 + self.row0 : b0 + self.row0 + n * P].view(n, P)
         out, at = [], self.offset
         for s in self.shapes:
             k = math.prod(s)
             out.append(flat[at : at + k].view(s))
             at += k
-        return out
+        L = len(out) // 2
+        return [W0, *out[:L], bias0, *out[L:]]
 
-    def bind(self, flat: Tensor) -> None:
+    def bind(self, flat: Tensor, first: tuple[int, int]) -> None:
         """Copy the members' weights into the (zeroed) buffer and point their modules at it."""
-        views = self.views(flat.detach())
+        views = self.views(flat.detach(), first)
         L = len(views) // 2
         self.weights, self.biases = views[:L], views[L:]
         with torch.no_grad():
@@ -121,9 +129,12 @@ class Pool:
                     lin.weight = nn.Parameter(W[i, :rows, :cols])
                     lin.bias = nn.Parameter(b[i, :rows])
 
-    def member_ranges(self, i: int) -> list[tuple[int, int]]:
+    def member_ranges(self, i: int, first: tuple[int, int]) -> list[tuple[int, int]]:
         """[start, end) ranges of the flat buffer holding member i (its padding included)."""
-        out, at = [], self.offset
+        P, d = self.P, self.d
+        r = self.row0 + i * P
+        out = [(first[0] + r * d, first[0] + (r + P) * d), (first[1] + r, first[1] + r + P)]
+        at = self.offset
         for s in self.shapes:
             k = math.prod(s) // self.n
             out.append((at + i * k, at + (i + 1) * k))
@@ -138,7 +149,12 @@ class Pool:
         Ws, bs = params[:L], params[L:]
         n, P, d = Ws[0].shape
         h = F.relu(torch.addmm(bs[0].reshape(n * P), x, Ws[0].reshape(n * P, d).t()))  # (B, n·P)
-        hs = [h.view(-1, n, P).transpose(0, 1)]  # (n, B, P)
+        return Pool.head(h.view(-1, n, P).transpose(0, 1), Ws, bs)
+
+    @staticmethod
+    def head(h: Tensor, Ws: Sequence[Tensor], bs: Sequence[Tensor]) -> tuple[Tensor, list[Tensor]]:
+        """From the first layer's activation h (n, B, P): logits (n, B, C) and [h, h_2, …]."""
+        hs = [h]
         for W, b in zip(Ws[1:-1], bs[1:-1]):
             hs.append(F.relu(torch.baddbmm(b.unsqueeze(1), hs[-1], W.transpose(1, 2))))
         return torch.baddbmm(bs[-1].unsqueeze(1), hs[-1], Ws[-1].transpose(1, 2)), hs
@@ -148,62 +164,69 @@ class PackedLoss(torch.autograd.Function):
     """Per-member mean cross-entropy of a packed model, with a hand-written backward pass.
 
     forward(x (B, d), y (B,), flat, packed) -> losses (M,), losses_j = mean_b CE_j in pool order.
-    Backward, per pool (g = ∂L/∂losses; S = softmax of the logits, Y = one-hot labels)::
+    Backward (g = ∂L/∂losses; S = softmax of the logits, Y = one-hot labels)::
 
-        δ_C = (S − Y) · g / B                                   (n, B, C)
+        δ_C = (S − Y) · g / B                                   (M, B, C)
         ∂W_l = δ_lᵀ h_{l−1},  ∂b_l = Σ_b δ_l,  δ_{l−1} = (δ_l W_l) ⊙ [h_{l−1} > 0]
 
     written straight into one flat gradient: the optimiser then updates a single tensor. The
-    same numbers as autograd through :meth:`PackedMLP.forward` and ``F.cross_entropy`` (tested
-    in float64); on a CPU core it removes the per-tensor optimiser and autograd bookkeeping of
-    ~40 parameter tensors (bench/README.md, benchmark 1).
+    first layers of all pools are one (B, d) × (d, R) matmul forward and one (R, B) × (B, d)
+    backward, and the cross-entropy of all members one log-softmax: the per-pool work is only
+    its hidden and output layers (~15 PyTorch calls instead of ~45; on a CPU core each call
+    costs several microseconds, bench/README.md, benchmark 1). The same numbers as autograd
+    through :meth:`PackedMLP.forward` and ``F.cross_entropy`` (tested in float64).
     """
 
     @staticmethod
     def forward(ctx, x: Tensor, y: Tensor, flat: Tensor, packed: PackedMLP) -> Tensor:
         B = x.shape[0]
-        losses, saved = [], []
+        W0, b0 = packed.first_layer(flat)
+        H = F.relu(torch.addmm(b0, x, W0.t()))  # (B, R): every pool's first layer
+        logits, hss = [], []
         for pool in packed.pools:
-            logits, hs = Pool.logits(x, pool.weights + pool.biases)
-            # Classes on dim 1: the CPU log-softmax over a last dimension of ~10 is slow.
-            logp = torch.log_softmax(logits.transpose(1, 2), dim=1)  # (n, C, B)
-            idx = y.view(1, 1, B).expand(pool.n, 1, B)
-            losses.append(-logp.gather(1, idx).squeeze(1).mean(1))  # (n,)
-            saved.append((idx, logp, hs))
-        ctx.packed, ctx.saved = packed, saved
-        ctx.save_for_backward(x, flat)
-        return torch.cat(losses)
+            # (n, B, P), made contiguous once: the batched matmuls of both passes read it.
+            h = H[:, pool.row0 : pool.row0 + pool.n * pool.P].view(B, pool.n, pool.P).transpose(0, 1).contiguous()
+            out, hs = Pool.head(h, pool.weights, pool.biases)
+            logits.append(out)
+            hss.append(hs)
+        # Classes on dim 1: the CPU log-softmax over a last dimension of ~10 is slow.
+        logp = torch.log_softmax(torch.cat(logits).transpose(1, 2), dim=1)  # (M, C, B)
+        idx = y.view(1, 1, B).expand(logp.shape[0], 1, B)
+        ctx.packed, ctx.hss = packed, hss
+        ctx.save_for_backward(x, idx, logp)
+        return -logp.gather(1, idx).squeeze(1).mean(1)  # (M,)
 
     @staticmethod
     def backward(ctx, grad: Tensor):
-        x, flat = ctx.saved_tensors
-        grad_flat = torch.empty_like(flat)
+        x, idx, logp = ctx.saved_tensors
+        packed = ctx.packed
+        M, C, B = logp.shape
+        delta_all = logp.exp()  # softmax (M, C, B)
+        delta_all.scatter_add_(1, idx, torch.full_like(logp[:, :1], -1.0))  # S − Y
+        delta_all = (delta_all * (grad / B).view(M, 1, 1)).transpose(1, 2)  # (M, B, C)
+        grad_flat, (gW0, gb0), views = packed.grad_buffer()
+        D = torch.empty(B, gW0.shape[0], dtype=x.dtype, device=x.device)  # first-layer δ (B, R)
         at = 0
-        for pool, (idx, logp, hs) in zip(ctx.packed.pools, ctx.saved):
-            n, C, B = logp.shape
-            views = pool.views(grad_flat)
-            L = len(views) // 2
-            gW, gb = views[:L], views[L:]
-            delta = logp.exp()  # softmax (n, C, B)
-            delta.scatter_add_(1, idx, torch.full_like(logp[:, :1], -1.0))  # S − Y
-            delta = (delta * (grad[at : at + n] / B).view(n, 1, 1)).transpose(1, 2)  # (n, B, C)
+        for pool, hs, (gW, gb) in zip(packed.pools, ctx.hss, views):
+            n, P = pool.n, pool.P
+            delta = delta_all[at : at + n]
             at += n
-            for li in range(L - 1, 0, -1):  # layers whose input is a hidden activation h_{l−1}
+            for li in range(len(pool.weights) - 1, 0, -1):  # layers whose input is h_{l−1}
                 h = hs[li - 1]
-                torch.bmm(delta.transpose(1, 2), h, out=gW[li])  # (n, out, P)
-                torch.sum(delta, 1, out=gb[li])
+                torch.bmm(delta.transpose(1, 2), h, out=gW[li - 1])  # (n, out, P)
+                torch.sum(delta, 1, out=gb[li - 1])
                 delta = torch.ops.aten.threshold_backward(torch.bmm(delta, pool.weights[li]), h, 0.0)  # (n, B, P)
-            P, d = pool.weights[0].shape[1:]
-            rows = delta.transpose(0, 1).reshape(B, n * P)  # (B, n·P)
-            torch.mm(rows.t(), x, out=gW[0].view(n * P, d))
-            torch.sum(rows, 0, out=gb[0].view(n * P))
+            D[:, pool.row0 : pool.row0 + n * P].view(B, n, P).copy_(delta.transpose(0, 1))
+        torch.mm(D.t(), x, out=gW0)
+        torch.sum(D, 0, out=gb0)
         return None, None, grad_flat, None
 
 
 class PackedMLP(nn.Module):
     """MLP members trained on a shared batch, pool by pool (a member alone in its pool is a pool
     of one, without padding). Every pool tensor is a view of one flat parameter, so the optimiser
-    updates a single tensor per step."""
+    updates a single tensor per step; the flat buffer holds the first layers of all pools as one
+    (R, d) matrix and (R,) bias, then each pool's other layers."""
 
     def __init__(self, models: Sequence[nn.Module], extra_macs: int = POOL_EXTRA_MACS):
         super().__init__()
@@ -211,21 +234,45 @@ class PackedMLP(nn.Module):
         widths = [ls[0].out_features for ls in first]
         d, C, depth = first[0][0].in_features, first[0][-1].out_features, len(first[0]) - 1
         self.groups = plan_pools(widths, d, depth, C, extra_macs)
+        rows = [len(g) * max(widths[i] for i in g) for g in self.groups]
+        R = sum(rows)
+        self.first = (0, R * d)  # offsets of the (R, d) first-layer matrix and its (R,) bias
+        self.rows, self.d = R, d
         self.pools: list[Pool] = []
-        at = 0
-        for g in self.groups:
-            self.pools.append(Pool([models[i] for i in g], at))
-            at += self.pools[-1].numel
+        row, at = 0, R * d + R
+        for g, r in zip(self.groups, rows):
+            self.pools.append(Pool([models[i] for i in g], row, at))
+            row, at = row + r, at + self.pools[-1].numel
         self.flat = nn.Parameter(first[0][0].weight.new_zeros(at))
         for pool in self.pools:
-            pool.bind(self.flat)
+            pool.bind(self.flat, self.first)
         position = torch.tensor([i for g in self.groups for i in g])  # pool order -> member index
         self.register_buffer("unpool", torch.argsort(position).to(self.flat.device), persistent=False)
+        self._grad: tuple | None = None
+
+    def first_layer(self, flat: Tensor) -> tuple[Tensor, Tensor]:
+        """The first layers of all pools in ``flat``: W (R, d), b (R,)."""
+        w0, b0 = self.first
+        return flat[w0:b0].view(self.rows, self.d), flat[b0 : b0 + self.rows]
+
+    def grad_buffer(self) -> tuple[Tensor, tuple[Tensor, Tensor], list[tuple[list[Tensor], list[Tensor]]]]:
+        """A flat gradient buffer and its views, made once (making ~40 views costs more per
+        step than the copy autograd makes of the returned buffer): ``(buffer, (gW0 (R, d),
+        gb0 (R,)), [(gW_1..gW_C, gb_1..gb_C) per pool])``."""
+        if self._grad is None or self._grad[0].shape != self.flat.shape or self._grad[0].device != self.flat.device:
+            buf = torch.zeros_like(self.flat.detach())
+            views = []
+            for pool in self.pools:
+                v = pool.views(buf, self.first)
+                L = len(v) // 2
+                views.append((v[1:L], v[L + 1 :]))
+            self._grad = (buf, self.first_layer(buf), views)
+        return self._grad
 
     def forward(self, x: Tensor) -> Tensor:
         """x (B, ...) -> logits (M, B, C) in member order (autograd through views of ``flat``)."""
         x = x.flatten(1)
-        return torch.cat([Pool.logits(x, p.views(self.flat))[0] for p in self.pools])[self.unpool]
+        return torch.cat([Pool.logits(x, p.views(self.flat, self.first))[0] for p in self.pools])[self.unpool]
 
     def losses(self, x: Tensor, y: Tensor) -> Tensor:
         """x (B, ...), y (B,) -> (M,) per-member mean cross-entropy in member order, through
@@ -236,7 +283,7 @@ class PackedMLP(nn.Module):
         """[start, end) ranges of ``flat`` holding a member."""
         for g, pool in zip(self.groups, self.pools):
             if member in g:
-                return pool.member_ranges(g.index(member))
+                return pool.member_ranges(g.index(member), self.first)
         raise IndexError(member)
 
 

@@ -18,9 +18,11 @@ each member as its own optimiser would: the run equals separate ``run_trial`` ca
 summation order.
 
 Pools trade padded FLOPs against per-operation overhead: tiny widths share one pool, large ones
-get a pool each (:func:`plan_pools`). Every member's ``nn.Module`` (from ``make_model``, with the
-same initialisation as ``run_trial``) has its parameters replaced by views of the pool tensors,
-so evaluation and metrics run on the member itself, with no copies.
+get a pool each (:func:`plan_pools`). All pool tensors are views of one flat parameter (the
+first layers of all pools side by side, so one matmul serves them all), trained through
+:class:`PackedLoss`, whose backward pass is written by hand. Every member's ``nn.Module`` (from
+``make_model``, with the same initialisation as ``run_trial``) has its parameters replaced by
+views of the pool tensors, so evaluation and metrics run on the member itself, with no copies.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ from ..train import TrialResult, index_batches, make_optimizer, resolve_device
 from .members import Member, bury, train_members
 
 # Pools merge while the padded work they add stays below this many multiply-adds per sample.
-# A pool costs ~10 autograd ops per step (~0.1-0.2 ms on a CPU core), i.e. about as much as
+# A pool costs ~15 PyTorch calls per step (~0.1 ms on a CPU core), i.e. about as much as
 # 300·8 000 MACs at ~20 GMAC/s (batch 100, forward + backward); measured in bench/bench_sweep.py.
 POOL_EXTRA_MACS = 8_000
 

@@ -66,7 +66,7 @@ def per_sample(model, x, chunk: int) -> torch.Tensor:
 
 def power10(model, x, chunk: int, iters: int = 10) -> torch.Tensor:
     out = []
-    g = torch.Generator().manual_seed(0)
+    g = torch.Generator(device=x.device).manual_seed(0)
     with eval_mode(model), torch.no_grad():
         for s in range(0, len(x), chunk):
             xc = x[s : s + chunk]
@@ -97,17 +97,22 @@ def main() -> None:
     ap.add_argument("--chunk", type=int, default=8, help="samples per pass (exact and power-10)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--device", default="cpu", help="cpu or cuda (the float64 reference stays on the CPU)")
     ap.add_argument("--out", default=str(RESULTS / "bench_jacobian.json"))
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     models = [("mlp", args.mlp_width)] + [(f, k) for k in args.widths for f in ("convnet", "resnet18")]
-    x = torch.randn(args.samples, *SHAPE, generator=torch.Generator().manual_seed(0))
+    x_cpu = torch.randn(args.samples, *SHAPE, generator=torch.Generator().manual_seed(0))
+    x = x_cpu.to(device)
     out = {"args": vars(args), "rows": []}
     print(f"{'model':16s} {'params':>10s}  {'method':18s} {'samples/s':>10s} [min, max]     {'rel. err (median, max)':>24s}  exact speed-up")
     for family, k in models:
         torch.manual_seed(0)
         model = make_model(ModelConfig(name=family, width=k), SHAPE, CLASSES).eval()
-        ref = per_sample(copy.deepcopy(model).double(), x[: args.ref_samples].double(), args.chunk)
+        ref = per_sample(copy.deepcopy(model).double(), x_cpu[: args.ref_samples].double(), args.chunk)
+        model = model.to(device)
         for method in METHODS.values():  # warm-up: first calls pay one-off costs (allocator, torch.func setup)
             method(model, x[:2], args.chunk)
         rates = {m: [] for m in METHODS}
@@ -115,10 +120,12 @@ def main() -> None:
         for r in range(args.repeats):
             for m in (METHODS if r % 2 == 0 else reversed(list(METHODS))):
                 n = args.loop_samples if m == "per-sample loop" else args.samples
+                sync()
                 t = time.perf_counter()
                 spec = METHODS[m](model, x[:n], args.chunk)
+                sync()
                 rates[m].append(n / (time.perf_counter() - t))
-                rel = ((spec[: args.ref_samples].double() - ref).abs() / ref)
+                rel = ((spec[: args.ref_samples].double().cpu() - ref).abs() / ref)
                 errs[m] = (float(rel.median()), float(rel.max()))
         med = {m: statistics.median(v) for m, v in rates.items()}
         for m in METHODS:

@@ -79,7 +79,7 @@ def run_plain(cfgs, data, seed: int) -> dict:
     x, y, xt, yt = data.x_train, data.y_train, data.x_test, data.y_test
     for cfg in cfgs:
         torch.manual_seed(seed)
-        model = plain_mlp(x.shape[1], cfg.model.width, data.num_classes)
+        model = plain_mlp(x.shape[1], cfg.model.width, data.num_classes).to(x.device)
         loader = DataLoader(TensorDataset(x, y), batch_size=cfg.optim.batch_size, shuffle=True)
         opt = torch.optim.SGD(model.parameters(), lr=cfg.optim.lr, momentum=cfg.optim.momentum)
         evals = eval_epochs(cfg.optim.epochs, cfg.metrics) or set(range(cfg.optim.epochs + 1))
@@ -149,13 +149,14 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--ungrouped", action="store_true", help="also time run_trial one trial at a time")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda: every method trains there")
     ap.add_argument("--out", default=str(RESULTS / "bench_sweep.json"))
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    over = [f"optim.epochs={args.epochs}", "metrics.groups=[]", "metrics.sparse_groups=[]"]
+    over = [f"optim.epochs={args.epochs}", "metrics.groups=[]", "metrics.sparse_groups=[]", f"device={args.device}"]
     sweeps = {s: load_sweep("mnist1d-mlp", over + [f"seed={s}"]).trials() for s in range(max(args.seeds, 1))}
     cfgs = sweeps[0]
-    data = prepare(cfgs[0].data)
+    data = prepare(cfgs[0].data).to(torch.device(args.device))
     print(f"{len(cfgs)} widths {[c.model.width for c in cfgs]}, {args.epochs} epochs x "
           f"{math.ceil(len(data.x_train) / 100)} steps, {args.threads} thread(s)", flush=True)
 

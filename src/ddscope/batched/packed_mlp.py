@@ -261,7 +261,7 @@ class PackedMLP(nn.Module):
         """A flat gradient buffer and its views, made once (making ~40 views costs more per
         step than the copy autograd makes of the returned buffer): ``(buffer, (gW0 (R, d),
         gb0 (R,)), [(gW_1..gW_C, gb_1..gb_C) per pool])``."""
-        if self._grad is None or self._grad[0].shape != self.flat.shape or self._grad[0].device != self.flat.device:
+        if self._grad is None:  # the pools' views are bound to ``flat`` at construction, never moved
             buf = torch.zeros_like(self.flat.detach())
             views = []
             for pool in self.pools:

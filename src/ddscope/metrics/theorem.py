@@ -38,10 +38,14 @@ def per_sample_grad_sq(model: nn.Module, x: Tensor, y: Tensor, *, chunk_size: in
     linears = _trained_linears(model)
     if linears is not None:
         with eval_mode(model):
-            parts = [_linear_grad_sq(model, linears, x[s : s + chunk_size], y[s : s + chunk_size])
-                     for s in range(0, len(x), chunk_size)]
-        if all(p is not None for p in parts):
-            return torch.cat(parts) if parts else x.new_zeros(0)
+            parts = []
+            for s in range(0, len(x), chunk_size):
+                part = _linear_grad_sq(model, linears, x[s : s + chunk_size], y[s : s + chunk_size])
+                if part is None:  # a layer called twice or on a non-(B, in) input: the shortcut does not apply
+                    break
+                parts.append(part)
+            else:
+                return torch.cat(parts) if parts else x.new_zeros(0)
     return _per_sample_grad_sq_vmap(model, x, y, chunk_size)
 
 

@@ -13,7 +13,10 @@ the *batched* forms :func:`batched_lanczos_top_eig` and :func:`batched_power_ite
 closure maps ``Tensor(B, dim) -> Tensor(B, dim)`` with row b acted on by its own operator A_b.
 
 Random numbers come from ``generator`` (CPU or on-device); ``None`` means a fresh generator
-seeded 0, so an estimate never consumes the global RNG that drives training.
+seeded 0, so an estimate never consumes the global RNG that drives training. Each public
+estimator resolves ``None`` to one generator *once* and draws every probe set from it: two draws
+from two fresh seed-0 generators would be the same vectors (Hutch++'s sketch and Hutchinson probes
+identical, its low-rank part then cancelling against the remainder).
 """
 
 from __future__ import annotations
@@ -134,6 +137,7 @@ def hutchpp_trace(
     A, dim, dtype, device = _resolve(matvec, dim, dtype, device)
     if num_matvecs < 3:
         raise ValueError(f"hutchpp_trace needs num_matvecs >= 3, got {num_matvecs}")
+    generator = default_generator(generator)  # one stream for S and G: they must differ
     s = num_matvecs // 3
     g = num_matvecs - 2 * s
     S = rademacher((dim, s), generator=generator, dtype=dtype, device=device)  # (dim, s)

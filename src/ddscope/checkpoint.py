@@ -301,6 +301,7 @@ def measure_checkpoint(path: str | Path, groups, *, samples: int | None = None, 
     path = Path(path)
     state = load_checkpoint(path)
     cfg = checkpoint_config(state, path)
+    trial_id = cfg.trial_id  # the trial's own id: the overrides below would change the hash
     updates: dict = {"device": device, "metrics.splits": list(MEASURE_SPLITS)}
     if samples is not None:
         updates.update({"metrics.jac_samples": samples, "metrics.hess_samples": samples})
@@ -331,7 +332,7 @@ def measure_checkpoint(path: str | Path, groups, *, samples: int | None = None, 
     records = measure_epoch(cfg, model, data, init_state, state["epoch"], list(groups))
     return {
         "checkpoint": str(path),
-        "trial_id": cfg.trial_id,
+        "trial_id": trial_id,
         "epoch": state["epoch"],
         "init": source,
         "values": {metric: value for _, metric, value in records},

@@ -71,3 +71,16 @@ def test_cli_measure_refuses_a_truncated_checkpoint(trained, tmp_path, capsys):
     code, text, err = cli_inline(capsys, "measure", str(bad))
     assert code == 2 and text == ""
     assert err.strip().splitlines() == [f"ddscope: error: checkpoint {bad} is corrupted: checksum mismatch"]
+
+
+def test_measure_names_the_checkpoints_own_trial(trained, capsys):
+    """Regression: the id was computed after --samples/--output/splits had been set on the
+    config, so it named another trial and could not be joined with ``ddscope.load``."""
+    folder, result = trained
+    out = measure_checkpoint(folder / "final.pt", ["distance"], samples=16, output="softmax", device="cpu")
+    assert out["trial_id"] == result.trial_id
+    code, text, _ = cli_inline(capsys, "measure", str(folder / "final.pt"), "--json", "--groups", "distance",
+                               "--samples", "16", "--device", "cpu")
+    assert code == 0 and json.loads(text)["trial_id"] == result.trial_id
+    code, text, _ = cli_inline(capsys, "measure", str(folder / "final.pt"), "--groups", "distance", "--device", "cpu")
+    assert code == 0 and f"trial {result.trial_id}" in " ".join(text.split())  # rich wraps the title

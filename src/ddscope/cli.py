@@ -1,6 +1,8 @@
 """Command line: thin glue over config, sweep, store and report.
 
-Every user error (bad config, missing data, corrupted store) prints one line and exits with 2.
+Exit codes (DESIGN.md §4): 0 every trial done; 1 some trial of the sweep failed (its data and
+the report are still written); 2 bad input — one line on stderr, nothing stored changed; 130 /
+143 interrupted by SIGINT / SIGTERM (finished trials stored, the sweep resumes).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from .config import METRIC_GROUPS
 from .errors import UserError
 
 DEMO_PRESET = "mnist1d-mlp"
+EXIT_FAILED, EXIT_USER_ERROR = 1, 2
 
 
 def _console():
@@ -80,6 +83,11 @@ def _run(config: str, *, overrides: tuple[str, ...], out: str | None, executor: 
     if report:
         path = _make_report(run_dir)
         click.echo(f"report: {path}")
+    if c["failed"]:
+        # Data and report are written; the exit code lets a script or a scheduler notice.
+        con.print(f"[red]{c['failed']} trial(s) failed[/]: `ddscope status {run_dir}` lists them; "
+                  "--retry-failed runs them again")
+        sys.exit(EXIT_FAILED)
 
 
 def _stop_on(seen: dict):
@@ -257,7 +265,7 @@ def main(argv: list[str] | None = None) -> None:
         cli.main(args=argv, prog_name="ddscope", standalone_mode=False)
     except UserError as e:
         click.echo(f"ddscope: error: {e}", err=True)
-        sys.exit(2)
+        sys.exit(EXIT_USER_ERROR)
     except click.exceptions.Abort:
         click.echo("ddscope: aborted", err=True)
         sys.exit(130)

@@ -22,7 +22,7 @@ def test_divergence_is_marked_failed_with_epoch_and_retried(tmp_path, capsys):
     args = ["sweep", "mnist1d-mlp", *sets(FAST + ["model.width=8", "optim.epochs=3", "optim.lr=[0.01,1e6]"]),
             "--out", str(tmp_path), "--executor", "inprocess", "--no-report", "--quiet"]
     code, _, err = cli_inline(capsys, *args)
-    assert code == 0 and "1 done, 1 failed" in err and "diverged: loss became" in err
+    assert code == 1 and "1 done, 1 failed" in err  # exit 1: some trial failed and "diverged: loss became" in err
     store = Store.open(tmp_path)
     (bad,) = store.trials("failed")
     (good,) = store.trials("done")
@@ -33,7 +33,18 @@ def test_divergence_is_marked_failed_with_epoch_and_retried(tmp_path, capsys):
     assert code == 0 and "1 done" in text and "1 failed" in text
     assert f"failed  {bad['trial_id']} lr=1000000.0: diverged: loss became" in text and "at epoch 1" in text
     code, _, err = cli_inline(capsys, *args, "--retry-failed")  # deterministic: it diverges again
-    assert code == 0 and "this run: 1" in err and "1 failed" in err
+    assert code == 1 and "this run: 1" in err and "1 failed" in err
+
+
+def test_a_sweep_whose_trials_all_failed_exits_1_with_its_report_written(tmp_path, capsys):
+    """Regression: every trial failed and ``ddscope sweep`` exited 0, so no script noticed."""
+    args = ["sweep", "mnist1d-mlp", *sets(FAST + ["model.width=[6,8]", "optim.epochs=2", "optim.lr=1e6"]),
+            "--out", str(tmp_path), "--executor", "inprocess", "--quiet"]
+    code, out, err = cli_inline(capsys, *args)
+    assert code == 1 and "0 done, 2 failed" in err and "2 trial(s) failed" in err
+    assert (tmp_path / "report" / "index.html").is_file() and "report:" in out
+    code, _, _ = cli_inline(capsys, *args)  # nothing left to run: the sweep's verdict is still "failed"
+    assert code == 1
 
 
 def test_crash_in_one_trial_stores_its_traceback_and_the_sweep_goes_on(tmp_path, monkeypatch):

@@ -28,6 +28,7 @@ per device when CUDA is in use), ``records`` ((epoch, metric, value) tuples so f
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import re
 import time
@@ -87,7 +88,11 @@ def save_checkpoint(path: str | Path, state: dict) -> Path:
     tmp, side = _tmp_name(path), sidecar(path)
     side_tmp = _tmp_name(side)
     try:
-        torch.save(state, tmp)
+        buf = io.BytesIO()
+        torch.save(state, buf)  # serialised in memory, then written with plain file calls, so a
+        with open(tmp, "wb") as f:  # full disk is an OSError(ENOSPC) naming the file, not torch's
+            f.write(buf.getbuffer())  # "file write failed"
+        del buf
         digest = sha256_file(tmp)
         # Rewriting a name: drop the old sidecar first, so the gap between the two renames reads
         # as an interrupted write (skipped) rather than as a checksum mismatch (corruption).

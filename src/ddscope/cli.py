@@ -7,7 +7,9 @@ the report are still written); 2 bad input — one line on stderr, nothing store
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import signal
 import sys
 from pathlib import Path
@@ -15,10 +17,21 @@ from pathlib import Path
 import click
 
 from .config import METRIC_GROUPS
-from .errors import UserError
+from .errors import UserError, as_user_error
 
 DEMO_PRESET = "mnist1d-mlp"
 EXIT_FAILED, EXIT_USER_ERROR = 1, 2
+
+
+def _check_writable(path: Path, what: str) -> None:
+    """UserError unless ``path`` is, or can be made, a writable folder (nothing is created)."""
+    p = path
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    if not p.is_dir():
+        raise UserError(f"{what} {path} cannot be made: {p} is a file, not a folder")
+    if not os.access(p, os.W_OK | os.X_OK):  # also false on a read-only mount, even for root
+        raise UserError(f"{what} {path} is not writable ({p} is read-only or not ours); choose another")
 
 
 def _console():
@@ -49,33 +62,45 @@ def _run(config: str, *, overrides: tuple[str, ...], out: str | None, executor: 
     if executor != "ray" and (address or gpus_per_trial):
         raise UserError("--address and --gpus-per-trial need --executor ray")
     sweep = load_sweep(config, list(overrides))  # validates everything before anything is written
+    from .train import resolve_device
+
+    for name in {t.device for t in sweep.trials()}:
+        resolve_device(name)  # device = "cuda" without a GPU: one line now, not a store and a failed sweep
     run_dir = Path(out) if out else Path("runs") / sweep.name
+    _check_writable(run_dir, "run directory")
     if resume and not (run_dir / "store.sqlite").exists():
         raise UserError(f"--resume: no store at {run_dir / 'store.sqlite'} to resume")
     if (run_dir / "store.sqlite").exists():
+        from .config import extend_sweep
         from .sweep.store import Store
 
-        Store.open(run_dir / "store.sqlite").close()  # a corrupted store stops us here, untouched
+        store = Store.open(run_dir / "store.sqlite")  # a corrupted store stops us here, untouched
+        try:  # and so does another sweep's run directory (run_sweep checks again, atomically)
+            extend_sweep(store.sweep_config(), sweep, where=f"run directory {run_dir}")
+            store.trials()  # every row readable
+        finally:
+            store.close()
     # Missing or malformed data files stop us here, with one line, before anything is written.
-    from .data import load_source
+    from .data import check_sizes
 
     for data_cfg in {t.data for t in sweep.trials()}:
-        load_source(data_cfg)
+        check_sizes(data_cfg)
     con = _console()
     n = len(sweep.trials())
     axes = ", ".join(f"{k} × {len(v)}" for k, v in sweep.grid.items()) or "one trial"
     con.print(f"[bold]ddscope[/] sweep [cyan]{sweep.name}[/]: {n} trials ({axes}) → {run_dir}")
     ex = make_executor(executor, workers, address, gpus_per_trial)
-    stopped_by: dict = {}
-    previous = signal.signal(signal.SIGTERM, _stop_on(stopped_by))
-    try:
-        outcome = run_sweep(sweep, run_dir, ex, retry_failed=retry_failed, show_progress=not quiet, console=con,
-                            group=group, max_group=max_group)
-    except KeyboardInterrupt:
-        con.print(f"[yellow]interrupted[/]: finished trials are stored; rerun the same command to resume ({run_dir})")
-        sys.exit(128 + stopped_by.get("signal", signal.SIGINT))
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    with _stop_signals() as stopped_by:
+        try:
+            outcome = run_sweep(sweep, run_dir, ex, retry_failed=retry_failed, show_progress=not quiet, console=con,
+                                group=group, max_group=max_group)
+        except KeyboardInterrupt:
+            code = 128 + stopped_by.get("signal", signal.SIGINT)
+            if report and _all_finished(run_dir, sweep):  # the stop came after the last trial
+                con.print("[yellow]interrupted[/] after every trial finished: writing the report")
+                click.echo(f"report: {_make_report(run_dir)}")
+            con.print(f"[yellow]interrupted[/]: finished trials are stored; rerun the same command to resume ({run_dir})")
+            sys.exit(code)
     c = outcome.counts
     con.print(f"trials: {c['done']} done, {c['failed']} failed, {c['pending']} pending, {c['running']} running (this run: {outcome.ran})")
     for tid, why in outcome.failed:
@@ -90,15 +115,46 @@ def _run(config: str, *, overrides: tuple[str, ...], out: str | None, executor: 
         sys.exit(EXIT_FAILED)
 
 
-def _stop_on(seen: dict):
-    """A SIGTERM handler (a scheduler's preemption, ``kill``) that stops a sweep as cleanly as
-    Ctrl-C: running trials are handed back and resume from their checkpoints."""
+@contextlib.contextmanager
+def _stop_signals():
+    """SIGINT (Ctrl-C) and SIGTERM (a scheduler's preemption, ``kill``) stop a sweep or a report
+    cleanly: the first one raises KeyboardInterrupt (running trials are handed back and resume
+    from their checkpoints); later ones only say that the stop is under way, so a second Ctrl-C
+    never leaves a traceback from half-run cleanup or atexit callbacks. Yields ``{"signal": n}``
+    once a signal came. Installed explicitly, so a sweep started with SIGINT ignored (a
+    background job) still stops on ``kill -INT``."""
+    seen: dict = {}
 
     def handler(signum, frame):
+        if seen:
+            os.write(2, b"ddscope: stopping, please wait (finished trials are already stored)\n")
+            return
         seen["signal"] = signum
         raise KeyboardInterrupt
 
-    return handler
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield seen
+    finally:
+        if not seen:
+            for sig, h in previous.items():
+                signal.signal(sig, h)
+        # after a stop the handler stays: exiting (atexit joins, pool teardown) is part of the stop
+
+
+def _all_finished(run_dir: Path, sweep) -> bool:
+    """Whether every trial of ``sweep`` is done or failed in ``run_dir``'s store."""
+    from .sweep.store import Store
+
+    try:
+        store = Store.open(run_dir)
+    except UserError:
+        return False
+    try:
+        states = {t["trial_id"]: t["status"] for t in store.trials()}
+    finally:
+        store.close()
+    return all(states.get(t.trial_id) in ("done", "failed") for t in sweep.trials())
 
 
 _sweep_options = [
@@ -107,7 +163,7 @@ _sweep_options = [
     click.option("--out", type=click.Path(file_okay=False), default=None, help="Run directory (default runs/<sweep name>)."),
     click.option("--executor", type=click.Choice(["local", "inprocess", "ray"]), default="local", show_default=True,
                  help="Where trials run: a local process pool, this process, or a Ray cluster."),
-    click.option("--workers", type=int, default=None, help="Parallel trials (default: all cores; Ray: cluster CPUs)."),
+    click.option("--workers", type=click.IntRange(1), default=None, help="Parallel trials (default: all cores; Ray: cluster CPUs)."),
     click.option("--address", default=None, help="Ray cluster address (executor ray)."),
     click.option("--gpus-per-trial", type=float, default=0.0, show_default=True, help="GPU request per Ray task."),
     click.option("--retry-failed", is_flag=True, help="Run failed trials again."),
@@ -151,7 +207,18 @@ def demo(**opts):
 @click.option("--out", type=click.Path(file_okay=False), default=None, help="Report folder (default RUN_DIR/report).")
 def report(run_dir, out):
     """Write the report (PNG/PDF figures, HTML page, CSV) of RUN_DIR from its store."""
-    path = _make_report(Path(run_dir), Path(out) if out else None)
+    from .sweep.store import Store
+
+    Store.open(run_dir).close()  # a missing or corrupted store: one line before any folder is made
+    if out:
+        _check_writable(Path(out), "report folder")
+    with _stop_signals() as stopped_by:
+        try:
+            path = _make_report(Path(run_dir), Path(out) if out else None)
+        except KeyboardInterrupt:
+            click.echo("ddscope: interrupted: the report was not replaced (any previous one is intact); "
+                       f"rerun `ddscope report {run_dir}`", err=True)
+            sys.exit(128 + stopped_by.get("signal", signal.SIGINT))
     click.echo(str(path))
 
 
@@ -173,6 +240,8 @@ def export(run_dir, fmt, out):
     from .sweep.table import export as do_export
 
     path = Path(out) if out else Path(run_dir) / f"table.{fmt}"
+    _check_writable(path.parent, "export folder")
+    path.parent.mkdir(parents=True, exist_ok=True)
     click.echo(str(do_export(Path(run_dir), path, fmt)))
 
 
@@ -269,11 +338,23 @@ def main(argv: list[str] | None = None) -> None:
     except click.exceptions.Abort:
         click.echo("ddscope: aborted", err=True)
         sys.exit(130)
+    except click.UsageError as e:  # a bad option or argument: one line too, like every bad input
+        if type(e).__name__ == "NoArgsIsHelpError":  # plain `ddscope`: the help, not an error
+            click.echo(e.format_message())
+            sys.exit(0)
+        hint = f" ({e.ctx.command_path} --help)" if e.ctx is not None else ""
+        click.echo(f"ddscope: error: {e.format_message()}{hint}", err=True)
+        sys.exit(EXIT_USER_ERROR)
     except click.ClickException as e:
         e.show()
         sys.exit(e.exit_code)
     except click.exceptions.Exit as e:
         sys.exit(e.exit_code)
+    except Exception as e:  # a full or read-only disk is the user's to fix: one line, exit 2
+        if (user := as_user_error(e)) is None:
+            raise
+        click.echo(f"ddscope: error: {user}", err=True)
+        sys.exit(EXIT_USER_ERROR)
 
 
 if __name__ == "__main__":  # pragma: no cover

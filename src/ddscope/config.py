@@ -14,6 +14,7 @@ import dataclasses
 import hashlib
 import itertools
 import json
+import math
 import typing
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
@@ -28,6 +29,7 @@ METRIC_GROUPS = ("jacobian", "paths", "lipschitz", "hessian", "theorem2", "dista
 JAC_OUTPUTS = ("logits", "softmax", "log_softmax", "loss")
 SPLITS = ("train", "train_clean", "train_noisy", "test", "val")
 SUBSETS = ("random", "balanced")
+MNIST1D_MIN_SAMPLES = 20  # two per class: at least one training and one test sample each
 
 
 @dataclass(frozen=True)
@@ -180,8 +182,9 @@ def _check_ranges(c: TrialConfig) -> None:
         bad("data.n_train", f"must be >= 0 (0 = all), got {c.data.n_train}")
     if c.data.val_size < 0:
         bad("data.val_size", f"must be >= 0, got {c.data.val_size}")
-    if c.data.num_samples <= 0:
-        bad("data.num_samples", f"must be positive, got {c.data.num_samples}")
+    if c.data.num_samples < MNIST1D_MIN_SAMPLES:
+        bad("data.num_samples", f"must be >= {MNIST1D_MIN_SAMPLES} (MNIST-1D draws num_samples // 10 per class), "
+                                f"got {c.data.num_samples}")
     if not 0.0 < c.data.train_split < 1.0:
         bad("data.train_split", f"must be in (0, 1), got {c.data.train_split}")
     if c.optim.name not in OPTIMIZERS:
@@ -194,6 +197,8 @@ def _check_ranges(c: TrialConfig) -> None:
         bad("optim.epochs", f"must be a positive integer, got {c.optim.epochs}")
     if c.optim.warmup_epochs < 0:
         bad("optim.warmup_epochs", f"must be >= 0, got {c.optim.warmup_epochs}")
+    if c.optim.weight_decay < 0:
+        bad("optim.weight_decay", f"must be >= 0, got {c.optim.weight_decay}")
     if not 0.0 <= c.optim.momentum < 1.0:
         bad("optim.momentum", f"must be in [0, 1), got {c.optim.momentum}")
     if c.device not in DEVICES:
@@ -250,6 +255,8 @@ def _coerce(value: Any, tp, key: str):
             return value
     elif tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if not math.isfinite(value):  # TOML has nan and inf; no key of ours takes them
+                raise UserError(f"config key '{key}': expected a finite number, got {value!r}")
             return float(value)
     elif tp is str:
         if isinstance(value, str):
@@ -417,6 +424,47 @@ def apply_overrides(d: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     return d
 
 
+# Keys that never change a trial's numbers (not in the trial id): free to differ between runs.
+_FREE_KEYS = ("device", "checkpoint.")
+
+
+def _get(cfg: TrialConfig, dotted: str):
+    node: Any = cfg
+    for p in dotted.split("."):
+        node = getattr(node, p)
+    return node
+
+
+def extend_sweep(stored: dict, new: SweepConfig, where: str = "the run directory") -> SweepConfig:
+    """The sweep ``stored`` (a run directory's sweep config) extended by ``new``: every grid
+    axis of either keeps the values of both (stored first). A fixed setting that differs — other
+    epochs, another data set — makes the two incomparable: :class:`UserError` naming the key, so
+    one run directory never mixes two sweeps under one config."""
+    try:
+        old = sweep_from_dict(stored, default_name=new.name)
+    except UserError as e:
+        raise UserError(f"{where} holds a sweep config this ddscope cannot read ({e}); use another --out") from None
+    grid: dict[str, tuple] = {}
+    for key in _all_keys():
+        if key.startswith(_FREE_KEYS):
+            continue
+        a = old.grid.get(key, (_get(old.base, key),))
+        b = new.grid.get(key, (_get(new.base, key),))
+        if key in old.grid or key in new.grid:
+            grid[key] = tuple(dict.fromkeys((*a, *b)))
+        elif a != b:
+            raise UserError(
+                f"{where} holds another sweep: '{key}' is {_show(a[0])} there and {_show(b[0])} here; use another "
+                f"--out (only grid axes may be extended in place; make '{key}' a list to sweep it)")
+    # the new run's own order of axes first, then any axis only the stored sweep had
+    order = [k for k in new.grid if k in grid] + [k for k in grid if k not in new.grid]
+    return replace(new, grid={k: grid[k] for k in order})
+
+
+def _show(v) -> str:
+    return json.dumps(list(v)) if isinstance(v, tuple) else json.dumps(v)
+
+
 def load_sweep(path_or_preset: str, overrides: list[str] | None = None) -> SweepConfig:
     doc, stem = read_toml(path_or_preset)
     doc = apply_overrides(doc, overrides or [])
@@ -433,6 +481,7 @@ __all__ = [
     "SweepConfig",
     "load_sweep",
     "sweep_from_dict",
+    "extend_sweep",
     "set_key",
     "apply_overrides",
     "parse_override",

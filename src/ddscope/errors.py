@@ -1,4 +1,18 @@
-"""User-facing errors: the CLI turns these into one line on stderr and exit code 2."""
+"""User-facing errors: the CLI turns these into one line on stderr and exit code 2.
+
+Besides :class:`UserError` itself, a full or read-only disk is the user's to fix, not a trial's
+failure: :func:`as_user_error` recognises those from ``OSError`` and SQLite's errors, so a sweep,
+a report or an export that runs out of space stops with one line and nothing stored is lost.
+"""
+
+from __future__ import annotations
+
+import errno
+import sqlite3
+
+# errno values that mean "this file system cannot take the write" (not a bug, not a bad trial).
+DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM})
+_SQLITE_DISK = ("database or disk is full", "attempt to write a readonly database", "disk i/o error")
 
 
 class UserError(Exception):
@@ -6,3 +20,23 @@ class UserError(Exception):
 
     The message must be one line naming the problem and what is allowed.
     """
+
+
+def as_user_error(e: BaseException) -> UserError | None:
+    """The :class:`UserError` that ``e`` stands for, or None when it is a genuine crash.
+
+    Covers ``UserError`` itself, one wrapped by Ray (``RayTaskError.cause``), a full or read-only
+    disk (``OSError`` with an errno in :data:`DISK_ERRNOS`, or SQLite saying so)."""
+    cause = getattr(e, "cause", None)
+    if isinstance(cause, UserError):
+        return cause
+    if isinstance(e, UserError):
+        return e
+    if isinstance(e, OSError) and e.errno in DISK_ERRNOS:
+        where = f" {e.filename}" if e.filename else ""
+        return UserError(f"cannot write{where}: {e.strerror} (free space or choose a writable --out; "
+                         "finished trials are kept and the sweep resumes)")
+    if isinstance(e, sqlite3.OperationalError) and any(m in str(e).lower() for m in _SQLITE_DISK):
+        return UserError(f"cannot write the store: {e} (free space or choose a writable --out; "
+                         "finished trials are kept and the sweep resumes)")
+    return None

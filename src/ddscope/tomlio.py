@@ -33,10 +33,19 @@ def read_toml(path_or_preset: str) -> tuple[dict[str, Any], str]:
             )
     if not p.exists():
         raise UserError(f"config file not found: {p}")
+    if not p.is_file():
+        raise UserError(f"config {p} is not a file (give a TOML file or a preset name)")
     try:
-        return tomllib.loads(p.read_text()), p.stem
+        text = p.read_bytes().decode("utf-8")  # TOML is UTF-8 by definition, whatever the locale
+    except UnicodeDecodeError as e:
+        raise UserError(f"config file {p} is not UTF-8 text (byte {e.start}: {e.object[e.start:e.start + 1]!r}); "
+                        "TOML files must be UTF-8") from None
+    except OSError as e:
+        raise UserError(f"config file {p} cannot be read ({e.strerror})") from None
+    try:
+        return tomllib.loads(text), p.stem
     except tomllib.TOMLDecodeError as e:
-        raise UserError(f"config file {p} is not valid TOML: {e}") from None
+        raise UserError(f"config file {p} is not valid TOML: {' '.join(str(e).split())}") from None
 
 
 def dumps_toml(d: dict[str, Any]) -> str:

@@ -28,7 +28,7 @@ from torch import nn
 from . import checkpoint
 from .config import TrialConfig
 from .data import TrialData, prepare
-from .errors import UserError
+from .errors import UserError, as_user_error
 from .models import count_parameters, make_model
 
 ProgressFn = Callable[[int, int], None]  # (epochs done, epochs total)
@@ -252,7 +252,9 @@ def run_trial(cfg: TrialConfig, progress: ProgressFn | None = None, ckpt_dir: st
     except Diverged as e:
         result.status, result.error = "failed", f"diverged: {e}"
         result.summary["failed_epoch"] = e.epoch
-    except Exception:  # noqa: BLE001 — a trial's crash must not stop the sweep
+    except Exception as e:  # noqa: BLE001 — a trial's crash must not stop the sweep
+        if (user := as_user_error(e)) is not None:  # a full disk is not the trial's failure
+            raise user from None
         result.status, result.error = "failed", traceback.format_exc()
     result.summary["wall_s"] += time.perf_counter() - t0
     return result

@@ -26,7 +26,7 @@ import traceback
 from collections.abc import Callable, Sequence
 
 from ..config import TrialConfig
-from ..errors import UserError
+from ..errors import UserError, as_user_error
 from ..train import TrialResult, run_trial
 from .packed_mlp import train_packed
 from .plan import group_kind, group_trials, packable, stackable
@@ -55,7 +55,9 @@ def run_group(configs: Sequence[TrialConfig], progress: ProgressFn | None = None
         return (train_packed if kind == "packed" else train_stacked)(configs, progress)
     except UserError:
         raise
-    except Exception:  # noqa: BLE001 — a group's crash must not stop the sweep
+    except Exception as e:  # noqa: BLE001 — a group's crash must not stop the sweep
+        if (user := as_user_error(e)) is not None:  # a full disk is not the trials' failure
+            raise user from None
         error = traceback.format_exc()
         wall = time.perf_counter() - t0
         return [

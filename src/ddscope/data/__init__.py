@@ -13,6 +13,7 @@ from typing import Callable
 import torch
 
 from ..config import DataConfig
+from ..errors import UserError
 from . import cifar, digits, idx, mnist1d
 from .noise import apply_label_noise
 from .source import Dataset
@@ -89,19 +90,32 @@ def _subset(y: torch.Tensor, n: int, balanced: bool, num_classes: int, g: torch.
     return idx[torch.randperm(idx.shape[0], generator=g)]
 
 
+def check_sizes(cfg: DataConfig, ds: Dataset | None = None) -> Dataset:
+    """Load the source and check that ``cfg`` leaves a training and a test set: raises
+    :class:`UserError` naming the key otherwise (a trial that cannot train is bad input, not a
+    diverged run). Returns the source."""
+    ds = ds if ds is not None else load_source(cfg)
+    n = ds.x_train.shape[0]
+    if n == 0:
+        raise UserError(f"data set {ds.name} has no training samples (config keys 'data.num_samples', "
+                        "'data.train_split')")
+    if ds.x_test.shape[0] == 0:
+        raise UserError(f"data set {ds.name} has no test samples (config keys 'data.num_samples', "
+                        "'data.train_split')")
+    if cfg.val_size >= n:
+        raise UserError(f"config key 'data.val_size': {cfg.val_size} leaves none of the {n} training samples "
+                        f"of {ds.name} to train on")
+    if cfg.n_train + cfg.val_size > n:
+        raise UserError(f"config keys 'data.n_train' + 'data.val_size' = {cfg.n_train + cfg.val_size} exceed the "
+                        f"{n} training samples of {ds.name}")
+    return ds
+
+
 def prepare(cfg: DataConfig) -> TrialData:
     """Subset, validation split and label noise, all drawn from ``cfg.seed``."""
-    ds = load_source(cfg)
+    ds = check_sizes(cfg)
     g = torch.Generator().manual_seed(cfg.seed)
     x, y = ds.x_train, ds.y_train
-    n_keep = cfg.n_train if cfg.n_train > 0 else x.shape[0] - cfg.val_size
-    if n_keep + cfg.val_size > x.shape[0]:
-        from ..errors import UserError
-
-        raise UserError(
-            f"config keys 'data.n_train' + 'data.val_size' = {n_keep + cfg.val_size} exceed the "
-            f"{x.shape[0]} training samples of {ds.name}"
-        )
     perm = torch.randperm(x.shape[0], generator=g)
     val_idx, rest = perm[: cfg.val_size], perm[cfg.val_size :]
     if cfg.n_train > 0:
@@ -128,4 +142,4 @@ def prepare(cfg: DataConfig) -> TrialData:
     )
 
 
-__all__ = ["SOURCES", "Dataset", "TrialData", "prepare", "load_source", "apply_label_noise"]
+__all__ = ["SOURCES", "Dataset", "TrialData", "prepare", "check_sizes", "load_source", "apply_label_noise"]

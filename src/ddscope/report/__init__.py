@@ -20,6 +20,9 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import math
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -109,8 +112,27 @@ def build_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
         counts, sweep_cfg = store.counts(), store.sweep_config()
     finally:
         store.close()
-    out = Path(out) if out else (run_dir if run_dir.is_dir() else run_dir.parent) / "report"
-    out.mkdir(parents=True, exist_ok=True)
+    final_out = Path(out) if out else (run_dir if run_dir.is_dir() else run_dir.parent) / "report"
+    # Written into a fresh folder beside the target and swapped in at the end: an interrupted or
+    # failing report (SIGTERM, a full disk) leaves the previous one whole, never a half-written mix.
+    final_out.parent.mkdir(parents=True, exist_ok=True)
+    out = Path(tempfile.mkdtemp(prefix=f".{final_out.name}.", suffix=".tmp", dir=final_out.parent))
+    os.chmod(out, 0o755)  # mkdtemp makes it private; a report is for reading
+    try:
+        _write(out, run_dir, final, long, counts, sweep_cfg)
+    except BaseException:
+        shutil.rmtree(out, ignore_errors=True)
+        raise
+    old = final_out.with_name(f"{out.name}.old")
+    if final_out.exists():
+        os.replace(final_out, old)
+    os.replace(out, final_out)
+    shutil.rmtree(old, ignore_errors=True)
+    return final_out / "index.html"
+
+
+def _write(out: Path, run_dir: Path, final: pd.DataFrame, long: pd.DataFrame, counts: dict, sweep_cfg: dict) -> None:
+    """Every file of the report into the folder ``out``."""
     final.to_csv(out / "final_table.csv", index=False)
     long.to_csv(out / "tidy.csv", index=False)
 
@@ -162,7 +184,7 @@ def build_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
              f"<code>ddscope report {html.esc(run_dir)}</code>. All values are at each trial's last epoch "
              "unless the axis is epoch.")
     sections = _sections(final, ev, summaries, fig_html)
-    return html.write_page(out / "index.html", title=f"ddscope report — {name}", intro=intro, missing=missing,
+    html.write_page(out / "index.html", title=f"ddscope report — {name}", intro=intro, missing=missing,
                            sections=sections, sweep_cfg=sweep_cfg)
 
 

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..checkpoint import trial_dir
-from ..config import SweepConfig, TrialConfig, dumps_toml
-from ..errors import UserError
+from ..config import SweepConfig, TrialConfig, dumps_toml, extend_sweep
+from ..errors import UserError, as_user_error
 from ..train import TrialResult, run_trial
 from .executors import worker_progress_queue
 from .store import Store, worker_id
@@ -178,14 +178,6 @@ class _Heartbeat:
         self._thread.join()
 
 
-def _user_error(e: BaseException) -> UserError | None:
-    """The UserError behind ``e``, also when Ray wraps it (``RayTaskError.cause``)."""
-    cause = getattr(e, "cause", None)
-    if isinstance(cause, UserError):
-        return cause
-    return e if isinstance(e, UserError) else None
-
-
 def _write_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(text)
@@ -219,8 +211,14 @@ def run_sweep(
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     store = Store.create(run_dir / "store.sqlite", sweep.to_dict())
-    if not (run_dir / "config.toml").exists():
-        _write_atomic(run_dir / "config.toml", dumps_toml(sweep.to_dict()))
+    try:  # another sweep's fixed settings are refused; grid axes are extended in place
+        merged = store.update_sweep_config(
+            lambda stored: extend_sweep(stored, sweep, where=f"run directory {run_dir}").to_dict())
+    except BaseException:
+        store.close()
+        raise
+    if not (run_dir / "config.toml").exists() or (run_dir / "config.toml").read_text() != dumps_toml(merged):
+        _write_atomic(run_dir / "config.toml", dumps_toml(merged))
     configs = {t.trial_id: t.to_dict() for t in sweep.trials()}
     store.add_trials(configs.items())
     mine = set(configs)
@@ -265,7 +263,7 @@ def run_sweep(
         except BrokenProcessPool:
             results = [TrialResult(trial_id=t, config=configs[t], status="failed", error=WORKER_DIED) for t in tids]
         except Exception as e:  # noqa: BLE001 — a crash outside run_trial marks the trial failed
-            if (user := _user_error(e)) is not None:
+            if (user := as_user_error(e)) is not None:
                 raise user from None
             err = traceback.format_exc()
             results = [TrialResult(trial_id=t, config=configs[t], status="failed", error=err) for t in tids]
@@ -320,14 +318,19 @@ def run_sweep(
             drain()
             for fut in done:
                 store_results(inflight.pop(fut), fut)
-    except BaseException:
+    except BaseException as e:
         # Ctrl-C, a user error or a crash of the driver: hand running trials back (they resume
-        # from their checkpoints), keep everything finished, stop the workers now.
-        store.release(worker, beat.ids())
-        beat.stop()
-        executor.shutdown(cancel=True)
-        bar.stop()
-        store.close()
+        # from their checkpoints), keep everything finished, stop the workers now. Every step is
+        # tried even when one fails (a full disk fails the release too: those trials are then
+        # reclaimed by the next run, their holder being dead), and the first error is raised.
+        for step in (lambda: store.release(worker, beat.ids()), beat.stop, lambda: executor.shutdown(cancel=True),
+                     bar.stop, store.close):
+            try:
+                step()
+            except Exception:  # noqa: BLE001,S110 — cleanup must go on; `e` is what the user sees
+                pass
+        if not isinstance(e, (KeyboardInterrupt, UserError)) and (user := as_user_error(e)) is not None:
+            raise user from None
         raise
     beat.stop()
     bar.stop()

@@ -62,6 +62,13 @@ CREATE TABLE IF NOT EXISTS records (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS trials_status ON trials(status, position);
 """
+# What Store.open requires of a file before it calls it a store.
+_COLUMNS = {
+    "meta": {"key", "value"},
+    "trials": {"trial_id", "position", "config", "status", "worker", "heartbeat", "started", "finished", "attempts",
+               "error", "summary", "noisy_mask"},
+    "records": {"trial_id", "epoch", "metric", "value"},
+}
 
 
 def worker_id() -> str:
@@ -110,28 +117,56 @@ class Store:
 
     @classmethod
     def open(cls, path: str | Path) -> "Store":
-        """Open an existing store; a missing or corrupted file is a :class:`UserError`."""
+        """Open an existing store; a missing, foreign or corrupted file is a :class:`UserError`.
+
+        The file is first checked through a read-only connection, so a file that is not a ddscope
+        store is never touched (not even switched to WAL mode) before the error."""
         path = Path(path)
         if path.is_dir():
             path = path / "store.sqlite"
         if not path.exists():
             raise UserError(f"no ddscope store at {path} (run `ddscope sweep` first)")
+        version = cls._check(path)
         try:
             conn = cls._connect(path)
-            row = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
-            conn.execute("SELECT count(*) FROM trials").fetchone()
         except sqlite3.DatabaseError as e:
-            raise UserError(f"the store {path} is corrupted or not a ddscope store ({e})") from None
-        if row is None:
-            raise UserError(f"the store {path} is corrupted or not a ddscope store (no schema version)")
-        version = int(row[0])
-        if version > SCHEMA_VERSION:
-            raise UserError(
-                f"the store {path} has schema version {version}; this ddscope reads up to {SCHEMA_VERSION}"
-            )
+            raise UserError(f"the store {path} cannot be opened for writing ({e})") from None
         store = cls(path, conn)
         store._migrate(version)
         return store
+
+    @staticmethod
+    def _check(path: Path) -> int:
+        """The schema version of the store at ``path``, read without writing to it."""
+        def bad(why: str) -> UserError:
+            return UserError(f"the store {path} is corrupted or not a ddscope store ({why})")
+
+        try:
+            conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=60.0)
+        except sqlite3.DatabaseError as e:
+            raise bad(str(e)) from None
+        try:
+            tables = {name: sql for name, sql in conn.execute("SELECT name, sql FROM sqlite_master WHERE type='table'")}
+            for table, columns in _COLUMNS.items():
+                if table not in tables:
+                    raise bad(f"no table '{table}'")
+                have = {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}
+                if not columns <= have:
+                    raise bad(f"table '{table}' lacks {', '.join(sorted(columns - have))}")
+            row = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+        except sqlite3.DatabaseError as e:
+            raise bad(str(e)) from None
+        finally:
+            conn.close()
+        if row is None:
+            raise bad("no schema version")
+        try:
+            version = int(row[0])
+        except (TypeError, ValueError):
+            raise bad(f"schema version {row[0]!r} is not an integer") from None
+        if version > SCHEMA_VERSION:
+            raise UserError(f"the store {path} has schema version {version}; this ddscope reads up to {SCHEMA_VERSION}")
+        return version
 
     @classmethod
     def create(cls, path: str | Path, sweep: dict) -> "Store":
@@ -179,7 +214,16 @@ class Store:
         return None if row is None else row[0]
 
     def sweep_config(self) -> dict:
-        return json.loads(self.meta("sweep") or "{}")
+        """The sweep config kept at creation (or the last extension), as plain data."""
+        return _json(self.meta("sweep") or "{}", dict, f"the store {self.path} is corrupted: unreadable sweep config")
+
+    def update_sweep_config(self, update) -> dict:
+        """Replace the sweep config by ``update(stored) -> dict`` in one transaction (two sweeps
+        extending one store never lose each other's axes); ``update`` may raise to refuse."""
+        with _tx(self.conn):
+            new = update(self.sweep_config())
+            self.conn.execute("INSERT OR REPLACE INTO meta VALUES ('sweep', ?)", (json.dumps(new),))
+        return new
 
     # ------------------------------------------------------------------ trials
 
@@ -221,13 +265,14 @@ class Store:
             for tid, cfg in rows:
                 if only is not None and tid not in only:
                     continue
+                cfg = _json(cfg, dict, f"the store {self.path} is corrupted: trial {tid!r} has an unreadable config")
                 now = time.time()
                 self.conn.execute(
                     "UPDATE trials SET status='running', worker=?, heartbeat=?, started=?, "
                     "attempts=attempts+1 WHERE trial_id=?",
                     (worker, now, now, tid),
                 )
-                return tid, json.loads(cfg)
+                return tid, cfg
         return None
 
     def heartbeat(self, worker: str, trial_ids: Iterable[str]) -> None:
@@ -315,11 +360,12 @@ class Store:
         q += " ORDER BY position"
         out = []
         for r in self.conn.execute(q, args):
+            why = f"the store {self.path} is corrupted: trial {r[0]!r} has an unreadable"
             out.append(
                 dict(
-                    trial_id=r[0], position=r[1], config=json.loads(r[2]), status=r[3], worker=r[4],
-                    heartbeat=r[5], started=r[6], finished=r[7], attempts=r[8], error=r[9],
-                    summary=json.loads(r[10]) if r[10] else {},
+                    trial_id=r[0], position=r[1], config=_json(r[2], dict, f"{why} config"), status=r[3],
+                    worker=r[4], heartbeat=r[5], started=r[6], finished=r[7], attempts=r[8], error=r[9],
+                    summary=_json(r[10], dict, f"{why} summary") if r[10] else {},
                 )
             )
         return out
@@ -334,6 +380,17 @@ class Store:
 
     def records(self) -> Iterator[tuple[str, int, str, float | None]]:
         yield from self.conn.execute("SELECT trial_id, epoch, metric, value FROM records ORDER BY trial_id, epoch, metric")
+
+
+def _json(text, kind: type, why: str):
+    """``json.loads(text)`` of the expected ``kind``, or UserError ``why`` (a corrupted row)."""
+    try:
+        value = json.loads(text)
+    except (TypeError, ValueError):
+        raise UserError(why) from None
+    if not isinstance(value, kind):
+        raise UserError(why)
+    return value
 
 
 @contextmanager

@@ -24,10 +24,9 @@ from ..config import SweepConfig, TrialConfig, dumps_toml, extend_sweep
 from ..errors import UserError, as_user_error
 from ..train import TrialResult, run_trial
 from .executors import worker_progress_queue
-from .store import Store, worker_id
+from .store import STALE_AFTER_S, Store, worker_id
 
 HEARTBEAT_S = 10.0
-STALE_AFTER_S = 600.0
 WORKER_DIED = (
     "worker process died abruptly (killed, or out of memory?) while this trial or one beside it ran; "
     "--retry-failed resumes it from its last checkpoint"
@@ -279,8 +278,9 @@ def run_sweep(
         """The next planned group (the members still pending), else the next single trial."""
         while units:
             got = []
-            for tid in units.pop(0):
-                claimed = store.claim(worker, only={tid}, stale_after=stale_after)
+            unit = units.pop(0)
+            for tid in unit:
+                claimed = store.claim(worker, only={tid}, stale_after=stale_after, unit=unit[0])
                 if claimed is not None:
                     got.append(tid)
             if got:

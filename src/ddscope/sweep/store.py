@@ -1,11 +1,13 @@
 """The results store: one SQLite file per sweep, the single source of truth.
 
-Schema (version 1, WAL mode, busy timeout):
+Schema (version 2, WAL mode, busy timeout):
 
 - ``meta(key, value)``: ``schema_version``, ``sweep`` (the sweep config as JSON), ``created``.
 - ``trials``: one row per trial with its config (JSON), state ``pending | running | done |
   failed``, the claiming ``worker`` and its ``heartbeat``, attempts, error text, a JSON
-  ``summary`` (params, interp_epoch, wall time) and the packed noisy-label mask.
+  ``summary`` (params, interp_epoch, wall time), the packed noisy-label mask and, while it runs,
+  its ``unit`` (the id of the vectorised group it trains in, so ``status`` knows which running
+  trials finish together).
 - ``records(trial_id, epoch, metric, value)``: the tidy rows, primary key (trial, epoch, metric),
   so a row can never be stored twice.
 
@@ -34,7 +36,8 @@ from typing import Iterable, Iterator
 
 from ..errors import UserError
 
-SCHEMA_VERSION = 1
+STALE_AFTER_S = 600.0  # a running trial whose heartbeat is older than this is taken as abandoned
+SCHEMA_VERSION = 2  # 2: trials.unit (the vectorised group a running trial belongs to)
 STATES = ("pending", "running", "done", "failed")
 
 _SCHEMA = """
@@ -51,7 +54,8 @@ CREATE TABLE IF NOT EXISTS trials (
     attempts   INTEGER NOT NULL DEFAULT 0,
     error      TEXT,
     summary    TEXT,
-    noisy_mask BLOB
+    noisy_mask BLOB,
+    unit       TEXT
 );
 CREATE TABLE IF NOT EXISTS records (
     trial_id TEXT NOT NULL,
@@ -76,7 +80,7 @@ def worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
 
 
-def _holder_dead(worker: str | None) -> bool:
+def holder_dead(worker: str | None) -> bool:
     """True when ``worker`` ran on this host and its process no longer exists."""
     if not worker:
         return True
@@ -199,9 +203,11 @@ class Store:
         return cls.open(path)
 
     def _migrate(self, version: int) -> None:
-        """Bring an older schema up to :data:`SCHEMA_VERSION` (version 1 is the first)."""
-        if version < SCHEMA_VERSION:  # pragma: no cover — no older versions exist yet
+        """Bring an older schema up to :data:`SCHEMA_VERSION`."""
+        if version < SCHEMA_VERSION:
             with _tx(self.conn):
+                if version < 2:
+                    self.conn.execute("ALTER TABLE trials ADD COLUMN unit TEXT")
                 self.conn.execute("UPDATE meta SET value=? WHERE key='schema_version'", (str(SCHEMA_VERSION),))
 
     def close(self) -> None:
@@ -248,15 +254,17 @@ class Store:
     def _reclaim(self, stale_after: float) -> list[str]:
         now = time.time()
         rows = self.conn.execute("SELECT trial_id, worker, heartbeat FROM trials WHERE status='running'").fetchall()
-        back = [tid for tid, w, hb in rows if _holder_dead(w) or (hb or 0) < now - stale_after]
+        back = [tid for tid, w, hb in rows if holder_dead(w) or (hb or 0) < now - stale_after]
         for tid in back:
             self.conn.execute(
-                "UPDATE trials SET status='pending', worker=NULL, heartbeat=NULL WHERE trial_id=?", (tid,)
+                "UPDATE trials SET status='pending', worker=NULL, heartbeat=NULL, unit=NULL WHERE trial_id=?", (tid,)
             )
         return back
 
-    def claim(self, worker: str, only: set[str] | None = None, stale_after: float = 300.0) -> tuple[str, dict] | None:
-        """Atomically take the next pending trial (in sweep order) for ``worker``."""
+    def claim(self, worker: str, only: set[str] | None = None, stale_after: float = 300.0,
+              unit: str | None = None) -> tuple[str, dict] | None:
+        """Atomically take the next pending trial (in sweep order) for ``worker``; ``unit`` names
+        the vectorised group it will train in (None: alone)."""
         with _tx(self.conn):
             self._reclaim(stale_after)
             rows = self.conn.execute(
@@ -268,9 +276,9 @@ class Store:
                 cfg = _json(cfg, dict, f"the store {self.path} is corrupted: trial {tid!r} has an unreadable config")
                 now = time.time()
                 self.conn.execute(
-                    "UPDATE trials SET status='running', worker=?, heartbeat=?, started=?, "
+                    "UPDATE trials SET status='running', worker=?, heartbeat=?, started=?, unit=?, "
                     "attempts=attempts+1 WHERE trial_id=?",
-                    (worker, now, now, tid),
+                    (worker, now, now, unit, tid),
                 )
                 return tid, cfg
         return None
@@ -289,7 +297,7 @@ class Store:
         """Give running trials back (clean stop): they are pending again, nothing is stored."""
         with _tx(self.conn):
             self.conn.executemany(
-                "UPDATE trials SET status='pending', worker=NULL, heartbeat=NULL "
+                "UPDATE trials SET status='pending', worker=NULL, heartbeat=NULL, unit=NULL "
                 "WHERE trial_id=? AND worker=? AND status='running'",
                 [(t, worker) for t in trial_ids],
             )
@@ -320,7 +328,7 @@ class Store:
             )
             self.conn.execute(
                 "UPDATE trials SET status=?, finished=?, error=?, summary=?, noisy_mask=?, worker=NULL, "
-                "heartbeat=NULL WHERE trial_id=?",
+                "heartbeat=NULL, unit=NULL WHERE trial_id=?",
                 (
                     result.status,
                     time.time(),
@@ -352,7 +360,8 @@ class Store:
         return out
 
     def trials(self, status: str | None = None) -> list[dict]:
-        q = "SELECT trial_id, position, config, status, worker, heartbeat, started, finished, attempts, error, summary FROM trials"
+        q = ("SELECT trial_id, position, config, status, worker, heartbeat, started, finished, attempts, error, summary, "
+             "unit FROM trials")
         args: tuple = ()
         if status:
             q += " WHERE status=?"
@@ -365,7 +374,7 @@ class Store:
                 dict(
                     trial_id=r[0], position=r[1], config=_json(r[2], dict, f"{why} config"), status=r[3],
                     worker=r[4], heartbeat=r[5], started=r[6], finished=r[7], attempts=r[8], error=r[9],
-                    summary=_json(r[10], dict, f"{why} summary") if r[10] else {},
+                    summary=_json(r[10], dict, f"{why} summary") if r[10] else {}, unit=r[11],
                 )
             )
         return out

@@ -42,6 +42,7 @@ def axes(store: Store) -> list[str]:
 def trials_frame(store: Store) -> pd.DataFrame:
     """One row per trial: id, state, axes, params, interp_epoch, wall_s, error."""
     cols = axes(store)
+    columns = ["trial_id", "status", *cols, "params", "n_train", "interp_epoch", "wall_s", "error"]
     rows = []
     for t in store.trials():
         flat = _flatten(t["config"])
@@ -52,12 +53,13 @@ def trials_frame(store: Store) -> pd.DataFrame:
                 "status": t["status"],
                 **{c: flat.get(c) for c in cols},
                 "params": s.get("params"),
+                "n_train": s.get("n_train"),
                 "interp_epoch": s.get("interp_epoch"),
                 "wall_s": s.get("wall_s"),
                 "error": t["error"],
             }
         )
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=columns)  # the columns even with no trial (a store just made)
 
 
 def tidy(store: Store) -> pd.DataFrame:

@@ -7,6 +7,7 @@ module on the path (``tests/test_cli.py`` imports it by that name).
 from __future__ import annotations
 
 import os
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -60,10 +61,31 @@ def cli(*args, timeout: float = 300) -> subprocess.CompletedProcess:
                           env=env(), timeout=timeout)
 
 
+def _default_signals() -> None:
+    # The tests signal the child: it must not inherit an ignored SIGINT/SIGTERM from however the
+    # suite itself was started (``nohup ... &`` runs it with SIGINT ignored).
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_DFL)
+
+
 def start(*args, log: Path) -> subprocess.Popen:
     """The CLI in its own session (process group), so a test can signal it with all its workers."""
     return subprocess.Popen([sys.executable, "-m", "ddscope.cli", *_ungrouped(args)], stdout=subprocess.DEVNULL,
-                            stderr=open(log, "w"), env=env(), start_new_session=True)
+                            stderr=open(log, "w"), env=env(), start_new_session=True, preexec_fn=_default_signals)
+
+
+def pool_workers(pid: int) -> list[int]:
+    """Pids of the spawned pool workers whose parent is ``pid`` (not the resource tracker)."""
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            cmd = (stat.parent / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if int(fields[1]) == pid and b"spawn_main" in cmd and b"resource_tracker" not in cmd:
+            out.append(int(stat.parent.name))
+    return out
 
 
 def store_rows(run_dir: Path) -> list[dict]:

@@ -19,6 +19,7 @@ import concurrent.futures as cf
 import multiprocessing as mp
 import os
 import signal
+import sys
 import threading
 import time
 from concurrent.futures.process import BrokenProcessPool
@@ -54,11 +55,27 @@ class InProcessExecutor:
 
 def _exit_with_parent(parent: int) -> None:
     """A worker whose driver died (SIGKILL, OOM) exits instead of training on as an orphan; its
-    trial is reclaimed by the next sweep and resumes from its last checkpoint."""
+    trial is reclaimed by the next sweep and resumes from its last checkpoint. The driver's pid
+    is passed in (``os.getppid()`` read here would already be 1 if the driver died while this
+    worker started), and on Linux the kernel also delivers SIGKILL when the driver exits."""
+    _set_parent_death_signal()
     while True:
-        time.sleep(1.0)
-        if os.getppid() != parent:
+        if os.getppid() != parent:  # checked at once: the driver may have died before prctl
             os._exit(1)
+        time.sleep(0.5)
+
+
+def _set_parent_death_signal() -> None:
+    """``prctl(PR_SET_PDEATHSIG, SIGKILL)`` on Linux: killed the moment the parent exits."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG = 1
+    except (OSError, AttributeError):  # no libc prctl: the watch thread alone does it
+        pass
 
 
 _worker_queue = None  # in a pool worker: the driver's progress queue
@@ -69,16 +86,35 @@ def worker_progress_queue():
     return _worker_queue
 
 
-def _init_worker(threads: int, progress_queue) -> None:
+def _init_worker(threads: int, progress_queue, driver_pid: int) -> None:
     global _worker_queue
+    # First of all: a worker must never outlive the driver that spawned it.
+    _set_parent_death_signal()
+    if os.getppid() != driver_pid:
+        os._exit(1)
+    threading.Thread(target=_exit_with_parent, args=(driver_pid,), daemon=True).start()
+    # Ctrl-C in a terminal reaches the whole process group; the driver alone decides how to stop.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     import torch
 
     torch.set_num_threads(threads)
     # A multiprocessing.Queue may only reach a child at its start, hence here and not per job.
     _worker_queue = progress_queue
-    # Ctrl-C in a terminal reaches the whole process group; the driver alone decides how to stop.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
+
+
+def unguarded_main_script() -> str | None:
+    """The path of the script this process runs when it lacks an ``if __name__ == "__main__":``
+    guard, else None. Spawned workers re-import the main script: without the guard each one runs
+    the sweep again and dies while starting, which looks like a worker killed for memory."""
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None)
+    if not path or getattr(main, "__spec__", None) is not None:  # -m module, REPL, notebook: fine
+        return None
+    try:
+        text = open(path, encoding="utf-8", errors="replace").read()
+    except OSError:
+        return None
+    return None if "__main__" in text else path
 
 
 class LocalPoolExecutor:
@@ -100,7 +136,7 @@ class LocalPoolExecutor:
 
     def _new_pool(self) -> cf.ProcessPoolExecutor:
         return cf.ProcessPoolExecutor(max_workers=self.max_workers, mp_context=self._ctx, initializer=_init_worker,
-                                      initargs=(self._threads, self.progress_queue))
+                                      initargs=(self._threads, self.progress_queue, os.getpid()))
 
     def submit(self, fn: Callable, *args: Any) -> cf.Future:
         try:

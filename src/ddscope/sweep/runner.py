@@ -23,7 +23,7 @@ from ..checkpoint import trial_dir
 from ..config import SweepConfig, TrialConfig, dumps_toml, extend_sweep
 from ..errors import UserError, as_user_error
 from ..train import TrialResult, run_trial
-from .executors import worker_progress_queue
+from .executors import unguarded_main_script, worker_progress_queue
 from .store import STALE_AFTER_S, Store, worker_id
 
 HEARTBEAT_S = 10.0
@@ -260,6 +260,10 @@ def run_sweep(
             out = fut.result()
             results = out if isinstance(out, list) else [out]
         except BrokenProcessPool:
+            if (script := unguarded_main_script()) is not None:
+                raise UserError(f"the local executor's workers died while starting: {script} has no "
+                                "`if __name__ == \"__main__\":` guard, so every spawned worker runs it again; "
+                                "put the sweep under that guard (or use executor 'inprocess')") from None
             results = [TrialResult(trial_id=t, config=configs[t], status="failed", error=WORKER_DIED) for t in tids]
         except Exception as e:  # noqa: BLE001 — a crash outside run_trial marks the trial failed
             if (user := as_user_error(e)) is not None:

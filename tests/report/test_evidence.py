@@ -27,7 +27,7 @@ def ev(tmp_path):
 
 
 def _row(ev, noise, measure, region="all"):
-    r = ev[(ev["noise"] == noise) & (ev["measure"] == measure) & (ev["region"] == region)]
+    r = ev[(ev["condition"] == f"noise {100 * noise:g} %") & (ev["measure"] == measure) & (ev["region"] == region)]
     assert len(r) == 1, (noise, measure, region)
     return r.iloc[0]
 

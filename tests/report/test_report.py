@@ -29,11 +29,12 @@ def test_full_report_files_and_numbers(tmp_path):
         if name != "theorem2":
             assert (out / f"{name}.png").stat().st_size > 5000 and (out / f"{name}.pdf").exists(), name
     ev = pd.read_csv(out / "evidence.csv")
-    r = ev[(ev["noise"] == 0.2) & (ev["measure"] == "dist_rel/all") & (ev["region"] == "all")].iloc[0]
+    r = ev[(ev["condition"] == "noise 20 %") & (ev["measure"] == "dist_rel/all") & (ev["region"] == "all")].iloc[0]
     assert (r["peak_width"], r["test_peak_width"], r["interp_width"], r["steps_to_test_peak"]) == (32, 16, 16, 1)
     s = json.loads((out / "summary.json").read_text())
-    assert s["double_descent"]["0.2"]["test_peak_width"] == 16 and s["double_descent"]["0.0"]["double_descent"] is False
-    assert s["representative_widths"]["0.2"] == {"under": 4, "critical": 16, "over": 64, "widest": 128}
+    assert s["double_descent"]["noise 20 %"]["test_peak_width"] == 16
+    assert s["double_descent"]["noise 0 %"]["double_descent"] is False
+    assert s["representative_widths"]["noise 20 %"] == {"under": 4, "critical": 16, "over": 64, "widest": 128}
     assert s["counts"]["done"] == 42 and s["figures"]["theorem2"] is None
     html = (out / "index.html").read_text()
     assert html.count("data:image/png;base64") == len(FIGURES) - 1
@@ -64,7 +65,7 @@ def test_partial_store_says_what_is_missing(tmp_path):
     for text in (
         "The sweep is not finished: 2 trial(s) pending",
         "Failed trial (width 8, noise 0.2, seed 1): diverged: loss became nan at epoch 1",
-        "Fewer done seeds than planned at noise 0.2, width 8: 1 of 2",
+        "Fewer done seeds than planned at noise 20 %, width 8: 1 of 2",
         "Metric group &#x27;hessian&#x27; (hess_trace and hess_top): enabled, but no trial has recorded it yet",
         "Metric group &#x27;distance&#x27; (distance from initialisation dist_abs/*, dist_rel/*): not enabled",
         "Figure &#x27;Curvature&#x27; not drawn",

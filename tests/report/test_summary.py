@@ -44,7 +44,7 @@ def test_dd_summary_without_a_peak(final):
     assert s["interp_width"] == 8 and s["best_narrower_width"] == 4
     assert s["test_peak_width"] is None and s["double_descent"] is False
     # Without a noise level it summarises the lowest one.
-    assert dd_summary(final)["noise"] == 0.0
+    assert dd_summary(final)["condition"] == "noise 0 %"
 
 
 def test_peak_rules_on_small_curves():

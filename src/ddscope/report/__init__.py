@@ -6,8 +6,9 @@ the end of every sweep):
 - ``evidence.csv`` / ``evidence.md``: rank correlation of each measure with the test error
   across widths, with bootstrap intervals over seeds, and where each measure peaks
   (:mod:`.evidence`);
-- ``summary.json``: per noise level the double-descent summary, the representative widths,
-  the evidence rows and what is missing;
+- ``summary.json``: per condition (label-noise level and every other grid axis except the
+  seeds, kept apart everywhere) the double-descent summary with its verdict and reason, the
+  representative widths, the evidence rows and what is missing;
 - ``final_table.csv`` (one row per trial) and ``tidy.csv`` (every stored row);
 - ``index.html``: one self-contained page with all of it, the sweep's config and the software.
 
@@ -33,7 +34,7 @@ from ..sweep.table import final_table, tidy
 from . import epochs, figures, html, plots
 from .coverage import missing_items
 from .evidence import MEASURES, evidence_table
-from .summary import dd_summary, done_rows, representative_widths, theorem2_table
+from .summary import conditions, dd_summary, done_rows, representative_widths, theorem2_table
 
 __all__ = ["build_report", "dd_summary", "evidence_table"]
 
@@ -69,6 +70,7 @@ CAPTIONS = {
         "Relative distance ‖θₗ − θₗ⁰‖_F / ‖θₗ⁰‖_F of each layer's parameters at the last epoch (heat map, mean "
         "over seeds; layers are module paths from input to output), and of the whole network.")),
 }
+AXIS_COLUMNS = ("model.width", "data.noise", "seed")  # always in the page's final table
 NEEDS = {  # what a figure needs, said when it cannot be drawn
     "double_descent": "err/test",
     "smoothness": "jac_spec_rms/* or lip_upper (metric groups 'jacobian', 'paths', 'lipschitz')",
@@ -98,8 +100,8 @@ def _jsonable(x):
 
 
 def _levels(final: pd.DataFrame) -> list:
-    d = done_rows(final)
-    return sorted(d["data.noise"].dropna().unique()) if "data.noise" in d and d["data.noise"].notna().any() else [None]
+    """The conditions of the done trials, in grid order (``[None]`` when there are none)."""
+    return conditions(done_rows(final))
 
 
 def build_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
@@ -172,7 +174,8 @@ def _write(out: Path, run_dir: Path, final: pd.DataFrame, long: pd.DataFrame, co
 
     generated = _dt.datetime.now().isoformat(timespec="seconds")
     (out / "summary.json").write_text(json.dumps(_jsonable({
-        "run_dir": str(run_dir), "generated": generated, "counts": counts, "noise_levels": levels,
+        "run_dir": str(run_dir), "generated": generated, "counts": counts, "conditions": levels,
+        "x_axis": str(final["x_axis"].dropna().iloc[0]) if final["x_axis"].notna().any() else None,
         "double_descent": {str(k): v for k, v in summaries.items()},
         "representative_widths": {str(k): v for k, v in reps.items()},
         "evidence": ev.to_dict(orient="records"), "missing": missing, "figures": files,
@@ -193,8 +196,10 @@ def _sections(final: pd.DataFrame, ev: pd.DataFrame, summaries: dict, fig_html: 
     secs = [("Summary", html.table(html.summary_view(summaries)) + (
         "<p>Interpolation threshold: narrowest width whose mean train error (noisy labels) is 0. Classical "
         "optimum: lowest test error among narrower widths. Test-error peak: highest test error from the classical "
-        "optimum on (none if it never rises above it). Double descent: a peak above the widest net's test "
-        "error.</p>"))]
+        "optimum on (none if it never rises above it). Double descent: the widest nets fit their training labels "
+        "(train error ≤ 1 %) and the peak stands above both the classical optimum and the widest net by more than "
+        "the seeds' spread (at least 0.01); otherwise the row says why there is no evidence. One row per condition: "
+        "every grid axis but the seeds is kept apart.</p>"))]
     legend = "".join(f"<li><code>{html.esc(m)}</code>: {html.esc(d)}</li>" for m, d in MEASURES.items()
                      if (ev["measure"] == m).any()) if not ev.empty else ""
     secs.append(("Evidence table", html.evidence_html(ev) + (
@@ -213,7 +218,9 @@ def _sections(final: pd.DataFrame, ev: pd.DataFrame, summaries: dict, fig_html: 
         secs[-1] = (secs[-1][0], secs[-1][1] + "<h3>Theorem 2 check per width</h3>" + html.table(thm))
     for name in ("curvature", "distance"):
         secs.append((CAPTIONS[name][0], fig_html[name]))
-    cols = [c for c in ("model.width", "data.noise", "seed", "params", "status", "err/train", "err/train_clean",
+    axes = [c for c in final.columns if c in AXIS_COLUMNS or (c.startswith(("data.", "model.", "optim.", "metrics."))
+                                                              and final[c].nunique(dropna=False) > 1)]
+    cols = [c for c in (*dict.fromkeys(["model.width", "data.noise", *axes]), "seed", "n_train", "params", "status", "err/train", "err/train_clean",
                         "err/train_noisy", "err/test", "loss/train", "loss/test", "interp_epoch", "jac_spec_rms/train",
                         "jac_spec_rms/test", "jac_spec_rms/path_same", "lip_upper", "hess_trace", "hess_top",
                         "dist_rel/all", "wall_s") if c in final.columns]
@@ -222,7 +229,7 @@ def _sections(final: pd.DataFrame, ev: pd.DataFrame, summaries: dict, fig_html: 
                  "PNG and PDF beside this page.</p>"))
     failed = final[final["status"] == "failed"] if "status" in final else final.iloc[0:0]
     if len(failed):
-        f = failed[[c for c in ("trial_id", "model.width", "data.noise", "seed", "error") if c in failed]].copy()
+        f = failed[[c for c in ("trial_id", "condition", "model.width", "seed", "error") if c in failed]].copy()
         f["error"] = f["error"].map(lambda e: (str(e or "").strip().splitlines() or [""])[-1])
         secs.append(("Failed trials", html.table(f, left=("trial_id", "error"))))
     return secs

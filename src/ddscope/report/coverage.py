@@ -51,7 +51,7 @@ def missing_items(final: pd.DataFrame, counts: dict, metrics: set[str], sweep_cf
         for _, r in final[final["status"] == "failed"].iterrows():
             reason = (str(r.get("error") or "").strip().splitlines() or ["no reason recorded"])[-1]
             out.append(f"Failed trial ({_label(r)}): {reason[:200]}")
-        keys = [k for k in ("data.noise", "model.width") if k in final]
+        keys = [k for k in ("condition", "x") if k in final]
         if keys and done:
             planned = final.groupby(keys).size()
             have = final[final["status"] == "done"].groupby(keys).size().reindex(planned.index, fill_value=0)
@@ -81,4 +81,5 @@ def missing_items(final: pd.DataFrame, counts: dict, metrics: set[str], sweep_cf
 
 def _key(keys: list[str], k) -> str:
     k = k if isinstance(k, tuple) else (k,)
-    return ", ".join(f"{name.split('.')[-1]} {v:g}" for name, v in zip(keys, k))
+    return ", ".join(str(v) if name == "condition" else f"{'width' if name == 'x' else name.split('.')[-1]} {v:g}"
+                     for name, v in zip(keys, k))

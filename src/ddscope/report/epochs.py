@@ -11,7 +11,7 @@ from matplotlib.colors import LogNorm, Normalize
 from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
 from . import plots
-from .plots import noise_label, noise_levels, subplots
+from .plots import noise_label, noise_levels, subplots, x_label
 
 LABELS = {"jac_spec_rms/train": r"jac_spec_rms, train points", "err/train": "train error (noisy labels)"}
 ROLE_NAMES = {"under": "under-param.", "critical": "critical", "over": "over-param.", "widest": "widest",
@@ -39,15 +39,15 @@ def _interp_epochs(d: pd.DataFrame) -> pd.Series:
         return pd.Series(dtype=float)
     t = d.drop_duplicates("trial_id")
     v = pd.to_numeric(t["interp_epoch"], errors="coerce")
-    return v.groupby(t["model.width"].astype(float)).mean().dropna()
+    return v.groupby(t["x"].astype(float)).mean().dropna()
 
 
 def _levels(d: pd.DataFrame) -> list:
-    return noise_levels(d.drop_duplicates("trial_id")) if "data.noise" in d else [None]
+    return noise_levels(d.drop_duplicates("trial_id")) if "condition" in d else [None]
 
 
 def _at(d: pd.DataFrame, noise) -> pd.DataFrame:
-    return d if noise is None or "data.noise" not in d else d[d["data.noise"] == noise]
+    return d if noise is None or "condition" not in d else d[d["condition"] == noise]
 
 
 def over_epochs(tidy: pd.DataFrame, widths: dict, metrics=("jac_spec_rms/train", "err/train")) -> plots.plt.Figure | None:
@@ -76,7 +76,7 @@ def over_epochs(tidy: pd.DataFrame, widths: dict, metrics=("jac_spec_rms/train",
                 drawn = False
                 for i, metric in enumerate(metrics):
                     ax = axes[i, j]
-                    s = dn[(dn["model.width"].astype(float) == w) & (dn["metric"] == metric)]
+                    s = dn[(dn["x"].astype(float) == w) & (dn["metric"] == metric)]
                     g = s.groupby("epoch")["value"].agg(["mean", "std", "count"]).reset_index()
                     if g.empty:
                         continue
@@ -100,7 +100,7 @@ def over_epochs(tidy: pd.DataFrame, widths: dict, metrics=("jac_spec_rms/train",
                     ax.set_ylim(bottom=0)
                 if i < len(metrics) - 1:
                     ax.set_xlabel("")
-        n = d.drop_duplicates("trial_id").groupby(["data.noise", "model.width"] if "data.noise" in d else ["model.width"]).size()
+        n = d.drop_duplicates("trial_id").groupby(["condition", "x"] if "condition" in d else ["x"]).size()
         fig.suptitle("Over epochs — " + plots.subtitle(levels, list(n)), fontsize=9.5)
         return fig
 
@@ -127,11 +127,11 @@ def epoch_heatmaps(tidy: pd.DataFrame, metrics=("jac_spec_rms/train", "err/train
     levels = _levels(d)
     max_epoch = float(d["epoch"].max())
     with plots.plt.rc_context(plots.STYLE):
-        n_widths = d["model.width"].nunique()
+        n_widths = d["x"].nunique()
         fig, axes = subplots(len(metrics), len(levels), width=4.2, height=max(2.6, 1.0 + 0.2 * n_widths))
         for i, metric in enumerate(metrics):
             dm = d[d["metric"] == metric]
-            vals = dm.groupby(["data.noise", "model.width", "epoch"] if "data.noise" in dm else ["model.width", "epoch"])["value"].mean()
+            vals = dm.groupby(["condition", "x", "epoch"] if "condition" in dm else ["x", "epoch"])["value"].mean()
             positive = (vals > 0).all() and vals.max() / max(vals.min(), 1e-300) > 20
             norm = LogNorm(vals.min(), vals.max()) if metric.startswith("jac") and positive else Normalize(
                 0 if metric.startswith("err/") else vals.min(), vals.max())
@@ -139,7 +139,7 @@ def epoch_heatmaps(tidy: pd.DataFrame, metrics=("jac_spec_rms/train", "err/train
             for j, noise in enumerate(levels):
                 ax = axes[j, i]
                 sub = _at(dm, noise)
-                grid = sub.groupby([sub["model.width"].astype(float), "epoch"])["value"].mean().unstack("epoch")
+                grid = sub.groupby([sub["x"].astype(float), "epoch"])["value"].mean().unstack("epoch")
                 if grid.empty:
                     plots.no_data(ax, f"{metric}: no data")
                     continue
@@ -151,7 +151,7 @@ def epoch_heatmaps(tidy: pd.DataFrame, metrics=("jac_spec_rms/train", "err/train
                 ax.set_xlim(0, _edges(ep)[-1])
                 step = max(1, int(np.ceil(len(widths) / 16)))
                 ax.set_yticks(range(0, len(widths), step), [f"{w:g}" for w in widths[::step]])
-                ax.set_ylabel("width k")
+                ax.set_ylabel(x_label(d))
                 ax.grid(False)
                 interp = _interp_epochs(_at(_done(tidy), noise))
                 rows = [(interp[w], k) for k, w in enumerate(widths) if w in interp.index]

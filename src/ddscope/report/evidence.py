@@ -26,6 +26,7 @@ import pandas as pd
 from scipy import stats
 
 from .summary import (
+    conditions,
     at_noise,
     classical_optimum,
     dd_peak,
@@ -59,7 +60,7 @@ MEASURES = {
 }
 
 COLUMNS = [
-    "noise", "region", "min_width", "measure", "n_widths", "n_seeds", "spearman", "spearman_lo", "spearman_hi", "spearman_p",
+    "condition", "region", "min_width", "measure", "n_widths", "n_seeds", "spearman", "spearman_lo", "spearman_hi", "spearman_p",
     "kendall", "kendall_lo", "kendall_hi", "kendall_p", "peak_width", "peak_at_edge", "test_peak_width",
     "interp_width", "steps_to_test_peak", "steps_to_interp",
 ]
@@ -92,10 +93,10 @@ def _pairs_by_width(final: pd.DataFrame, measure: str, noise, min_width=None) ->
     """Per width (sorted, ≥ ``min_width``), the paired (measure, test error) values of its done trials."""
     d = at_noise(done_rows(final), noise)
     if min_width is not None:
-        d = d[d["model.width"].astype(float) >= min_width]
+        d = d[d["x"].astype(float) >= min_width]
     m = pd.to_numeric(d[measure], errors="coerce").to_numpy(float)
     t = pd.to_numeric(d["err/test"], errors="coerce").to_numpy(float)
-    w = d["model.width"].to_numpy(float)
+    w = d["x"].to_numpy(float)
     ok = np.isfinite(m) & np.isfinite(t)
     return [(m[ok & (w == k)], t[ok & (w == k)]) for k in sorted(set(w[ok]))]
 
@@ -161,7 +162,7 @@ def evidence_table(final: pd.DataFrame, *, n_boot: int = 1000, seed: int = 0) ->
     d = done_rows(final)
     if d.empty or "err/test" not in d:
         return pd.DataFrame(columns=COLUMNS)
-    levels = sorted(d["data.noise"].dropna().unique()) if "data.noise" in d else [None]
+    levels = conditions(d)
     rows = []
     for noise in levels or [None]:
         test = mean_by_width(d, "err/test", noise)
@@ -180,7 +181,7 @@ def evidence_table(final: pd.DataFrame, *, n_boot: int = 1000, seed: int = 0) ->
                     continue
                 pk = peak_width(s if lo is None else s[s.index >= lo])
                 rows.append({
-                    "noise": None if noise is None else float(noise),
+                    "condition": noise,
                     "region": region,
                     "min_width": widths[0] if lo is None else lo,
                     "measure": measure,

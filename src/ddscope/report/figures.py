@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from . import plots
-from .plots import band, noise_color, noise_levels, style_legend, subplots, subtitle, width_axis
+from .plots import band, noise_color, noise_levels, style_legend, subplots, subtitle, width_axis, x_label
 from .summary import curve, dd_summary, done_rows
 
 Series = list[tuple[str, str, str, str]]  # (metric, label, linestyle, marker)
@@ -33,7 +33,7 @@ def _panel(ax, final: pd.DataFrame, levels: list, series: Series, *, ylabel: str
             used.add(noise)
             counts += list(c["n"])
     ax.set_ylabel(ylabel)
-    width_axis(ax, done_rows(final)["model.width"].astype(float) if "model.width" in final else [])
+    width_axis(ax, done_rows(final)["x"].astype(float) if "x" in final else [], x_label(final))
     if logy:
         plots.tidy_log_axis(ax)
     return used, counts
@@ -108,7 +108,7 @@ def interpolation_speed(final: pd.DataFrame, budget: float | None = None) -> plo
     seeds that interpolated, k/n beside a point when only k of n did; open triangles at the
     epoch budget for widths where no seed interpolated."""
     d = done_rows(final)
-    if d.empty or "interp_epoch" not in d or "model.width" not in d:
+    if d.empty or "interp_epoch" not in d or "x" not in d:
         return None
     d = d.assign(interp_epoch=pd.to_numeric(d["interp_epoch"], errors="coerce"))
     levels = noise_levels(d)
@@ -118,16 +118,16 @@ def interpolation_speed(final: pd.DataFrame, budget: float | None = None) -> plo
         counts, never_any = [], False
         for i, noise in enumerate(levels):
             color = noise_color(levels, noise)
-            sub = d if noise is None else d[d["data.noise"] == noise]
-            g = sub.groupby("model.width")["interp_epoch"]
+            sub = d if noise is None else d[d["condition"] == noise]
+            g = sub.groupby("x")["interp_epoch"]
             c = curve(sub, "interp_epoch")
             if not c.empty:
                 band(ax, c, color, marker="o")
                 counts += list(g.size())
                 tot = g.size()
-                for w, k in c.set_index("model.width")["n"].items():
+                for w, k in c.set_index("x")["n"].items():
                     if k < tot[w]:
-                        ax.annotate(f"{int(k)}/{int(tot[w])}", (w, c.set_index("model.width")["mean"][w]),
+                        ax.annotate(f"{int(k)}/{int(tot[w])}", (w, c.set_index("x")["mean"][w]),
                                     textcoords="offset points", xytext=(4, 4), fontsize=7, color=color)
             never = [w for w, v in g.count().items() if v == 0]
             if never and budget is not None:
@@ -138,7 +138,7 @@ def interpolation_speed(final: pd.DataFrame, budget: float | None = None) -> plo
             ax.axhline(budget, color="0.5", lw=0.8, ls="--")
         ax.set_ylabel("epochs to interpolate")
         ax.set_ylim(bottom=0, top=None if budget is None else budget * 1.08)
-        width_axis(ax, d["model.width"].astype(float))
+        width_axis(ax, d["x"].astype(float), x_label(d))
         ax.set_title("Interpolation speed — " + subtitle(levels, counts, "mean ± std over interpolating seeds"))
         styles = [("epochs to train error 0", "-", "o")]
         if never_any:
@@ -164,10 +164,10 @@ def theorem2(final: pd.DataFrame) -> plots.plt.Figure | None:
                 for metric, _, ls, mk in held:
                     c = curve(final, metric, noise)
                     if not c.empty:
-                        axes[0, 1].plot(c["model.width"], c["mean"], ls=ls, marker=mk, color=noise_color(levels, noise))
+                        axes[0, 1].plot(c["x"], c["mean"], ls=ls, marker=mk, color=noise_color(levels, noise))
             axes[0, 1].set_ylim(-0.05, 1.08)
             axes[0, 1].set_ylabel("fraction of seeds")
-            width_axis(axes[0, 1], done_rows(final)["model.width"].astype(float))
+            width_axis(axes[0, 1], done_rows(final)["x"].astype(float), x_label(final))
             axes[0, 1].set_title("inequality held")
         else:
             plots.no_data(axes[0, 1], "inequality flags not recorded")
@@ -226,8 +226,8 @@ def distance(final: pd.DataFrame) -> plots.plt.Figure | None:
             rows, widths = [], None
             for c in layers:
                 cv = curve(final, c, noise)
-                widths = cv["model.width"].to_numpy(float) if widths is None else widths
-                rows.append(cv.set_index("model.width")["mean"].reindex(widths).to_numpy(float))
+                widths = cv["x"].to_numpy(float) if widths is None else widths
+                rows.append(cv.set_index("x")["mean"].reindex(widths).to_numpy(float))
             if not rows or widths is None or not len(widths):
                 plots.no_data(ax, "per-layer distances not recorded")
                 continue
@@ -235,7 +235,7 @@ def distance(final: pd.DataFrame) -> plots.plt.Figure | None:
             ax.set_xticks(range(len(widths)), [f"{w:g}" for w in widths], rotation=90 if len(widths) > 8 else 0)
             ax.set_yticks(range(len(layers)), [f"{i + 1}: {c.split('/', 1)[1]}" for i, c in enumerate(layers)])
             ax.set_ylabel("layer: module")
-            ax.set_xlabel("width k")
+            ax.set_xlabel(x_label(final))
             ax.grid(False)
             ax.set_title("per layer" + ("" if noise is None else f", {plots.noise_label(noise)}"))
         if im is not None:

@@ -92,17 +92,16 @@ def _steps(v) -> str:
 
 
 def evidence_blocks(ev: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
-    """The evidence table for display: per noise level a heading (grid, seeds, test-error peak,
+    """The evidence table for display: per condition (noise level and other non-seed axes) a heading (grid, seeds, test-error peak,
     threshold) and one row per measure with the correlations over all widths and from w_C on."""
     blocks = []
     if ev.empty:
         return blocks
-    for noise, e in ev.groupby(pd.to_numeric(ev["noise"], errors="coerce"), dropna=False, sort=False):
-        noise = None if pd.isna(noise) else float(noise)
+    for noise, e in ev.groupby(ev["condition"].fillna("all trials"), sort=False):
         a = e[e["region"] == "all"].set_index("measure")
         c = e[e["region"] != "all"].set_index("measure")
         r0 = a.iloc[0]
-        head = (("noise —" if noise is None else f"noise {100 * noise:g} %") + f": {r0['n_widths']} widths, "
+        head = (f"{noise}: {r0['n_widths']} widths, "
                 f"{r0['n_seeds']} seed{'' if str(r0['n_seeds']) == '1' else 's'} per width; test-error peak k = {_w(r0['test_peak_width'])}, "
                 f"interpolation threshold k = {_w(r0['interp_width'])}")
         if len(c):
@@ -132,7 +131,7 @@ def evidence_html(ev: pd.DataFrame) -> str:
 
 
 def evidence_markdown(ev: pd.DataFrame) -> str:
-    """The evidence table as GitHub Markdown, one table per noise level."""
+    """The evidence table as GitHub Markdown, one table per condition."""
     blocks = evidence_blocks(ev)
     if not blocks:
         return "(no evidence table: no done trial has both a test error and a complexity measure)\n"
@@ -145,15 +144,15 @@ def evidence_markdown(ev: pd.DataFrame) -> str:
 
 
 def summary_view(summaries: dict) -> pd.DataFrame:
-    """One row per noise level from :func:`.summary.dd_summary` results."""
+    """One row per condition from :func:`.summary.dd_summary` results."""
     rows = []
     for noise, s in summaries.items():
         if not s.get("widths"):
-            rows.append({"noise": fmt(noise), "note": s.get("note", "no test errors")})
+            rows.append({"condition": noise or "all trials", "note": s.get("note", "no test errors")})
             continue
         ws = s["widths"]
         rows.append({
-            "noise": "—" if noise is None else f"{noise:g}",
+            "condition": noise or "all trials",
             "widths": f"{len(ws)} ({ws[0]:g}–{ws[-1]:g})",
             "seeds / width": "–".join(dict.fromkeys(str(n) for n in s["n_seeds"])),
             "interp. threshold k (train err 0)": _w(s["interp_width"]),
@@ -161,7 +160,7 @@ def summary_view(summaries: dict) -> pd.DataFrame:
             "test-error peak k (test err)": "none" if s["test_peak_width"] is None
             else f"{s['test_peak_width']:g} ({fmt(s['test_peak_err'], 3)})",
             "widest (test err)": fmt(s["widest_err"], 3),
-            "double descent": "yes" if s["double_descent"] else "no",
+            "double descent": "yes" if s["double_descent"] else f"no: {s.get('verdict', '')}",
         })
     return pd.DataFrame(rows)
 

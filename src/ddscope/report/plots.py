@@ -20,6 +20,8 @@ import pandas as pd
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, NullFormatter, NullLocator
 
+from .summary import conditions as noise_levels  # one colour per condition, in grid order
+
 STYLE = {
     "figure.dpi": 110,
     "axes.grid": True,
@@ -45,19 +47,23 @@ NOISE_COLORS = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9"
 PANEL_W, PANEL_H = 3.6, 2.8  # inches per panel
 
 
-def noise_levels(final: pd.DataFrame) -> list:
-    """Sorted label-noise levels of the table (``[None]`` when it has no noise column)."""
-    if "data.noise" not in final or final["data.noise"].dropna().empty:
-        return [None]
-    return sorted(final["data.noise"].dropna().unique())
-
-
 def noise_color(levels: list, noise) -> str:
     return NOISE_COLORS[levels.index(noise) % len(NOISE_COLORS)] if noise in levels else NOISE_COLORS[0]
 
 
 def noise_label(noise) -> str:
-    return "noise —" if noise is None else f"noise {100 * float(noise):g} %"
+    """The condition's label (``noise 15 %, n_train 300``)."""
+    return "all trials" if noise is None else str(noise)
+
+
+X_LABELS = {"model.width": "width k", "data.n_train": "training samples n"}
+
+
+def x_label(final: pd.DataFrame) -> str:
+    """The x-axis name of the table: width, or the training-set size (sample-wise)."""
+    if "x_axis" in final and final["x_axis"].notna().any():
+        return X_LABELS.get(final["x_axis"].dropna().iloc[0], str(final["x_axis"].dropna().iloc[0]))
+    return X_LABELS["model.width"]
 
 
 def subplots(ncols: int, nrows: int = 1, *, width: float = PANEL_W, height: float = PANEL_H, **kw):
@@ -67,11 +73,11 @@ def subplots(ncols: int, nrows: int = 1, *, width: float = PANEL_W, height: floa
     return fig, axes
 
 
-def width_axis(ax, widths) -> None:
-    """Log x axis labelled with the swept widths themselves (at most ~9 of them)."""
+def width_axis(ax, widths, label: str = X_LABELS["model.width"]) -> None:
+    """Log x axis labelled with the swept values themselves (at most ~9 of them)."""
     ws = sorted({float(w) for w in widths if w is not None and np.isfinite(w) and w > 0})
     ax.set_xscale("log")
-    ax.set_xlabel("width k")
+    ax.set_xlabel(label)
     if not ws:
         return
     ax.xaxis.set_major_locator(FixedLocator(spaced_ticks(ws)))
@@ -96,7 +102,7 @@ def spaced_ticks(ws: list[float], max_ticks: int = 9) -> list[float]:
     return shown + [ws[-1]]
 
 
-def band(ax, c: pd.DataFrame, color, *, ls="-", marker="o", label=None, x="model.width", fill=True, **kw):
+def band(ax, c: pd.DataFrame, color, *, ls="-", marker="o", label=None, x="x", fill=True, **kw):
     """Mean line with a ±1 std band (drawn only where the std is positive)."""
     xs, m, s = c[x].to_numpy(float), c["mean"].to_numpy(float), c["std"].to_numpy(float)
     ax.plot(xs, m, ls=ls, marker=marker, color=color, label=label, **kw)

@@ -10,7 +10,9 @@ Definitions (all on the mean over seeds of the final-epoch values, done trials o
 - test-error peak ``w_P``: the width of the highest test error at or beyond ``w_C``; there is no
   peak (``None``) when the test error never rises above its value at ``w_C``. Under-fit nets,
   narrower than ``w_C``, have large test error for another reason and are not the peak;
-- a double descent: ``w_P`` exists and its test error is above that of the widest net.
+- a double descent (:func:`verdict`): the widest nets fit their training labels and ``w_P``
+  stands above both the classical optimum and the widest net by more than the seeds' spread
+  (at least :data:`MIN_MARGIN`); otherwise the summary says why there is no evidence.
 """
 
 from __future__ import annotations
@@ -18,41 +20,78 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from ..sweep.table import condition_label
+
 INTERP_TOL = 0.0
+FIT_TOL = 0.01  # the widest nets must fit all but 1 % of their training labels for a verdict
+MIN_MARGIN = 0.01  # a peak must stand this far (or the seeds' spread) above both sides
+
+
+def with_axes(final: pd.DataFrame) -> pd.DataFrame:
+    """``final`` with the ``x`` and ``condition`` columns of ``ddscope.sweep.table``, derived
+    from ``model.width`` and ``data.noise`` for a table made without them (by hand, in tests)."""
+    if "x" not in final and "model.width" in final:
+        final = final.assign(x=final["model.width"])
+    if "condition" not in final and "data.noise" in final:
+        levels = sorted(final["data.noise"].dropna().unique())
+        final = final.assign(condition=final["data.noise"].map(lambda v: None if pd.isna(v) else condition_label("data.noise", v)),
+                             condition_index=final["data.noise"].map(lambda v: levels.index(v) if v in levels else -1))
+    return final
+
+
+def _x_axis(final: pd.DataFrame) -> str:
+    return str(final["x_axis"].dropna().iloc[0]) if "x_axis" in final and final["x_axis"].notna().any() else "model.width"
+
+
+def conditions(final: pd.DataFrame) -> list:
+    """The conditions of the table in grid order (``[None]`` when it has none): label-noise
+    levels and every other non-seed grid axis (``ddscope.sweep.table``), each kept apart."""
+    final = with_axes(final)
+    if "condition" not in final or final["condition"].dropna().empty:
+        return [None]
+    d = final.dropna(subset=["condition"])
+    if "condition_index" in d:
+        d = d.sort_values("condition_index", kind="stable")
+    return list(dict.fromkeys(d["condition"]))
 
 
 def done_rows(final: pd.DataFrame) -> pd.DataFrame:
+    final = with_axes(final)
     return final[final["status"] == "done"] if "status" in final else final
 
 
 def at_noise(final: pd.DataFrame, noise) -> pd.DataFrame:
-    """Rows of one label-noise level (all rows when ``noise`` is None)."""
-    if noise is None or "data.noise" not in final:
+    """Rows of one condition, given by its label or, for a plain label-noise level, by the
+    rate (all rows when ``noise`` is None)."""
+    final = with_axes(final)
+    if noise is None:
         return final
-    return final[final["data.noise"] == noise]
+    if isinstance(noise, (int, float)) and not isinstance(noise, bool) and "data.noise" in final:
+        return final[final["data.noise"] == noise]
+    return final[final["condition"] == noise] if "condition" in final else final
 
 
 def curve(final: pd.DataFrame, metric: str, noise=None) -> pd.DataFrame:
     """Mean, std (ddof 1; 0 for one seed) and n over seeds of ``metric`` per width, done trials
     of one noise level, NaN values left out. Columns ``model.width, mean, std, n``."""
-    cols = ["model.width", "mean", "std", "n"]
-    if metric not in final.columns or "model.width" not in final.columns:
+    cols = ["x", "mean", "std", "n"]
+    if metric not in final.columns or "x" not in final.columns:
         return pd.DataFrame(columns=cols)
     d = at_noise(done_rows(final), noise)
     v = pd.to_numeric(d[metric], errors="coerce")
-    d = pd.DataFrame({"model.width": d["model.width"].astype(float), "v": v}).dropna()
+    d = pd.DataFrame({"x": d["x"].astype(float), "v": v}).dropna()
     if d.empty:
         return pd.DataFrame(columns=cols)
-    out = d.groupby("model.width")["v"].agg(["mean", "std", "count"]).reset_index()
+    out = d.groupby("x")["v"].agg(["mean", "std", "count"]).reset_index()
     out = out.rename(columns={"count": "n"})
     out["std"] = out["std"].fillna(0.0)
-    return out[cols].sort_values("model.width").reset_index(drop=True)
+    return out[cols].sort_values("x").reset_index(drop=True)
 
 
 def mean_by_width(final: pd.DataFrame, metric: str, noise=None) -> pd.Series:
     """Mean over seeds of ``metric`` indexed by width (sorted)."""
     c = curve(final, metric, noise)
-    return pd.Series(c["mean"].to_numpy(float), index=c["model.width"].to_numpy(float), dtype=float)
+    return pd.Series(c["mean"].to_numpy(float), index=c["x"].to_numpy(float), dtype=float)
 
 
 def peak_width(s: pd.Series) -> float | None:
@@ -105,12 +144,12 @@ def dd_summary(final: pd.DataFrame, noise=None) -> dict:
     final = done_rows(final)
     if final.empty or "err/test" not in final:
         return {}
-    if noise is None and "data.noise" in final and final["data.noise"].nunique() > 1:
-        noise = min(final["data.noise"].dropna().unique())
+    if noise is None and "condition" in final and final["condition"].nunique() > 1:
+        noise = conditions(final)[0]
     c = curve(final, "err/test", noise)
     test = mean_by_width(final, "err/test", noise)
     train = mean_by_width(final, "err/train", noise)
-    out: dict = {"noise": None if noise is None else float(noise)}
+    out: dict = {"condition": noise}
     if len(test) < 3:
         out["note"] = f"{len(test)} width(s) with a finished trial: a double descent needs at least 3"
         return out
@@ -130,13 +169,41 @@ def dd_summary(final: pd.DataFrame, noise=None) -> dict:
         widest_err=float(test.iloc[-1]),
         widest_train_err=float(train.iloc[-1]) if len(train) else None,
     )
-    out["double_descent"] = bool(w_p is not None and out["test_peak_err"] > out["widest_err"])
+    out["double_descent"], out["verdict"] = verdict(out, c)
     for metric in [m for m in final.columns if m.startswith(("jac_spec_rms/", "lip_upper", "hess_", "dist_rel/all"))]:
         mp = peak_width(mean_by_width(final, metric, noise))
         if mp is not None:
             out[f"peak/{metric}"] = mp
             out[f"grid_steps/{metric}"] = grid_steps(widths, mp, w_p)
     return out
+
+
+def verdict(s: dict, test_curve: pd.DataFrame) -> tuple[bool, str]:
+    """Whether ``s`` (a :func:`dd_summary`) shows a double descent, and why (not).
+
+    It needs (1) nets that fit their (noisy) training labels at the widest width — train error
+    ≤ :data:`FIT_TOL`, else the sweep did not train to interpolation and says nothing about the
+    second descent; (2) a test-error peak w_P beyond the classical optimum that stands above
+    *both* sides — the test error at w_C and at the widest width — by more than the margin
+    max(:data:`MIN_MARGIN`, std(w_P) + std(side)) over seeds (with one seed, the stated margin)."""
+    if s.get("widest_train_err") is None or s["widest_train_err"] > FIT_TOL:
+        te = s.get("widest_train_err")
+        return False, (f"no evidence: the widest nets do not fit their training labels (train error "
+                       f"{'—' if te is None else f'{te:.3f}'} > {FIT_TOL:g}); train longer or wider")
+    w_p, w_c = s["test_peak_width"], s["best_narrower_width"]
+    if w_p is None:
+        return False, "the test error never rises above the classical optimum's"
+    std = test_curve.set_index("x")["std"].astype(float)
+    widest = float(test_curve["x"].iloc[-1])
+    for side, err, what in ((w_c, s["best_narrower_err"], "the classical optimum"),
+                            (widest, s["widest_err"], "the widest net")):
+        margin = max(MIN_MARGIN, float(std.get(w_p, 0.0)) + float(std.get(side, 0.0)))
+        if s["test_peak_err"] - err <= margin:
+            return False, (f"the test-error peak {s['test_peak_err']:.3f} at {w_p:g} stands only "
+                           f"{s['test_peak_err'] - err:.3f} above {what} ({err:.3f} at {side:g}); it needs more "
+                           f"than {margin:.3f} (the seeds' spread, at least {MIN_MARGIN:g})")
+    return True, (f"test-error peak {s['test_peak_err']:.3f} at {w_p:g} above the classical optimum "
+                  f"({s['best_narrower_err']:.3f}) and the widest net ({s['widest_err']:.3f}), which fits its labels")
 
 
 def representative_widths(final: pd.DataFrame, noise=None) -> dict[str, float]:
@@ -164,16 +231,17 @@ def representative_widths(final: pd.DataFrame, noise=None) -> dict[str, float]:
 
 
 def theorem2_table(final: pd.DataFrame) -> pd.DataFrame:
-    """Per (noise, width): mean LHS, MID, RHS of Theorem 2 at the last epoch, and in how many of
+    """Per (condition, width): mean LHS, MID, RHS of Theorem 2 at the last epoch, and in how many of
     the n seeds each inequality held. Empty without Theorem 2 values."""
     d = done_rows(final)
     if "thm2_mid" not in d or pd.to_numeric(d["thm2_mid"], errors="coerce").isna().all():
         return pd.DataFrame()
-    keys = [k for k in ("data.noise", "model.width") if k in d]
+    keys = [k for k in ("condition", "x") if k in d]
+    names = {"condition": "condition", "x": "width" if _x_axis(d) == "model.width" else "n_train"}
     rows = []
-    for key, g in d.groupby(keys):
+    for key, g in d.groupby(keys, sort=False):
         key = key if isinstance(key, tuple) else (key,)
-        row = {k.split(".")[-1]: v for k, v in zip(keys, key)}
+        row = {names[k]: v for k, v in zip(keys, key)}
         row["n"] = len(g)
         for col, name in (("thm2_lhs", "LHS"), ("thm2_mid", "MID"), ("thm2_rhs", "RHS")):
             row[name] = pd.to_numeric(g.get(col), errors="coerce").mean() if col in g else np.nan

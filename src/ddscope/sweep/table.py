@@ -3,6 +3,10 @@
 - :func:`tidy` — one row per (trial, epoch, metric), with the trial's config axes as columns.
 - :func:`final_table` — one row per trial: its axes, parameter count, state, final errors and
   losses, interpolation epoch and the last value of every other metric.
+
+Both carry ``condition`` (a label of the grid point without its replicate axes and x-axis, e.g.
+``noise 15 %, n_train 300``), ``x`` (the report's x value: the width, or the training-set size
+when the width is fixed) and ``x_axis`` (which key ``x`` is).
 """
 
 from __future__ import annotations
@@ -39,14 +43,60 @@ def axes(store: Store) -> list[str]:
     return list(BASE_AXES) + varying
 
 
+# Axes that replicate a trial (seeds of the initialisation and of the data draw): pooled into
+# mean ± std. Every other varying axis is a *condition*, kept apart in every figure and table.
+REPLICATE_AXES = ("seed", "data.seed")
+# The x-axis of the report: width, or the training-set size when width is fixed (sample-wise
+# double descent).
+X_AXES = ("model.width", "data.n_train")
+
+
+def x_axis(flat: list[dict]) -> str:
+    """``model.width`` unless it is fixed while ``data.n_train`` varies."""
+    varies = {k: len({repr(f.get(k)) for f in flat}) > 1 for k in X_AXES}
+    return "data.n_train" if varies["data.n_train"] and not varies["model.width"] else "model.width"
+
+
+def condition_keys(flat: list[dict], x: str) -> list[str]:
+    """``data.noise`` plus every varying config key that is neither a replicate nor the x-axis."""
+    keys = ["data.noise"] if flat and "data.noise" in flat[0] else []
+    for k in flat[0] if flat else []:
+        if k in keys or k == x or k in REPLICATE_AXES or k.startswith(("checkpoint.", "device")):
+            continue
+        if len({repr(f.get(k)) for f in flat}) > 1:
+            keys.append(k)
+    return keys
+
+
+def condition_label(key: str, value) -> str:
+    short = key.split(".")[-1]
+    if key == "data.noise" and isinstance(value, (int, float)):
+        return f"noise {100 * float(value):g} %"
+    return f"{short} {value:g}" if isinstance(value, float) else f"{short} {value}"
+
+
+def _order(v):
+    return (0, float(v), "") if isinstance(v, (int, float)) and not isinstance(v, bool) else (1, 0.0, repr(v))
+
+
 def trials_frame(store: Store) -> pd.DataFrame:
     """One row per trial: id, state, axes, params, interp_epoch, wall_s, error."""
     cols = axes(store)
-    columns = ["trial_id", "status", *cols, "params", "n_train", "interp_epoch", "wall_s", "error"]
+    columns = ["trial_id", "status", *cols, "params", "n_train", "interp_epoch", "wall_s", "error",
+               "condition", "condition_index", "x", "x_axis"]
+    trials = store.trials()
+    flats = [_flatten(t["config"]) for t in trials]
+    xa = x_axis(flats)
+    ckeys = condition_keys(flats, xa)
+    combos = sorted({tuple(f.get(k) for k in ckeys) for f in flats}, key=lambda c: [_order(v) for v in c])
     rows = []
-    for t in store.trials():
-        flat = _flatten(t["config"])
+    for t, flat in zip(trials, flats):
         s = t["summary"]
+        combo = tuple(flat.get(k) for k in ckeys)
+        if xa == "data.n_train":  # the number trained on (n_train = 0 means all of them)
+            x = s.get("n_train") or (flat.get("data.n_train") or None)
+        else:
+            x = flat.get("model.width")
         rows.append(
             {
                 "trial_id": t["trial_id"],
@@ -57,6 +107,10 @@ def trials_frame(store: Store) -> pd.DataFrame:
                 "interp_epoch": s.get("interp_epoch"),
                 "wall_s": s.get("wall_s"),
                 "error": t["error"],
+                "condition": ", ".join(condition_label(k, v) for k, v in zip(ckeys, combo)) or "all trials",
+                "condition_index": combos.index(combo),
+                "x": x,
+                "x_axis": xa,
             }
         )
     return pd.DataFrame(rows, columns=columns)  # the columns even with no trial (a store just made)
@@ -79,7 +133,7 @@ def final_table(store: Store) -> pd.DataFrame:
     wide = last.pivot(index="trial_id", columns="metric", values="value").reset_index()
     wide = wide.drop(columns=[c for c in ("interp_epoch",) if c in wide.columns])
     out = trials.merge(wide, on="trial_id", how="left")
-    return out.sort_values([c for c in ("data.noise", "model.width", "seed") if c in out.columns]).reset_index(drop=True)
+    return out.sort_values(["condition_index", "x", "seed"]).reset_index(drop=True)
 
 
 def load(run_dir: str | Path) -> pd.DataFrame:

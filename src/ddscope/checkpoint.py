@@ -131,7 +131,59 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise UserError(f"checkpoint {path} cannot be loaded with weights_only=True ({type(e).__name__})") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise UserError(f"checkpoint {path} is not a ddscope checkpoint (format {FORMAT})")
+    _check_contents(state, path)
     return state
+
+
+def _is_records(v) -> bool:
+    return isinstance(v, list) and all(
+        isinstance(r, (tuple, list)) and len(r) == 3 and isinstance(r[0], int) and isinstance(r[1], str)
+        and isinstance(r[2], (int, float)) for r in v)
+
+
+# key -> (check, what it must be); "optimizer", "scheduler" and "rng" only in resume points.
+_CONTENTS: dict[str, tuple[Callable, str]] = {
+    "trial_id": (lambda v: isinstance(v, str), "a string"),
+    "config": (lambda v: isinstance(v, dict), "a table"),
+    "epoch": (lambda v: isinstance(v, int) and v >= 0, "an epoch >= 0"),
+    "step": (lambda v: isinstance(v, int) and v >= 0, "a step >= 0"),
+    "model": (lambda v: isinstance(v, dict) and all(isinstance(t, torch.Tensor) for t in v.values()),
+              "a state_dict of tensors"),
+    "records": (_is_records, "a list of (epoch, metric, value)"),
+    "interp_epoch": (lambda v: v is None or isinstance(v, int), "an epoch or None"),
+    "elapsed_s": (lambda v: isinstance(v, (int, float)), "seconds"),
+}
+_RESUME = {
+    "optimizer": (lambda v: isinstance(v, dict), "a state_dict"),
+    "scheduler": (lambda v: isinstance(v, dict), "a state_dict"),
+    "rng": (lambda v: isinstance(v, dict) and isinstance(v.get("order"), torch.Tensor)
+            and isinstance(v.get("torch"), torch.Tensor) and isinstance(v.get("cuda", []), list),
+            "RNG states"),
+}
+
+
+def _check_contents(state: dict, path: Path) -> None:
+    """A checksum proves the file is as written, not that it was written by this ddscope or for
+    this trial: every entry is checked, so a stray file is one line, never a KeyError later."""
+    checks = dict(_CONTENTS, **(_RESUME if "optimizer" in state else {}))
+    for key, (ok, what) in checks.items():
+        if key not in state:
+            raise UserError(f"checkpoint {path} is inconsistent: it has no '{key}'; delete it to fall back "
+                            "to the previous one")
+        if not ok(state[key]):
+            raise UserError(f"checkpoint {path} is inconsistent: '{key}' is not {what}; delete it to fall back "
+                            "to the previous one")
+
+
+def load_weights(model, state: dict, path: str | Path) -> None:
+    """``model.load_state_dict(state["model"])``, or UserError when the weights do not fit the
+    model the config builds (another width, another family: a checkpoint from elsewhere)."""
+    try:
+        model.load_state_dict(state["model"])
+    except (RuntimeError, KeyError, ValueError) as e:
+        first = str(e).strip().splitlines()
+        raise UserError(f"checkpoint {path} does not fit the trial's model "
+                        f"({' '.join(first[:2]) if first else type(e).__name__}); move it away") from None
 
 
 def checkpoint_config(state: dict, path: str | Path = "checkpoint") -> TrialConfig:
@@ -173,18 +225,24 @@ def capture(cfg: TrialConfig, epoch: int, *, model, step: int, records, interp_e
     return state
 
 
-def restore(state: dict, model, optimizer, scheduler, order: torch.Generator) -> None:
-    """Load model, optimiser, scheduler and RNG states from :func:`capture` output in place."""
-    model.load_state_dict(state["model"])
+def restore(state: dict, model, optimizer, scheduler, order: torch.Generator, path: str | Path = "checkpoint") -> None:
+    """Load model, optimiser, scheduler and RNG states from :func:`capture` output in place;
+    state that does not fit this trial is a :class:`UserError` (exit 2), not a failed trial."""
+    load_weights(model, state, path)
     if "optimizer" not in state:  # final.pt: training is over, nothing else to restore
         return
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
-    rng = state["rng"]
-    order.set_state(rng["order"])
-    torch.set_rng_state(rng["torch"])
-    if rng["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(rng["cuda"])
+    try:
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        rng = state["rng"]
+        order.set_state(rng["order"])
+        torch.set_rng_state(rng["torch"])
+        if rng["cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(rng["cuda"])
+    except (RuntimeError, KeyError, ValueError, TypeError, IndexError) as e:
+        raise UserError(f"checkpoint {path} has optimiser or RNG state that does not fit the trial "
+                        f"({type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}); "
+                        "move it away") from None
 
 
 # ----------------------------------------------------------------------------- one trial's folder
@@ -227,6 +285,7 @@ class Checkpointer:
         self.cfg = cfg
         self.keep = set(cfg.checkpoint.epochs)
         self.last_save = time.monotonic()
+        self.resumed_from: Path | None = None  # the checkpoint :meth:`resume` returned
 
     def resume(self) -> dict | None:
         """The latest complete checkpoint of this trial (verified), or None to start afresh.
@@ -238,6 +297,7 @@ class Checkpointer:
         if path is None:
             return None
         state = load_checkpoint(path)
+        self.resumed_from = path
         if state.get("trial_id") != self.cfg.trial_id or checkpoint_config(state, path).trial_id != self.cfg.trial_id:
             raise UserError(f"checkpoint {path} belongs to another trial than {self.cfg.trial_id}; move it away")
         return state
@@ -318,17 +378,17 @@ def measure_checkpoint(path: str | Path, groups, *, samples: int | None = None, 
     dev = resolve_device(cfg.device)
     data = prepare(cfg.data).to(dev)
 
-    def build(weights: dict | None):
+    def build(weights: tuple[dict, Path] | None):
         torch.manual_seed(cfg.seed)  # the trial's initialisation draw
         net = make_model(cfg.model, data.input_shape, data.num_classes)
         if weights is not None:
-            net.load_state_dict(weights)
+            load_weights(net, *weights)
         return net.to(dev)
 
-    model = build(state["model"])
+    model = build((state, path))
     init_path = path.with_name("init.pt")
     if init_path.is_file() and init_path != path:
-        theta0, source = build(load_checkpoint(init_path)["model"]), "init.pt"
+        theta0, source = build((load_checkpoint(init_path), init_path)), "init.pt"
     elif state["epoch"] == 0:
         theta0, source = model, path.name
     else:
@@ -354,5 +414,6 @@ __all__ = [
     "verify_checkpoint",
     "latest_checkpoint",
     "checkpoint_config",
+    "load_weights",
     "trial_dir",
 ]

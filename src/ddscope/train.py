@@ -290,7 +290,7 @@ def _train(cfg: TrialConfig, result: TrialResult, progress: ProgressFn | None, c
     start = 0
     result.summary["resumed_from_epoch"] = None
     if resume is not None:  # continue after the checkpoint's epoch as if never stopped
-        checkpoint.restore(resume, model, opt, sched, order)
+        checkpoint.restore(resume, model, opt, sched, order, path=saver.resumed_from)
         step, interp_epoch, start = resume["step"], resume["interp_epoch"], resume["epoch"] + 1
         rec.extend(resume["records"])
         result.summary["resumed_from_epoch"] = resume["epoch"]

@@ -254,3 +254,16 @@ def test_auto_hess_batch_by_mode(nets):
     assert db > auto_hess_batch(model, x, 8, mode="forward_over_reverse")
     with pytest.raises(ValueError, match="allowed"):
         auto_hess_batch(model, x, 8, mode="dense")
+
+
+@pytest.mark.parametrize("mode", ["double_backward", "forward_over_reverse"])
+def test_an_empty_batch_among_the_batches_adds_nothing(nets, mode):
+    """Regression: forward-over-reverse products raised a raw torch error on an empty batch."""
+    model = nets.mlp(6, (8,), 4)
+    x, y = nets.data((6,), 4, 10)
+    H = R.dense_hessian(model, [(x, y)])
+    matvec, dim = loss_hvp(model, [(x[:6], y[:6]), (x[:0], y[:0]), (x[6:], y[6:])], mode=mode)
+    V = torch.randn(dim, 3, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    torch.testing.assert_close(matvec(V), H @ V, rtol=1e-9, atol=1e-12)
+    with pytest.raises(ValueError, match="at least one sample"):
+        loss_hvp(model, [(x[:0], y[:0])], mode=mode)

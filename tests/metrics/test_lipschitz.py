@@ -217,6 +217,17 @@ def test_lipschitz_parts():
     assert [p for p, _, _ in bound.layers] == ["body.0", "body.1", "head"]
 
 
+class _StrayParts(_TwoStage):
+    def lipschitz_parts(self):
+        return [self.body, nn.Linear(3, 2)]  # a fresh module, not one of the model's
+
+
+def test_lipschitz_parts_that_are_not_submodules_are_named():
+    """Regression: a part that is not a submodule raised ``KeyError: 140169281084688``."""
+    with pytest.raises(ValueError, match=r"lipschitz_parts\(\) of '' \(_StrayParts\) returned Linear, which is not a submodule"):
+        lipschitz_upper(_StrayParts(), (5,))
+
+
 def test_training_flags_and_state_untouched(nets):
     model = nets.conv2d().train()
     state = {k: v.clone() for k, v in model.state_dict().items()}

@@ -145,7 +145,7 @@ def loss_hvp(
         ``(matvec, dim)``: ``matvec`` maps v (dim,) -> Hv (dim,) or V (dim, m) -> HV (dim, m).
     """
     mode = resolve_mode(model, mode)
-    batches = list(batches)
+    batches = [(x, y) for x, y in batches if len(y)]  # an empty batch adds nothing (and breaks jvp)
     names, theta = flat_params(model, params)
     total = sum(len(y) for _, y in batches)
     if total == 0:

@@ -250,7 +250,14 @@ def walk_lipschitz(model: nn.Module, input_shape: tuple[int, ...], leaf_norm: Le
         if isinstance(module, nn.Sequential):
             return math.prod(walk(child, paths[id(child)]) for child in module)
         if hasattr(module, "lipschitz_parts"):
-            return math.prod(walk(part, paths[id(part)]) for part in module.lipschitz_parts())
+            parts = list(module.lipschitz_parts())
+            for part in parts:
+                if not isinstance(part, nn.Module) or id(part) not in paths:
+                    raise ValueError(
+                        f"lipschitz_upper: lipschitz_parts() of '{path}' ({type(module).__name__}) returned "
+                        f"{type(part).__name__}, which is not a submodule of the model; return its own submodules "
+                        "in the order they are applied")
+            return math.prod(walk(part, paths[id(part)]) for part in parts)
         if isinstance(module, Residual):
             value = 1.0 if module.shortcut is None else walk(module.shortcut, paths[id(module.shortcut)])
             value += walk(module.branch, paths[id(module.branch)])

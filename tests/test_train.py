@@ -58,6 +58,26 @@ def test_divergence_marks_failed():
     assert r.status == "failed" and r.error.startswith("diverged")
 
 
+def test_warmup_is_linear_over_its_steps_then_constant():
+    """The learning rate itself, step by step (the old test only ran a warm-up trial)."""
+    import torch
+
+    from ddscope.train import make_optimizer
+
+    for name in ("sgd", "adam"):
+        cfg = _tiny(**{"optim.name": name, "optim.lr": 0.3, "optim.warmup_epochs": 2})
+        model = torch.nn.Linear(3, 2)
+        opt, sched = make_optimizer(cfg, model, steps_per_epoch=3)  # 6 warm-up steps
+        lrs = []
+        for _ in range(9):
+            lrs.append(opt.param_groups[0]["lr"])
+            opt.step()
+            sched.step()
+        assert lrs == [0.3 * k / 6 for k in range(1, 7)] + [0.3] * 3, (name, lrs)
+    opt, sched = make_optimizer(_tiny(**{"optim.lr": 0.3}), torch.nn.Linear(3, 2), steps_per_epoch=3)
+    assert opt.param_groups[0]["lr"] == 0.3  # no warm-up: the full rate from the first step
+
+
 def test_training_reduces_loss_and_adam_warmup_runs():
     r = run_trial(_tiny(**{"optim.name": "adam", "optim.lr": 1e-3, "optim.warmup_epochs": 1, "optim.epochs": 6}))
     loss = {e: v for e, m, v in r.records if m == "loss/train"}

@@ -234,3 +234,14 @@ def test_training_flags_and_state_untouched(nets):
     lipschitz_upper(model, (2, 8, 8))
     assert all(m.training for m in model.modules())
     assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
+
+
+@pytest.mark.parametrize("approximate", ["none", "tanh"])
+def test_gelu_constant_is_its_largest_slope(approximate):
+    """Regression: the tanh form's constant was typed in as 1.13 (true 1.1289931…)."""
+    from ddscope.metrics.lipschitz import leaf_lipschitz
+
+    x = torch.linspace(-6, 6, 400_001, dtype=torch.float64, requires_grad=True)
+    (slope,) = torch.autograd.grad(torch.nn.functional.gelu(x, approximate=approximate).sum(), x)
+    value = leaf_lipschitz("act", nn.GELU(approximate=approximate), (1,))
+    assert value == pytest.approx(float(slope.max()), rel=1e-9)

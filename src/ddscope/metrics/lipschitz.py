@@ -40,6 +40,29 @@ ONE_LIPSCHITZ = (
 UNBOUNDED = (nn.LayerNorm, nn.MultiheadAttention)
 # GELU's largest slope, max_x d/dx[x·Φ(x)] = Φ(√2) + √2·φ(√2) ≈ 1.1289 (at x = √2).
 GELU_LIPSCHITZ = 0.5 * (1 + math.erf(1.0)) + math.sqrt(2) * math.exp(-1.0) / math.sqrt(2 * math.pi)
+
+
+def _gelu_tanh_slope(x: float) -> float:
+    """d/dx of the tanh form ½x(1 + tanh(u)), u = √(2/π)(x + 0.044715x³)."""
+    c = math.sqrt(2 / math.pi)
+    t = math.tanh(c * (x + 0.044715 * x**3))
+    return 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * c * (1 + 3 * 0.044715 * x * x)
+
+
+def _max_slope(f, lo: float, hi: float) -> float:
+    """max f on [lo, hi] for a unimodal f: a grid, then golden-section search to rounding."""
+    xs = [lo + (hi - lo) * i / 400 for i in range(401)]
+    k = max(range(len(xs)), key=lambda i: f(xs[i]))
+    a, b = xs[max(k - 1, 0)], xs[min(k + 1, len(xs) - 1)]
+    r = (math.sqrt(5) - 1) / 2
+    for _ in range(100):
+        c, d = b - r * (b - a), a + r * (b - a)
+        a, b = (a, d) if f(c) > f(d) else (c, b)
+    return f((a + b) / 2)
+
+
+# The tanh approximation's largest slope (≈ 1.1289931, at x ≈ 1.4), computed, not typed in.
+GELU_TANH_LIPSCHITZ = _max_slope(_gelu_tanh_slope, 0.0, 4.0)
 AVG_POOLS = (nn.AvgPool1d, nn.AvgPool2d, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d)
 MAX_POOLS = (nn.MaxPool1d, nn.MaxPool2d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d)
 SUPPORTED = (
@@ -220,7 +243,7 @@ def leaf_lipschitz(
     if isinstance(module, nn.Sigmoid):
         return 0.25
     if isinstance(module, nn.GELU):
-        return GELU_LIPSCHITZ if module.approximate == "none" else 1.13  # tanh form: max slope ≈ 1.1289 too
+        return GELU_LIPSCHITZ if module.approximate == "none" else GELU_TANH_LIPSCHITZ
     if isinstance(module, UNBOUNDED) or getattr(module, "lipschitz_unbounded", None):
         return math.inf
     if isinstance(module, AVG_POOLS):

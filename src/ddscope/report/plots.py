@@ -20,7 +20,7 @@ import pandas as pd
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, NullFormatter, NullLocator
 
-from .summary import conditions as noise_levels  # one colour per condition, in grid order
+from .summary import conditions as noise_levels  # noqa: F401 — re-exported: one colour per condition, in grid order
 
 STYLE = {
     "figure.dpi": 110,

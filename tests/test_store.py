@@ -12,7 +12,7 @@ from ddscope.errors import UserError
 from ddscope.sweep.executors import InProcessExecutor
 from ddscope.sweep.runner import run_sweep
 from ddscope.sweep.store import Store
-from ddscope.sweep.table import final_table, tidy
+from ddscope.sweep.table import tidy
 from ddscope.train import TrialResult
 
 

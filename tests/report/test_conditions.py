@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 
 import pandas as pd
-import pytest
 
 from ddscope.report import build_report
 from ddscope.report.evidence import evidence_table

@@ -90,8 +90,11 @@ def save_checkpoint(path: str | Path, state: dict) -> Path:
     try:
         buf = io.BytesIO()
         torch.save(state, buf)  # serialised in memory, then written with plain file calls, so a
-        with open(tmp, "wb") as f:  # full disk is an OSError(ENOSPC) naming the file, not torch's
-            f.write(buf.getbuffer())  # "file write failed"
+        try:  # full disk is an OSError(ENOSPC) naming the file, not torch's "file write failed"
+            with open(tmp, "wb") as f:
+                f.write(buf.getbuffer())
+        except OSError as e:
+            raise OSError(e.errno, e.strerror, str(path)) from None
         del buf
         digest = sha256_file(tmp)
         # Rewriting a name: drop the old sidecar first, so the gap between the two renames reads

@@ -136,10 +136,11 @@ def _stop_signals():
     try:
         yield seen
     finally:
-        if not seen:
-            for sig, h in previous.items():
-                signal.signal(sig, h)
-        # after a stop the handler stays: exiting (atexit joins, pool teardown) is part of the stop
+        for sig, h in previous.items():
+            # After a stop, the process is on its way out: later signals are ignored (a Python
+            # handler would be reset to the default one while the interpreter shuts down, and a
+            # late Ctrl-C would then kill it instead of letting it exit with its code).
+            signal.signal(sig, signal.SIG_IGN if seen else h)
 
 
 def _all_finished(run_dir: Path, sweep) -> bool:

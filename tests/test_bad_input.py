@@ -234,9 +234,11 @@ def small_mount(tmp_path):
     subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
 
 
-def test_a_read_only_out_is_one_line_before_anything(small_mount, capsys):
+def test_a_read_only_out_is_one_line_before_anything(small_mount, finished, capsys):
     subprocess.run(["mount", "-o", "remount,ro", str(small_mount)], check=True)
-    for args in (sweep_args(small_mount / "run"), ["report", str(small_mount / "run")]):
+    for args in (sweep_args(small_mount / "run"), ["report", str(small_mount / "run")],
+                 ["report", str(finished), "--out", str(small_mount / "rep")],
+                 ["export", str(finished), "--out", str(small_mount / "t.csv")]):
         code, _, err = cli_inline(capsys, *args)
         assert code == 2 and one_error_line(err) and "Traceback" not in err, err
 
@@ -253,6 +255,9 @@ def test_a_full_disk_is_one_line_and_the_sweep_resumes(small_mount, tmp_path, fi
     states = [s for (s,) in conn.execute("SELECT status FROM trials")]
     conn.close()
     assert "failed" not in states and "running" not in states and "pending" in states
+    code, _, err = cli_inline(capsys, "report", str(finished), "--out", str(small_mount / "rep"))  # disk still full
+    assert code == 2 and "No space left on device" in err and one_error_line(err), err
+    assert not list(small_mount.glob(".rep.*")) and not (small_mount / "rep").exists()  # nothing half-written
     shutil.copytree(run, tmp_path / "moved", ignore=shutil.ignore_patterns("trials"))
     code, _, err = cli_inline(capsys, *sweep_args(tmp_path / "moved", "model.width=[256,320]", "optim.epochs=1"))
     assert code == 0, err

@@ -86,3 +86,30 @@ def test_apply_overrides_does_not_mutate():
     d = {"model": {"width": 3}}
     apply_overrides(d, ["model.width=5"])
     assert d == {"model": {"width": 3}}
+
+
+def test_name_lists_agree_with_the_registries():
+    """config validates names without importing ddscope.models / ddscope.data (no import
+    cycle); its lists must be exactly the registries' keys."""
+    from ddscope.config import DATA_NAMES, MODEL_NAMES
+    from ddscope.data import SOURCES
+    from ddscope.models import MODELS
+
+    assert sorted(MODEL_NAMES) == sorted(MODELS)
+    assert sorted(DATA_NAMES) == sorted(SOURCES)
+
+
+def test_no_import_cycles_in_the_package():
+    """The layer below never reaches up, not even through a lazy import (shared/tools)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import pytest
+
+    root = Path(__file__).resolve().parents[1]
+    tool = root.parent / "shared" / "tools" / "import_cycles.py"
+    if not tool.is_file():
+        pytest.skip("shared/tools/import_cycles.py is not beside this checkout")
+    out = subprocess.run([sys.executable, str(tool), str(root / "src" / "ddscope")], capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr

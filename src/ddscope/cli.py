@@ -260,7 +260,7 @@ def export(run_dir, fmt, out):
 def measure(checkpoint, groups, samples, output, device, data_root, as_json):
     """Measure a saved model: rebuild it from its checkpoint's config and compute the metric
     groups on its train (noisy labels), train_clean, train_noisy and test splits."""
-    from .checkpoint import measure_checkpoint
+    from .measure import measure_checkpoint
 
     if samples is not None and samples < 0:
         raise UserError(f"--samples must be >= 0 (0 = all), got {samples}")

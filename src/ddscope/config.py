@@ -23,6 +23,8 @@ from .errors import UserError
 from .tomlio import PRESET_DIR, dumps_toml, list_presets, read_toml, tomllib
 
 NOISE_KINDS = ("uniform", "flip")
+MODEL_NAMES = ("mlp", "cnn1d", "convnet", "mcnn", "resnet18", "vit")  # = ddscope.models.MODELS
+DATA_NAMES = ("mnist1d", "digits", "mnist", "fashion_mnist", "cifar10", "cifar100")  # = ddscope.data.SOURCES
 OPTIMIZERS = ("sgd", "adam")
 DEVICES = ("cpu", "cuda", "auto")
 METRIC_GROUPS = ("jacobian", "paths", "lipschitz", "hessian", "theorem2", "distance")
@@ -225,14 +227,12 @@ def _check_ranges(c: TrialConfig) -> None:
         v = getattr(c.metrics, key)
         if v < 0 or (key in ("path_k",) and v < 2):
             bad(f"metrics.{key}", f"out of range: {v}")
-    # Names of model families and data sources are checked against their registries.
-    from .data import SOURCES
-    from .models import MODELS
-
-    if c.model.name not in MODELS:
-        bad("model.name", f"unknown model '{c.model.name}'; allowed: {', '.join(sorted(MODELS))}")
-    if c.data.name not in SOURCES:
-        bad("data.name", f"unknown data set '{c.data.name}'; allowed: {', '.join(sorted(SOURCES))}")
+    # Names of model families and data sources: config is the bottom layer and never imports the
+    # registries (ddscope.models.MODELS, ddscope.data.SOURCES); a test checks the lists agree.
+    if c.model.name not in MODEL_NAMES:
+        bad("model.name", f"unknown model '{c.model.name}'; allowed: {', '.join(sorted(MODEL_NAMES))}")
+    if c.data.name not in DATA_NAMES:
+        bad("data.name", f"unknown data set '{c.data.name}'; allowed: {', '.join(sorted(DATA_NAMES))}")
 
 
 def _type_name(tp) -> str:

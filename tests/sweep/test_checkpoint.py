@@ -48,20 +48,26 @@ def _files(folder):
     return sorted(p.name for p in folder.iterdir())
 
 
+def _state(**model) -> dict:
+    """The smallest checkpoint load_checkpoint accepts (every entry present and well typed)."""
+    return {"format": 1, "trial_id": "t", "config": {}, "epoch": 3, "step": 0, "model": model,
+            "records": [(0, "m", 1.5)], "interp_epoch": None, "elapsed_s": 0.0}
+
+
 def test_save_writes_a_plain_torch_file_and_a_sha256sum_sidecar(tmp_path):
-    state = {"format": 1, "epoch": 3, "w": torch.arange(6.0).reshape(2, 3), "records": [(0, "m", 1.5)]}
+    state = _state(w=torch.arange(6.0).reshape(2, 3))
     path = save_checkpoint(tmp_path / "a.pt", state)
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
     assert (tmp_path / "a.pt.sha256").read_text() == f"{digest}  a.pt\n"  # `sha256sum -c` format
     assert _files(tmp_path) == ["a.pt", "a.pt.sha256"]  # no temporary file left behind
     back = load_checkpoint(path)
-    assert torch.equal(back["w"], state["w"]) and back["records"] == [(0, "m", 1.5)]
+    assert torch.equal(back["model"]["w"], state["model"]["w"]) and back["records"] == [(0, "m", 1.5)]
     assert torch.load(path, weights_only=True)["epoch"] == 3  # readable without ddscope
 
 
 @pytest.mark.parametrize("damage", ["truncate", "flip", "sidecar"])
 def test_corrupted_checkpoint_is_detected_and_not_loaded(tmp_path, monkeypatch, damage):
-    path = save_checkpoint(tmp_path / "c.pt", {"format": 1, "w": torch.randn(100)})
+    path = save_checkpoint(tmp_path / "c.pt", _state(w=torch.randn(100)))
     blob = path.read_bytes()
     if damage == "truncate":
         path.write_bytes(blob[: len(blob) // 2])
@@ -77,7 +83,7 @@ def test_corrupted_checkpoint_is_detected_and_not_loaded(tmp_path, monkeypatch, 
 
 
 def test_missing_sidecar_and_foreign_pickles_are_refused(tmp_path):
-    path = save_checkpoint(tmp_path / "d.pt", {"format": 1})
+    path = save_checkpoint(tmp_path / "d.pt", _state())
     (tmp_path / "d.pt.sha256").unlink()
     with pytest.raises(UserError, match="no checksum file"):
         load_checkpoint(path)
@@ -90,18 +96,39 @@ def test_missing_sidecar_and_foreign_pickles_are_refused(tmp_path):
 
 
 def test_a_failed_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
-    path = save_checkpoint(tmp_path / "f.pt", {"format": 1, "v": torch.tensor(1.0)})
+    import errno
 
-    def crash(obj, f, *a, **k):
-        open(f, "wb").write(b"half a checkpoint")
-        raise OSError("disk full")
+    import ddscope.checkpoint as ckpt
 
-    monkeypatch.setattr(torch, "save", crash)
-    with pytest.raises(OSError):
-        save_checkpoint(path, {"format": 1, "v": torch.tensor(2.0)})
+    path = save_checkpoint(tmp_path / "f.pt", _state(v=torch.tensor(1.0)))
+
+    def crash(name, mode="r", *a, **k):  # the disk fills up half-way through the payload
+        f = open(name, mode, *a, **k)
+        f.write(b"half a checkpoint")
+        f.close()
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(ckpt, "open", crash, raising=False)
+    with pytest.raises(OSError) as e:
+        save_checkpoint(path, _state(v=torch.tensor(2.0)))
     monkeypatch.undo()
+    assert e.value.errno == errno.ENOSPC and e.value.filename == str(path)  # names the file
     assert _files(tmp_path) == ["f.pt", "f.pt.sha256"]
-    assert load_checkpoint(path)["v"].item() == 1.0
+    assert load_checkpoint(path)["model"]["v"].item() == 1.0
+
+
+@pytest.mark.parametrize("change, why", [
+    (lambda s: s.pop("model"), "it has no 'model'"),
+    (lambda s: s.update(epoch=-1), "'epoch' is not an epoch >= 0"),
+    (lambda s: s.update(records=[(0, "m", "x")]), "'records' is not a list"),
+    (lambda s: s.update(optimizer={}, scheduler={}), "it has no 'rng'"),
+], ids=["no model", "negative epoch", "records garbage", "resume point without rng"])
+def test_a_checksummed_but_inconsistent_checkpoint_is_one_line(tmp_path, change, why):
+    state = _state(w=torch.zeros(2))
+    change(state)
+    path = save_checkpoint(tmp_path / "g.pt", state)
+    with pytest.raises(UserError, match=f"g.pt is inconsistent: {why}"):
+        load_checkpoint(path)
 
 
 def test_schedule_keeps_configured_epochs_and_one_rolling_resume_point(tmp_path):

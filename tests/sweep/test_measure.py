@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from ddscope.checkpoint import measure_checkpoint
+from ddscope.measure import measure_checkpoint
 from ddscope.config import TrialConfig, set_key
 from ddscope.train import run_trial
 from .helpers_sweep import cli_inline

@@ -11,7 +11,8 @@ from ddscope.checkpoint import load_checkpoint
 from ddscope.config import load_sweep
 from ddscope.errors import UserError
 from ddscope.sweep.executors import InProcessExecutor, RayExecutor
-from ddscope.sweep.runner import _user_error, run_sweep
+from ddscope.errors import as_user_error
+from ddscope.sweep.runner import run_sweep
 from .helpers_sweep import FAST, cli, duplicate_rows, sets, store_rows, table
 
 ray = pytest.importorskip("ray", reason="Ray is not installed; pip install 'ddscope[ray]' to test the Ray executor")
@@ -51,7 +52,7 @@ def test_user_error_in_a_ray_task_surfaces_unwrapped(cluster, tmp_path):
     assert ex.max_workers == 2  # one trial per CPU of the cluster
     # Ray workers import ddscope, not this test module: a ddscope function raises the UserError.
     err = ex.submit(load_checkpoint, str(tmp_path / "missing.pt")).exception(timeout=120)
-    assert isinstance(_user_error(err), UserError)
-    assert str(_user_error(err)) == f"checkpoint {tmp_path / 'missing.pt'} not found"
+    assert isinstance(as_user_error(err), UserError)
+    assert str(as_user_error(err)) == f"checkpoint {tmp_path / 'missing.pt'} not found"
     ex.shutdown()
     assert ray.is_initialized()  # it joined the session, so it leaves it running

@@ -23,11 +23,25 @@ import sys
 import threading
 import time
 from concurrent.futures.process import BrokenProcessPool
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
 from ..errors import UserError
 
 EXECUTORS = ("inprocess", "local", "ray")
+
+
+class Executor(Protocol):
+    """What the sweep driver needs of a backend (``ddscope.sweep.runner.run_sweep``)."""
+
+    max_workers: int  # trials (or vectorised groups) in flight at once
+    inline: bool  # jobs run inside submit(): progress callbacks may be plain closures
+    progress_queue: Any  # where workers put (trial_id, epoch, total), or None
+
+    def submit(self, fn: Callable, *args: Any) -> cf.Future:
+        """Run the picklable ``fn(*args)``; its result or exception arrives through the future."""
+
+    def shutdown(self, cancel: bool = False) -> None:
+        """Release the workers; ``cancel=True`` stops running jobs now (they resume from checkpoints)."""
 
 
 class InProcessExecutor:
@@ -212,7 +226,8 @@ class RayExecutor:
             self._ray.shutdown()
 
 
-def make_executor(name: str, workers: int | None = None, address: str | None = None, gpus_per_trial: float = 0):
+def make_executor(name: str, workers: int | None = None, address: str | None = None,
+                  gpus_per_trial: float = 0) -> Executor:
     if name == "inprocess":
         return InProcessExecutor()
     if name == "local":

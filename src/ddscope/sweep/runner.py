@@ -12,8 +12,6 @@ from __future__ import annotations
 import concurrent.futures as cf
 import os
 import queue as queue_mod
-import sqlite3
-import threading
 import traceback
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
@@ -23,10 +21,11 @@ from ..checkpoint import trial_dir
 from ..config import SweepConfig, TrialConfig, dumps_toml, extend_sweep
 from ..errors import UserError, as_user_error
 from ..train import TrialResult, run_trial
-from .executors import unguarded_main_script, worker_progress_queue
+from .executors import Executor, unguarded_main_script, worker_progress_queue
+from .heartbeat import HEARTBEAT_S, Heartbeat
+from .progress import Progress
 from .store import STALE_AFTER_S, Store, worker_id
 
-HEARTBEAT_S = 10.0
 WORKER_DIED = (
     "worker process died abruptly (killed, or out of memory?) while this trial or one beside it ran; "
     "--retry-failed resumes it from its last checkpoint"
@@ -85,98 +84,6 @@ def trial_label(cfg: dict, axes: list[str]) -> str:
     return " ".join(parts) or cfg.get("model", {}).get("name", "trial")
 
 
-class _Progress:
-    """rich progress: one bar over all epochs of the sweep (its ETA) and one per running trial."""
-
-    def __init__(self, enabled: bool, total_epochs: int, n_trials: int, console=None):
-        self.enabled = enabled
-        if not enabled:
-            return
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-        self.p = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            TextColumn("ETA"),
-            TimeRemainingColumn(),
-            console=console,
-            transient=False,
-        )
-        self.p.start()
-        self.n_trials, self.done = n_trials, 0
-        self.overall = self.p.add_task(self._desc(), total=max(total_epochs, 1))
-        self.tasks: dict[str, int] = {}
-        self.seen: dict[str, int] = {}
-
-    def _desc(self) -> str:
-        return f"sweep: {self.done}/{self.n_trials} trials, epochs"
-
-    def start(self, tid: str, label: str, epochs: int) -> None:
-        if self.enabled:
-            self.tasks[tid] = self.p.add_task(f"  {label}", total=epochs)
-            self.seen[tid] = 0
-
-    def epoch(self, tid: str, epoch: int) -> None:
-        if self.enabled and tid in self.tasks:
-            delta = max(0, epoch - self.seen[tid])
-            self.seen[tid] = max(self.seen[tid], epoch)
-            self.p.update(self.tasks[tid], completed=epoch)
-            self.p.advance(self.overall, delta)
-
-    def finish(self, tid: str, epochs: int) -> None:
-        if self.enabled and tid in self.tasks:
-            self.p.advance(self.overall, max(0, epochs - self.seen[tid]))
-            self.p.remove_task(self.tasks.pop(tid))
-            self.done += 1
-            self.p.update(self.overall, description=self._desc())
-
-    def stop(self) -> None:
-        if self.enabled:
-            self.p.stop()
-
-
-class _Heartbeat:
-    """Marks this driver's running trials alive every ``interval`` seconds from its own thread and
-    SQLite connection: a long epoch or metric pass in-process must not look like a dead holder."""
-
-    def __init__(self, path: Path, worker: str, interval: float):
-        self._ids: set[str] = set()
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, args=(path, worker, interval), daemon=True,
-                                        name="ddscope-heartbeat")
-        self._thread.start()
-
-    def add(self, tid: str) -> None:
-        with self._lock:
-            self._ids.add(tid)
-
-    def discard(self, tid: str) -> None:
-        with self._lock:
-            self._ids.discard(tid)
-
-    def ids(self) -> list[str]:
-        with self._lock:
-            return sorted(self._ids)
-
-    def _run(self, path: Path, worker: str, interval: float) -> None:
-        store = Store.open(path)
-        try:
-            while not self._stop.wait(interval):
-                try:
-                    store.heartbeat(worker, self.ids())
-                except sqlite3.OperationalError:
-                    continue  # the store was busy for a whole busy-timeout: beat again next time
-        finally:
-            store.close()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join()
-
-
 def _write_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(text)
@@ -186,7 +93,7 @@ def _write_atomic(path: Path, text: str) -> None:
 def run_sweep(
     sweep: SweepConfig,
     run_dir: str | Path,
-    executor,
+    executor: Executor,
     *,
     retry_failed: bool = False,
     show_progress: bool = True,
@@ -226,7 +133,7 @@ def run_sweep(
     store.reclaim(stale_after)
     axes = list(sweep.grid)
     todo = [t for t in store.trials("pending") if t["trial_id"] in mine]
-    bar = _Progress(show_progress, sum(configs[t["trial_id"]]["optim"]["epochs"] for t in todo), len(todo), console)
+    bar = Progress(show_progress, sum(configs[t["trial_id"]]["optim"]["epochs"] for t in todo), len(todo), console)
 
     # The plan: units of trial ids, a unit of several trains as one vectorised group.
     units: list[list[str]] = []
@@ -238,7 +145,7 @@ def run_sweep(
         units = [u for u in units if len(u) > 1]  # singletons go through the plain claim loop
 
     worker = worker_id()
-    beat = _Heartbeat(store.path, worker, HEARTBEAT_S)
+    beat = Heartbeat(store.path, worker, HEARTBEAT_S)
     inflight: dict[cf.Future, list[str]] = {}
     failed: list[tuple[str, str]] = []
     ran = 0

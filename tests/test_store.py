@@ -90,3 +90,20 @@ def test_corrupted_store_is_reported(tmp_path):
     sqlite3.connect(other).execute("CREATE TABLE x(a)").connection.commit()
     with pytest.raises(UserError, match="not a ddscope store"):
         Store.open(other)
+
+
+def test_a_schema_1_store_is_migrated_and_keeps_its_rows(tmp_path):
+    """Stores written before trials.unit existed open, gain the column and keep every row."""
+    path = tmp_path / "store.sqlite"
+    store = Store.create(path, {"sweep": {"name": "old"}})
+    store.add_trials([("t0", {"model": {"width": 4}})])
+    store.close()
+    conn = sqlite3.connect(path)
+    conn.execute("ALTER TABLE trials DROP COLUMN unit")
+    conn.execute("UPDATE meta SET value='1' WHERE key='schema_version'")
+    conn.commit()
+    conn.close()
+    store = Store.open(path)
+    assert store.meta("schema_version") == "2" and store.trials()[0]["unit"] is None
+    assert store.claim("w", unit="g")[0] == "t0" and store.trials()[0]["unit"] == "g"
+    store.close()

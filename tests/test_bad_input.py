@@ -188,6 +188,7 @@ def test_bad_input_is_one_line_exit_2_and_nothing_changes(case, finished, tmp_pa
     assert "Traceback" not in out + err
     assert snapshot(run) == before, case
     assert not (work / "new").exists(), "a refused sweep created its run directory"
+    assert not (work / "nowhere").exists(), "a refused report or export created a folder"
 
 
 @pytest.mark.parametrize("content", [b"", b"SQLite format 3\x00" + b"\x00" * 84], ids=["empty", "truncated header"])

@@ -240,6 +240,9 @@ def export(run_dir, fmt, out):
     """Export the tidy table (trial, axes, epoch, metric, value) to CSV or Parquet."""
     from .sweep.table import export as do_export
 
+    from .sweep.store import Store
+
+    Store.open(run_dir).close()  # a missing or corrupted store: one line before any folder is made
     path = Path(out) if out else Path(run_dir) / f"table.{fmt}"
     _check_writable(path.parent, "export folder")
     path.parent.mkdir(parents=True, exist_ok=True)

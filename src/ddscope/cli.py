@@ -54,7 +54,7 @@ def cli() -> None:
 
 def _run(config: str, *, overrides: tuple[str, ...], out: str | None, executor: str, workers: int | None,
          address: str | None, gpus_per_trial: float, retry_failed: bool, resume: bool, report: bool,
-         quiet: bool, group: bool, max_group: int) -> None:
+         quiet: bool, group: bool, max_group: int, progress_interval: float) -> None:
     from .config import load_sweep
     from .sweep.executors import make_executor
     from .sweep.runner import run_sweep
@@ -93,7 +93,7 @@ def _run(config: str, *, overrides: tuple[str, ...], out: str | None, executor: 
     with _stop_signals() as stopped_by:
         try:
             outcome = run_sweep(sweep, run_dir, ex, retry_failed=retry_failed, show_progress=not quiet, console=con,
-                                group=group, max_group=max_group)
+                                group=group, max_group=max_group, progress_interval=progress_interval)
         except KeyboardInterrupt:
             code = 128 + stopped_by.get("signal", signal.SIGINT)
             if report and _all_finished(run_dir, sweep):  # the stop came after the last trial
@@ -171,7 +171,10 @@ _sweep_options = [
     click.option("--resume", is_flag=True,
                  help="Require an existing run directory and continue it (rerunning without the flag resumes too)."),
     click.option("--report/--no-report", default=True, show_default=True, help="Write the report at the end."),
-    click.option("--quiet", is_flag=True, help="No progress bars."),
+    click.option("--quiet", is_flag=True, help="No progress bars or progress lines."),
+    click.option("--progress-interval", type=click.FloatRange(min=0.0, min_open=True), default=30.0, show_default=True,
+                 metavar="SECONDS", help="When stderr is not a terminal (a batch job's log): a plain progress line "
+                 "this often, and one whenever a trial finishes."),
     click.option("--group/--no-group", default=True, show_default=True,
                  help="Train trials that can share a step (MLP widths at one seed; seeds/noise draws of one "
                       "architecture and width) as one vectorised model. Grouped trials keep no checkpoints."),

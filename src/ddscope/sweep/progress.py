@@ -1,7 +1,77 @@
-"""Progress of a sweep on a terminal: one rich bar over all epochs (its ETA) and one per running
-trial. The driver feeds it from the executor's progress queue or from inline callbacks."""
+"""Progress of a sweep. On a terminal: one rich bar over all epochs (its ETA) and one per running
+trial. Anywhere else (a batch job's log, ``nohup``, a pipe): plain lines without control
+characters, every ``log_interval`` seconds and whenever a trial finishes. The driver feeds it from
+the executor's progress queue or from inline callbacks."""
 
 from __future__ import annotations
+
+import time
+
+
+def _fmt(seconds: float) -> str:
+    m, s = divmod(int(seconds), 60)
+    h, m = divmod(m, 60)
+    return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s"
+
+
+class PlainProgress:
+    """Progress lines for a log file, e.g.
+
+    ``progress: 3/16 trials done, 2 running, epochs 1200/8000 (15 %), elapsed 1m02s, ETA 5m51s;
+    last finished: width=45 (test error 0.537)``
+
+    The ETA is elapsed × (epochs left / epochs done) over this run's epochs."""
+
+    def __init__(self, total_epochs: int, n_trials: int, stream, log_interval: float = 30.0):
+        self.total, self.n_trials, self.stream, self.interval = max(total_epochs, 1), n_trials, stream, log_interval
+        self.t0 = self.last = time.monotonic()
+        self.done, self.seen, self.finished_epochs = 0, {}, 0
+        self.labels: dict[str, str] = {}
+        self.last_finished = ""
+
+    def start(self, tid: str, label: str, epochs: int) -> None:
+        self.labels[tid], self.seen[tid] = label, 0
+
+    def epoch(self, tid: str, epoch: int) -> None:
+        if tid in self.seen:
+            self.seen[tid] = max(self.seen[tid], epoch)
+        self.tick()
+
+    def finish(self, tid: str, epochs: int, test_err: float | None = None) -> None:
+        self.seen.pop(tid, None)
+        self.finished_epochs += epochs
+        self.done += 1
+        err = "" if test_err is None else f" (test error {test_err:.3f})"
+        self.last_finished = f"{self.labels.pop(tid, tid)}{err}"
+        self.write()
+
+    def tick(self) -> None:
+        """Write a line if ``log_interval`` seconds passed since the last one."""
+        if time.monotonic() - self.last >= self.interval:
+            self.write()
+
+    def write(self) -> None:
+        now = time.monotonic()
+        self.last = now
+        epochs = min(self.finished_epochs + sum(self.seen.values()), self.total)
+        elapsed = now - self.t0
+        eta = f", ETA {_fmt(elapsed * (self.total - epochs) / epochs)}" if epochs else ""
+        line = (f"progress: {self.done}/{self.n_trials} trials done, {len(self.seen)} running, epochs "
+                f"{epochs}/{self.total} ({100 * epochs // self.total} %), elapsed {_fmt(elapsed)}{eta}")
+        if self.last_finished:
+            line += f"; last finished: {self.last_finished}"
+        self.stream.write(line + "\n")
+        self.stream.flush()
+
+    def stop(self) -> None:
+        pass
+
+
+def make_progress(enabled: bool, total_epochs: int, n_trials: int, console=None, log_interval: float = 30.0):
+    """Bars on a terminal, plain lines otherwise (``console``: a rich Console; None: stderr)."""
+    if enabled and console is not None and not console.is_terminal:
+        return PlainProgress(total_epochs, n_trials, console.file, log_interval)
+    return Progress(enabled, total_epochs, n_trials, console)
 
 
 class Progress:
@@ -44,7 +114,10 @@ class Progress:
             self.p.update(self.tasks[tid], completed=epoch)
             self.p.advance(self.overall, delta)
 
-    def finish(self, tid: str, epochs: int) -> None:
+    def tick(self) -> None:
+        pass
+
+    def finish(self, tid: str, epochs: int, test_err: float | None = None) -> None:
         if self.enabled and tid in self.tasks:
             self.p.advance(self.overall, max(0, epochs - self.seen[tid]))
             self.p.remove_task(self.tasks.pop(tid))

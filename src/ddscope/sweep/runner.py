@@ -23,7 +23,7 @@ from ..errors import UserError, as_user_error
 from ..train import TrialResult, run_trial
 from .executors import Executor, unguarded_main_script, worker_progress_queue
 from .heartbeat import HEARTBEAT_S, Heartbeat
-from .progress import Progress
+from .progress import make_progress
 from .store import STALE_AFTER_S, Store, worker_id
 
 WORKER_DIED = (
@@ -84,6 +84,12 @@ def trial_label(cfg: dict, axes: list[str]) -> str:
     return " ".join(parts) or cfg.get("model", {}).get("name", "trial")
 
 
+def _final_test_error(result: TrialResult) -> float | None:
+    """The test error at the last epoch that recorded one (None without any)."""
+    errs = [(e, v) for e, m, v in result.records if m == "err/test"]
+    return max(errs)[1] if errs else None
+
+
 def _write_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(text)
@@ -101,6 +107,7 @@ def run_sweep(
     stale_after: float = STALE_AFTER_S,
     group: bool = True,
     max_group: int = 16,
+    progress_interval: float = 30.0,
 ) -> SweepOutcome:
     """Run every trial of ``sweep`` not yet done in ``run_dir/store.sqlite``.
 
@@ -113,6 +120,9 @@ def run_sweep(
     one seed, or one architecture and width over seeds / noise draws — run as one vectorised
     model of at most ``max_group`` members (:mod:`ddscope.batched`); results are stored per trial
     exactly as for separate training. Grouped trials write no checkpoints.
+
+    Progress (``show_progress``) is drawn as bars when ``console`` is a terminal, and otherwise
+    written as plain lines every ``progress_interval`` seconds and whenever a trial finishes.
     """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -133,7 +143,8 @@ def run_sweep(
     store.reclaim(stale_after)
     axes = list(sweep.grid)
     todo = [t for t in store.trials("pending") if t["trial_id"] in mine]
-    bar = Progress(show_progress, sum(configs[t["trial_id"]]["optim"]["epochs"] for t in todo), len(todo), console)
+    bar = make_progress(show_progress, sum(configs[t["trial_id"]]["optim"]["epochs"] for t in todo), len(todo),
+                        console, progress_interval)
 
     # The plan: units of trial ids, a unit of several trains as one vectorised group.
     units: list[list[str]] = []
@@ -152,6 +163,7 @@ def run_sweep(
     q = executor.progress_queue
 
     def drain() -> None:
+        bar.tick()
         if q is None:
             return
         while True:
@@ -181,7 +193,7 @@ def run_sweep(
             store.finish(result)
             beat.discard(tid)
             ran += 1
-            bar.finish(tid, configs[tid]["optim"]["epochs"])
+            bar.finish(tid, configs[tid]["optim"]["epochs"], _final_test_error(result))
             if result.status == "failed":
                 failed.append((tid, (result.error or "").strip().splitlines()[-1] if result.error else ""))
 

@@ -245,6 +245,7 @@ def run_trial(cfg: TrialConfig, progress: ProgressFn | None = None, ckpt_dir: st
     t0 = time.perf_counter()
     result = TrialResult(trial_id=cfg.trial_id, config=cfg.to_dict(), status="done")
     result.summary["wall_s"] = 0.0  # training time before this attempt (set on resume)
+    result.summary["trainer"] = "trial"  # one model at a time (vectorised groups: "packed", "stacked")
     try:
         _train(cfg, result, progress, ckpt_dir, t0)
     except UserError:

@@ -52,6 +52,7 @@ def test_seed_and_noise_group_equals_separate_trials():
         want = run_trial(cfg)
         assert got.status == want.status == "done" and got.noisy_mask == want.noisy_mask
         assert got.summary["params"] == want.summary["params"]
+        assert (got.summary["trainer"], want.summary["trainer"]) == ("stacked", "trial")
         assert_same_records(got, want)
 
 

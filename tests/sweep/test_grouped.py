@@ -31,6 +31,9 @@ def test_grouped_sweep_equals_separate_trials(tmp_path):
     assert grouped.counts["done"] == separate.counts["done"] == 8 and grouped.ran == 8
     _close(table(tmp_path / "g"), table(tmp_path / "s"))
     assert duplicate_rows(tmp_path / "g") == 0
+    # The store says which training path made each trial's numbers.
+    trainers = {run: {r["summary"]["trainer"] for r in store_rows(tmp_path / run)} for run in ("g", "s")}
+    assert trainers == {"g": {"packed"}, "s": {"trial"}}
     # Rerunning skips every trial, grouped or not.
     assert run_sweep(sweep, tmp_path / "g", InProcessExecutor(), show_progress=False).ran == 0
 

@@ -52,7 +52,10 @@ def run_group(configs: Sequence[TrialConfig], progress: ProgressFn | None = None
         return [run_trial(configs[0], progress)]
     t0 = time.perf_counter()
     try:
-        return (train_packed if kind == "packed" else train_stacked)(configs, progress)
+        results = (train_packed if kind == "packed" else train_stacked)(configs, progress)
+        for r in results:  # which training path made these numbers, for the store and the report
+            r.summary["trainer"] = kind
+        return results
     except UserError:
         raise
     except Exception as e:  # noqa: BLE001 — a group's crash must not stop the sweep
@@ -62,7 +65,8 @@ def run_group(configs: Sequence[TrialConfig], progress: ProgressFn | None = None
         wall = time.perf_counter() - t0
         return [
             TrialResult(trial_id=c.trial_id, config=c.to_dict(), status="failed", error=error,
-                        summary={"wall_s": wall / len(configs), "group_wall_s": wall, "group_size": len(configs)})
+                        summary={"wall_s": wall / len(configs), "group_wall_s": wall, "group_size": len(configs),
+                                 "trainer": kind})
             for c in configs
         ]
 

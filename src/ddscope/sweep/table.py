@@ -82,7 +82,7 @@ def _order(v):
 def trials_frame(store: Store) -> pd.DataFrame:
     """One row per trial: id, state, axes, params, interp_epoch, wall_s, error."""
     cols = axes(store)
-    columns = ["trial_id", "status", *cols, "params", "n_train", "interp_epoch", "wall_s", "error",
+    columns = ["trial_id", "status", *cols, "params", "n_train", "interp_epoch", "wall_s", "trainer", "error",
                "condition", "condition_index", "x", "x_axis"]
     trials = store.trials()
     flats = [_flatten(t["config"]) for t in trials]
@@ -106,6 +106,7 @@ def trials_frame(store: Store) -> pd.DataFrame:
                 "n_train": s.get("n_train"),
                 "interp_epoch": s.get("interp_epoch"),
                 "wall_s": s.get("wall_s"),
+                "trainer": s.get("trainer"),
                 "error": t["error"],
                 "condition": ", ".join(condition_label(k, v) for k, v in zip(ckeys, combo)) or "all trials",
                 "condition_index": combos.index(combo),
@@ -119,7 +120,7 @@ def trials_frame(store: Store) -> pd.DataFrame:
 def tidy(store: Store) -> pd.DataFrame:
     """Long table: trial_id, axes..., epoch, metric, value."""
     recs = pd.DataFrame(list(store.records()), columns=["trial_id", "epoch", "metric", "value"])
-    trials = trials_frame(store).drop(columns=["error", "wall_s"])
+    trials = trials_frame(store).drop(columns=["error", "wall_s", "trainer"])
     return recs.merge(trials, on="trial_id", how="left")
 
 

@@ -7,11 +7,7 @@ from __future__ import annotations
 
 import time
 
-
-def _fmt(seconds: float) -> str:
-    m, s = divmod(int(seconds), 60)
-    h, m = divmod(m, 60)
-    return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s"
+from .status import fmt_duration  # one duration format for status and progress
 
 
 class PlainProgress:
@@ -55,9 +51,9 @@ class PlainProgress:
         self.last = now
         epochs = min(self.finished_epochs + sum(self.seen.values()), self.total)
         elapsed = now - self.t0
-        eta = f", ETA {_fmt(elapsed * (self.total - epochs) / epochs)}" if epochs else ""
+        eta = f", ETA {fmt_duration(elapsed * (self.total - epochs) / epochs)}" if epochs else ""
         line = (f"progress: {self.done}/{self.n_trials} trials done, {len(self.seen)} running, epochs "
-                f"{epochs}/{self.total} ({100 * epochs // self.total} %), elapsed {_fmt(elapsed)}{eta}")
+                f"{epochs}/{self.total} ({100 * epochs // self.total} %), elapsed {fmt_duration(elapsed)}{eta}")
         if self.last_finished:
             line += f"; last finished: {self.last_finished}"
         self.stream.write(line + "\n")

@@ -70,10 +70,10 @@ def status_text(run_dir: Path) -> str:
         mean = sum(done) / len(done)
         if alive:
             n_units = len({t.get("unit") or t["trial_id"] for t in alive})
-            lines.append(f"ETA ≈ {_fmt(eta)} ({left} left, {mean:.1f} s of worker time per trial, "
+            lines.append(f"ETA ≈ {fmt_duration(eta)} ({left} left, {mean:.1f} s of worker time per trial, "
                          f"{len(alive)} running in {n_units} unit(s))")
         else:
-            lines.append(f"not running: {left} left, ≈ {_fmt(mean * left)} of worker time "
+            lines.append(f"not running: {left} left, ≈ {fmt_duration(mean * left)} of worker time "
                          f"({mean:.1f} s per trial); rerun the sweep command to resume")
     elif left and not alive:
         lines.append(f"not running: {left} left; rerun the sweep command to resume")
@@ -94,7 +94,8 @@ def status_text(run_dir: Path) -> str:
     return "\n".join(lines)
 
 
-def _fmt(seconds: float) -> str:
+def fmt_duration(seconds: float) -> str:
+    """``1h02m`` or ``3m05s``."""
     m, s = divmod(int(seconds), 60)
     h, m = divmod(m, 60)
     return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"

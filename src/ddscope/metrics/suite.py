@@ -17,8 +17,7 @@ from ddscope.metrics.hessian import auto_hess_batch, hess_top, hess_trace
 from ddscope.metrics.jacobian import JacNorms, aggregate, jacobian_norms, path_jacobian_norms
 from ddscope.metrics.lipschitz import lipschitz_upper
 from ddscope.metrics.theorem import theorem2
-
-METRIC_GROUPS = ("jacobian", "paths", "lipschitz", "hessian", "theorem2", "distance")
+from ddscope.validate import METRIC_GROUPS  # one list of the groups, for config, CLI and suite
 
 DEFAULT_OPTIONS = {
     "output": "logits",  # Jacobian output map: logits, softmax, log_softmax, loss

@@ -58,7 +58,11 @@ def test_a_sample_size_axis_is_kept_apart_from_the_seeds(tmp_path):
     assert summary["double_descent"]["noise 10 %, n_train 100"]["n_seeds"] == [2, 2]
     html = page.read_text()
     assert "n_train" in html.split("Final table")[1]  # the final table keeps the axis as a column
-    assert "n = 4 seeds" not in html
+    from ddscope.report import figures
+
+    fig = figures.double_descent(final)
+    assert fig.axes[0].get_title() == "Double descent — mean ± std over seeds, n = 2 seeds"  # not n = 4
+    assert len(fig.axes[0].lines) >= 4  # test and train curves for each of the two conditions
 
 
 def test_sample_wise_double_descent_puts_the_training_set_size_on_the_x_axis(tmp_path):

@@ -34,7 +34,7 @@ from ..sweep.table import final_table, tidy
 from . import epochs, figures, html, plots
 from .coverage import missing_items
 from .evidence import MEASURES, evidence_table
-from .summary import conditions, dd_summary, done_rows, representative_widths, theorem2_table
+from .summary import conditions, dd_summary, done_rows, representative_widths, theorem2_table, x_axis_of
 
 __all__ = ["build_report", "dd_summary", "evidence_table"]
 
@@ -175,7 +175,7 @@ def _write(out: Path, run_dir: Path, final: pd.DataFrame, long: pd.DataFrame, co
     generated = _dt.datetime.now().isoformat(timespec="seconds")
     (out / "summary.json").write_text(json.dumps(_jsonable({
         "run_dir": str(run_dir), "generated": generated, "counts": counts, "conditions": levels,
-        "x_axis": str(final["x_axis"].dropna().iloc[0]) if final["x_axis"].notna().any() else None,
+        "x_axis": x_axis_of(final),
         "double_descent": {str(k): v for k, v in summaries.items()},
         "representative_widths": {str(k): v for k, v in reps.items()},
         "evidence": ev.to_dict(orient="records"), "missing": missing, "figures": files,

@@ -92,8 +92,8 @@ def _steps(v) -> str:
 
 
 def evidence_blocks(ev: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
-    """The evidence table for display: per condition (noise level and other non-seed axes) a heading (grid, seeds, test-error peak,
-    threshold) and one row per measure with the correlations over all widths and from w_C on."""
+    """The evidence table for display: per condition (noise level, other non-seed axes) a heading
+    (grid, seeds, test-error peak, threshold) and one row per measure with the correlations over all widths and from w_C on."""
     blocks = []
     if ev.empty:
         return blocks

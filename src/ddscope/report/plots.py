@@ -21,6 +21,7 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, NullFormatter, NullLocator
 
 from .summary import conditions as noise_levels  # noqa: F401 — re-exported: one colour per condition, in grid order
+from .summary import x_axis_of
 
 STYLE = {
     "figure.dpi": 110,
@@ -61,9 +62,8 @@ X_LABELS = {"model.width": "width k", "data.n_train": "training samples n"}
 
 def x_label(final: pd.DataFrame) -> str:
     """The x-axis name of the table: width, or the training-set size (sample-wise)."""
-    if "x_axis" in final and final["x_axis"].notna().any():
-        return X_LABELS.get(final["x_axis"].dropna().iloc[0], str(final["x_axis"].dropna().iloc[0]))
-    return X_LABELS["model.width"]
+    key = x_axis_of(final)
+    return X_LABELS.get(key, key)
 
 
 def subplots(ncols: int, nrows: int = 1, *, width: float = PANEL_W, height: float = PANEL_H, **kw):

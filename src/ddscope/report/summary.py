@@ -39,7 +39,8 @@ def with_axes(final: pd.DataFrame) -> pd.DataFrame:
     return final
 
 
-def _x_axis(final: pd.DataFrame) -> str:
+def x_axis_of(final: pd.DataFrame) -> str:
+    """The config key on the table's x-axis (``x_axis`` column; width when there is none)."""
     return str(final["x_axis"].dropna().iloc[0]) if "x_axis" in final and final["x_axis"].notna().any() else "model.width"
 
 
@@ -237,7 +238,7 @@ def theorem2_table(final: pd.DataFrame) -> pd.DataFrame:
     if "thm2_mid" not in d or pd.to_numeric(d["thm2_mid"], errors="coerce").isna().all():
         return pd.DataFrame()
     keys = [k for k in ("condition", "x") if k in d]
-    names = {"condition": "condition", "x": "width" if _x_axis(d) == "model.width" else "n_train"}
+    names = {"condition": "condition", "x": "width" if x_axis_of(d) == "model.width" else "n_train"}
     rows = []
     for key, g in d.groupby(keys, sort=False):
         key = key if isinstance(key, tuple) else (key,)

@@ -7,34 +7,35 @@ import time
 from pathlib import Path
 
 from .store import STALE_AFTER_S, Store, holder_dead
-from .table import _flatten
+from .table import _flatten, varying_keys
 
 
 def _labels(trials: list[dict]) -> dict[str, str]:
     """``width=32 seed=1``-style labels from the config keys that differ between trials."""
     flat = {t["trial_id"]: _flatten(t["config"]) for t in trials}
-    keys = []
-    if flat:
-        first = next(iter(flat.values()))
-        keys = [k for k in first if not k.startswith(("checkpoint.", "device"))
-                and len({repr(f.get(k)) for f in flat.values()}) > 1]
+    keys = [k for k in varying_keys(list(flat.values())) if not k.startswith(("checkpoint.", "device"))]
     keys = keys or ["model.width"]
     return {tid: " ".join(f"{k.split('.')[-1]}={f.get(k)}" for k in keys) for tid, f in flat.items()}
+
+
+def worker_share(trials: list[dict]) -> float | None:
+    """Mean ``wall_s`` of the done trials: a trial's share of a worker's time (None: none done)."""
+    done = [t["summary"]["wall_s"] for t in trials if t["status"] == "done" and t["summary"].get("wall_s")]
+    return sum(done) / len(done) if done else None
 
 
 def eta_seconds(trials: list[dict], now: float) -> float | None:
     """Seconds until the trials left are finished, from the done ones; None without any.
 
-    ``c`` = mean ``wall_s`` of the done trials: a trial's share of a worker's time (a member of
-    a vectorised group of g carries 1/g of the group's wall time). Running trials are grouped
+    ``c`` = :func:`worker_share` (a member of a vectorised group of g carries 1/g of the group's
+    wall time). Running trials are grouped
     into the units that train together (``unit``); a unit of g trials started at s needs
     ≈ g·c − (now − s) more. The units in flight are the parallel slots, and the pending trials'
     g·c is spread over them: ETA = max(longest unit left, (Σ units left + pending·c) / slots).
     Trials whose holder is gone are not in flight."""
-    done = [t["summary"]["wall_s"] for t in trials if t["status"] == "done" and t["summary"].get("wall_s")]
-    if not done:
+    c = worker_share(trials)
+    if c is None:
         return None
-    c = sum(done) / len(done)
     units: dict[str, list[dict]] = {}
     for t in trials:
         if t["status"] == "running" and not _gone(t, now):
@@ -66,8 +67,7 @@ def status_text(run_dir: Path) -> str:
     left = counts["pending"] + counts["running"]
     eta = eta_seconds(trials, now) if left else None
     if eta is not None:
-        done = [t["summary"]["wall_s"] for t in trials if t["status"] == "done" and t["summary"].get("wall_s")]
-        mean = sum(done) / len(done)
+        mean = worker_share(trials)
         if alive:
             n_units = len({t.get("unit") or t["trial_id"] for t in alive})
             lines.append(f"ETA ≈ {fmt_duration(eta)} ({left} left, {mean:.1f} s of worker time per trial, "

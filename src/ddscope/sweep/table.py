@@ -31,16 +31,15 @@ def _flatten(d: dict, prefix: str = "") -> dict:
     return out
 
 
-def axes(store: Store) -> list[str]:
+def varying_keys(flats: list[dict]) -> list[str]:
+    """The flattened config keys whose values differ between the trials, in config order."""
+    return [k for k in (flats[0] if flats else {}) if len({repr(f.get(k)) for f in flats}) > 1]
+
+
+def axes(store: Store, flats: list[dict] | None = None) -> list[str]:
     """The base axes plus every config key that differs between the sweep's trials."""
-    flat = [_flatten(t["config"]) for t in store.trials()]
-    varying = []
-    if flat:
-        for k in flat[0]:
-            vals = {repr(f.get(k)) for f in flat}
-            if len(vals) > 1 and k not in BASE_AXES:
-                varying.append(k)
-    return list(BASE_AXES) + varying
+    flats = [_flatten(t["config"]) for t in store.trials()] if flats is None else flats
+    return list(BASE_AXES) + [k for k in varying_keys(flats) if k not in BASE_AXES]
 
 
 # Axes that replicate a trial (seeds of the initialisation and of the data draw): pooled into
@@ -51,21 +50,16 @@ REPLICATE_AXES = ("seed", "data.seed")
 X_AXES = ("model.width", "data.n_train")
 
 
-def x_axis(flat: list[dict]) -> str:
+def x_axis(varying: list[str]) -> str:
     """``model.width`` unless it is fixed while ``data.n_train`` varies."""
-    varies = {k: len({repr(f.get(k)) for f in flat}) > 1 for k in X_AXES}
-    return "data.n_train" if varies["data.n_train"] and not varies["model.width"] else "model.width"
+    return "data.n_train" if "data.n_train" in varying and "model.width" not in varying else "model.width"
 
 
-def condition_keys(flat: list[dict], x: str) -> list[str]:
+def condition_keys(flats: list[dict], varying: list[str], x: str) -> list[str]:
     """``data.noise`` plus every varying config key that is neither a replicate nor the x-axis."""
-    keys = ["data.noise"] if flat and "data.noise" in flat[0] else []
-    for k in flat[0] if flat else []:
-        if k in keys or k == x or k in REPLICATE_AXES or k.startswith(("checkpoint.", "device")):
-            continue
-        if len({repr(f.get(k)) for f in flat}) > 1:
-            keys.append(k)
-    return keys
+    keys = ["data.noise"] if flats and "data.noise" in flats[0] else []
+    return keys + [k for k in varying if k not in keys and k != x and k not in REPLICATE_AXES
+                   and not k.startswith(("checkpoint.", "device"))]
 
 
 def condition_label(key: str, value) -> str:
@@ -81,13 +75,14 @@ def _order(v):
 
 def trials_frame(store: Store) -> pd.DataFrame:
     """One row per trial: id, state, axes, params, interp_epoch, wall_s, error."""
-    cols = axes(store)
+    trials = store.trials()  # read once: the axes, the conditions and the rows all come from it
+    flats = [_flatten(t["config"]) for t in trials]
+    varying = varying_keys(flats)
+    cols = axes(store, flats)
     columns = ["trial_id", "status", *cols, "params", "n_train", "interp_epoch", "wall_s", "trainer", "error",
                "condition", "condition_index", "x", "x_axis"]
-    trials = store.trials()
-    flats = [_flatten(t["config"]) for t in trials]
-    xa = x_axis(flats)
-    ckeys = condition_keys(flats, xa)
+    xa = x_axis(varying)
+    ckeys = condition_keys(flats, varying, xa)
     combos = sorted({tuple(f.get(k) for k in ckeys) for f in flats}, key=lambda c: [_order(v) for v in c])
     rows = []
     for t, flat in zip(trials, flats):

@@ -90,11 +90,11 @@ def _subset(y: torch.Tensor, n: int, balanced: bool, num_classes: int, g: torch.
     return idx[torch.randperm(idx.shape[0], generator=g)]
 
 
-def check_sizes(cfg: DataConfig, ds: Dataset | None = None) -> Dataset:
+def check_sizes(cfg: DataConfig) -> Dataset:
     """Load the source and check that ``cfg`` leaves a training and a test set: raises
     :class:`UserError` naming the key otherwise (a trial that cannot train is bad input, not a
     diverged run). Returns the source."""
-    ds = ds if ds is not None else load_source(cfg)
+    ds = load_source(cfg)
     n = ds.x_train.shape[0]
     if n == 0:
         raise UserError(f"data set {ds.name} has no training samples (config keys 'data.num_samples', "

@@ -26,9 +26,9 @@ from pathlib import Path
 
 import torch
 
-import ddscope.batched.members as members_mod
+import ddscope.train.members as members_mod
 import ddscope.train as train_mod
-from ddscope.batched import group_trials, run_group
+from ddscope.train import group_trials, run_group
 from ddscope.config import load_sweep
 from ddscope.data import prepare
 from ddscope.models import make_model

@@ -43,7 +43,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from ddscope.batched import group_trials, run_group
+from ddscope.train import group_trials, run_group
 from ddscope.config import load_sweep
 from ddscope.data import prepare
 from ddscope.sweep.executors import LocalPoolExecutor

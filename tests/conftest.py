@@ -1,4 +1,4 @@
-"""Shared fixtures: a private data cache and tiny, fast trial configs."""
+"""Shared fixtures: one torch thread, a private data cache, the tiny trial as overrides."""
 
 from __future__ import annotations
 
@@ -31,16 +31,9 @@ def _private_cache(tmp_path_factory):
         os.environ["DDSCOPE_CACHE"] = old
 
 
-# Overrides that make the default preset tiny: 1 000 MNIST-1D samples (250 train / 750 test).
-TINY = [
-    "data.num_samples=1000",
-    "optim.epochs=3",
-    "optim.batch_size=50",
-    "metrics.num_log_epochs=2",
-    "metrics.jac_samples=64",
-]
-
-
 @pytest.fixture
 def tiny_overrides():
-    return list(TINY)
+    """The tiny trial (tests/tiny.py) as ``key=value`` overrides of a preset."""
+    from .tiny import overrides
+
+    return overrides()

@@ -1,37 +1,20 @@
 """The CLI end to end, in subprocesses: a tiny sweep with its report, bad input → exit 2."""
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from .conftest import TINY
+from .clirun import cli as ddscope
+from .tiny import overrides, sets
 
+TINY = overrides()
 
-def ddscope(*args, cwd=None, env=None):
-    return subprocess.run(
-        [sys.executable, "-m", "ddscope.cli", *args],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        env={**os.environ, **(env or {})},
-        timeout=600,
-    )
-
-
-def _sets(items):
-    out = []
-    for s in items:
-        out += ["--set", s]
-    return out
 
 
 def test_tiny_sweep_end_to_end(tmp_path):
     out = tmp_path / "run"
-    r = ddscope("sweep", "mnist1d-mlp", *_sets(TINY + ["model.width=[4,8,16]"]), "--out", str(out), "--workers", "2")
+    r = ddscope("sweep", "mnist1d-mlp", *sets(TINY + ["model.width=[4,8,16]"]), "--out", str(out), "--workers", "2")
     assert r.returncode == 0, r.stderr
     report = out / "report"
     for name in ("index.html", "final_table.csv", "tidy.csv", "double_descent.png", "smoothness.png", "over_epochs.png"):
@@ -44,7 +27,7 @@ def test_tiny_sweep_end_to_end(tmp_path):
     html = (report / "index.html").read_text()
     assert "data:image/png;base64" in html
     # Running again skips everything.
-    r2 = ddscope("sweep", "mnist1d-mlp", *_sets(TINY + ["model.width=[4,8,16]"]), "--out", str(out), "--no-report")
+    r2 = ddscope("sweep", "mnist1d-mlp", *sets(TINY + ["model.width=[4,8,16]"]), "--out", str(out), "--no-report")
     assert r2.returncode == 0 and "this run: 0" in r2.stderr
     # status and export read the same store.
     s = ddscope("status", str(out))
@@ -83,7 +66,7 @@ def test_corrupted_store_is_not_touched(tmp_path):
     run.mkdir()
     blob = b"garbage" * 500
     (run / "store.sqlite").write_bytes(blob)
-    r = ddscope("sweep", "mnist1d-mlp", *_sets(TINY + ["model.width=4"]), "--out", str(run))
+    r = ddscope("sweep", "mnist1d-mlp", *sets(TINY + ["model.width=4"]), "--out", str(run))
     assert r.returncode == 2 and "corrupted" in r.stderr
     assert (run / "store.sqlite").read_bytes() == blob
 

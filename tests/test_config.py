@@ -99,6 +99,23 @@ def test_name_lists_agree_with_the_registries():
     assert sorted(DATA_NAMES) == sorted(SOURCES)
 
 
+def test_metric_group_names_and_defaults_agree_with_the_table():
+    """validate.METRIC_GROUPS mirrors the table of metric groups; the default schedule names only
+    groups of the table; the suite's defaults of the options a config sets are the config's."""
+    from ddscope.config import METRIC_GROUPS, MetricsConfig
+    from ddscope.metrics.groups import GROUPS
+    from ddscope.metrics.suite import DEFAULT_OPTIONS, options_from_config
+
+    assert tuple(GROUPS) == METRIC_GROUPS
+    m = MetricsConfig()
+    assert set(m.groups) | set(m.sparse_groups) <= set(GROUPS)
+    assert {g.name: g.schedule for g in GROUPS.values()} == {
+        "jacobian": "every", "paths": "sparse", "lipschitz": "every", "hessian": "sparse", "theorem2": "sparse",
+        "distance": "every"}
+    for key, value in options_from_config(m).items():
+        assert DEFAULT_OPTIONS[key] == value, key
+
+
 def test_no_import_cycles_in_the_package():
     """The layer below never reaches up, not even through a lazy import (shared/tools)."""
     import subprocess

@@ -1,4 +1,4 @@
-"""Checkpoints of one trial: atomic, checksummed, loaded with ``weights_only=True``.
+"""Checkpoint files of one trial: atomic, checksummed, loaded with ``weights_only=True``.
 
 A trial's folder ``<run_dir>/trials/<trial_id>/`` holds
 
@@ -197,57 +197,6 @@ def checkpoint_config(state: dict, path: str | Path = "checkpoint") -> TrialConf
         raise UserError(f"checkpoint {path} holds a config this ddscope cannot read ({e})") from None
 
 
-# ----------------------------------------------------------------------------- training state
-
-
-def capture(cfg: TrialConfig, epoch: int, *, model, step: int, records, interp_epoch, elapsed_s: float,
-            optimizer=None, scheduler=None, order: torch.Generator | None = None) -> dict:
-    """Everything needed to continue training after ``epoch`` exactly as if never stopped.
-
-    Without ``optimizer`` only the weights and records are kept (the final checkpoint).
-    """
-    state = {
-        "format": FORMAT,
-        "trial_id": cfg.trial_id,
-        "config": cfg.to_dict(),
-        "epoch": epoch,
-        "step": step,
-        "model": model.state_dict(),
-        "records": list(records),
-        "interp_epoch": interp_epoch,
-        "elapsed_s": float(elapsed_s),
-    }
-    if optimizer is not None:
-        state["optimizer"] = optimizer.state_dict()
-        state["scheduler"] = scheduler.state_dict()
-        state["rng"] = {
-            "order": order.get_state(),
-            "torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [],
-        }
-    return state
-
-
-def restore(state: dict, model, optimizer, scheduler, order: torch.Generator, path: str | Path = "checkpoint") -> None:
-    """Load model, optimiser, scheduler and RNG states from :func:`capture` output in place;
-    state that does not fit this trial is a :class:`UserError` (exit 2), not a failed trial."""
-    load_weights(model, state, path)
-    if "optimizer" not in state:  # final.pt: training is over, nothing else to restore
-        return
-    try:
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        rng = state["rng"]
-        order.set_state(rng["order"])
-        torch.set_rng_state(rng["torch"])
-        if rng["cuda"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(rng["cuda"])
-    except (RuntimeError, KeyError, ValueError, TypeError, IndexError) as e:
-        raise UserError(f"checkpoint {path} has optimiser or RNG state that does not fit the trial "
-                        f"({type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}); "
-                        "move it away") from None
-
-
 # ----------------------------------------------------------------------------- one trial's folder
 
 
@@ -277,58 +226,53 @@ def latest_checkpoint(folder: str | Path) -> Path | None:
 
 
 class Checkpointer:
-    """The checkpoint schedule of one trial: what to write after each epoch, and where to resume.
-
-    ``after_epoch(epoch, make_state)`` calls ``make_state(full)`` only when a checkpoint is due,
-    so an epoch without one costs nothing.
+    """The checkpoint files of one trial: which exist, loading (verified, this trial's only),
+    saving and pruning. When a checkpoint is due is the trainer's decision
+    (:class:`ddscope.train.schedule.CheckpointSchedule`), so the members of a group save together.
     """
 
     def __init__(self, folder: str | Path, cfg: TrialConfig):
         self.folder = Path(folder)
         self.cfg = cfg
         self.keep = set(cfg.checkpoint.epochs)
-        self.last_save = time.monotonic()
-        self.resumed_from: Path | None = None  # the checkpoint :meth:`resume` returned
 
-    def resume(self) -> dict | None:
-        """The latest complete checkpoint of this trial (verified), or None to start afresh.
-
-        A corrupted one raises UserError: it is reported, never loaded, never silently skipped.
-        """
+    def by_epoch(self) -> dict[int, Path]:
+        """Epoch -> path of every complete checkpoint (``final.pt`` at the last epoch)."""
         self._remove_stale_tmp()
-        path = latest_checkpoint(self.folder)
-        if path is None:
-            return None
+        if not self.folder.is_dir():
+            return {}
+        return {(self.cfg.optim.epochs if key == float("inf") else int(key)): p for key, p in _complete(self.folder)}
+
+    def load(self, path: Path) -> dict:
+        """A checkpoint of this trial, checksum verified; a corrupted one or another trial's
+        raises UserError: it is reported, never loaded, never silently skipped."""
         state = load_checkpoint(path)
-        self.resumed_from = path
         if state.get("trial_id") != self.cfg.trial_id or checkpoint_config(state, path).trial_id != self.cfg.trial_id:
             raise UserError(f"checkpoint {path} belongs to another trial than {self.cfg.trial_id}; move it away")
         return state
 
-    def after_epoch(self, epoch: int, make_state: Callable[[bool], dict]) -> None:
-        c, total = self.cfg.checkpoint, self.cfg.optim.epochs
-        if epoch == total:
-            name, full = "final.pt", False
-        elif epoch == 0:
-            name, full = "init.pt", True
-        elif (
-            epoch in self.keep
-            or (c.every_epochs and epoch % c.every_epochs == 0)
-            or (c.every_minutes and time.monotonic() - self.last_save >= 60.0 * c.every_minutes)
-        ):
-            name, full = f"epoch_{epoch:05d}.pt", True
-        else:
-            return
-        save_checkpoint(self.folder / name, make_state(full))
-        self.last_save = time.monotonic()
-        self._prune(epoch)
+    def resume(self) -> dict | None:
+        """The latest complete checkpoint of this trial (verified), or None to start afresh."""
+        path = latest_checkpoint(self.folder) if self.folder.is_dir() else None
+        return None if path is None else self.load(path)
 
-    def _prune(self, epoch: int) -> None:
-        """Delete rolling checkpoints older than the one just written (sidecar first, so a
-        half-deleted one reads as an interrupted write, not as corruption)."""
+    def save(self, name: str, state: dict) -> Path:
+        return save_checkpoint(self.folder / name, state)
+
+    def prune(self, epoch: int) -> None:
+        """Delete rolling checkpoints older than ``epoch`` (sidecar first, so a half-deleted one
+        reads as an interrupted write, not as corruption)."""
+        self._drop(lambda e: e < epoch)
+
+    def discard_after(self, epoch: int) -> None:
+        """Delete rolling checkpoints after ``epoch``, where training restarts: a later run of this
+        trial in another group may have left them, and they would be rewritten anyway."""
+        self._drop(lambda e: e > epoch)
+
+    def _drop(self, which: Callable[[int], bool]) -> None:
         for p in self.folder.glob("epoch_*.pt"):
             m = _EPOCH_FILE.match(p.name)
-            if m and int(m.group(1)) < epoch and int(m.group(1)) not in self.keep:
+            if m and which(int(m.group(1))) and int(m.group(1)) not in self.keep:
                 sidecar(p).unlink(missing_ok=True)
                 p.unlink(missing_ok=True)
 
@@ -346,8 +290,6 @@ class Checkpointer:
 
 __all__ = [
     "Checkpointer",
-    "capture",
-    "restore",
     "save_checkpoint",
     "load_checkpoint",
     "verify_checkpoint",

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import click
 
-from .config import METRIC_GROUPS
+from .config import MAX_GROUP, METRIC_GROUPS, PROGRESS_INTERVAL_S
 from .errors import UserError, as_user_error
 
 DEMO_PRESET = "mnist1d-mlp"
@@ -172,13 +172,13 @@ _sweep_options = [
                  help="Require an existing run directory and continue it (rerunning without the flag resumes too)."),
     click.option("--report/--no-report", default=True, show_default=True, help="Write the report at the end."),
     click.option("--quiet", is_flag=True, help="No progress bars or progress lines."),
-    click.option("--progress-interval", type=click.FloatRange(min=0.0, min_open=True), default=30.0, show_default=True,
+    click.option("--progress-interval", type=click.FloatRange(min=0.0, min_open=True), default=PROGRESS_INTERVAL_S, show_default=True,
                  metavar="SECONDS", help="When stderr is not a terminal (a batch job's log): a plain progress line "
                  "this often, and one whenever a trial finishes."),
     click.option("--group/--no-group", default=True, show_default=True,
                  help="Train trials that can share a step (MLP widths at one seed; seeds/noise draws of one "
-                      "architecture and width) as one vectorised model. Grouped trials keep no checkpoints."),
-    click.option("--max-group", type=click.IntRange(1), default=16, show_default=True,
+                      "architecture and width) as one vectorised model; every trial keeps its own checkpoints."),
+    click.option("--max-group", type=click.IntRange(1), default=MAX_GROUP, show_default=True,
                  help="At most this many trials per vectorised group."),
 ]
 

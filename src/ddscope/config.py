@@ -102,6 +102,10 @@ class CheckpointConfig:
     every_minutes: float = 10.0  # ... and at least this often in wall time (0 = off)
 
 
+# Defaults of the sweep driver, for run_sweep and the CLI (here: the CLI starts without torch).
+MAX_GROUP = 16  # trials per vectorised group (memory grows with it)
+PROGRESS_INTERVAL_S = 30.0  # a plain progress line this often when stderr is not a terminal
+
 # Keys added after trial ids were first published -> their default (see TrialConfig.trial_id).
 ADDED_KEYS = {("metrics", "num_eval_epochs"): 0}
 
@@ -245,7 +249,7 @@ def _field_type(dotted: str):
         hints = _hints(cls)
         if p not in hints:
             raise UserError(
-                f"unknown config key '{dotted}'; allowed: {', '.join(_all_keys())}"
+                f"unknown config key '{dotted}'; allowed: {', '.join(all_keys())}"
             )
         tp = hints[p]
         if i < len(parts) - 1:
@@ -257,11 +261,12 @@ def _field_type(dotted: str):
     return tp
 
 
-def _all_keys(cls=TrialConfig, prefix="") -> list[str]:
+def all_keys(cls=TrialConfig, prefix="") -> list[str]:
+    """Every dotted key of a trial config, in declaration order (``data.name``, ...)."""
     out = []
     for name, tp in _hints(cls).items():
         if dataclasses.is_dataclass(tp):
-            out += _all_keys(tp, f"{prefix}{name}.")
+            out += all_keys(tp, f"{prefix}{name}.")
         else:
             out.append(prefix + name)
     return out
@@ -361,7 +366,8 @@ def apply_overrides(d: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
 _FREE_KEYS = ("device", "checkpoint.")
 
 
-def _get(cfg: TrialConfig, dotted: str):
+def get_key(cfg: TrialConfig, dotted: str):
+    """The value of a dotted key, e.g. ``get_key(cfg, "model.width")``."""
     node: Any = cfg
     for p in dotted.split("."):
         node = getattr(node, p)
@@ -378,11 +384,11 @@ def extend_sweep(stored: dict, new: SweepConfig, where: str = "the run directory
     except UserError as e:
         raise UserError(f"{where} holds a sweep config this ddscope cannot read ({e}); use another --out") from None
     grid: dict[str, tuple] = {}
-    for key in _all_keys():
+    for key in all_keys():
         if key.startswith(_FREE_KEYS):
             continue
-        a = old.grid.get(key, (_get(old.base, key),))
-        b = new.grid.get(key, (_get(new.base, key),))
+        a = old.grid.get(key, (get_key(old.base, key),))
+        b = new.grid.get(key, (get_key(new.base, key),))
         if key in old.grid or key in new.grid:
             grid[key] = tuple(dict.fromkeys((*a, *b)))
         elif a != b:
@@ -408,7 +414,9 @@ __all__ = [
     "DATA_NAMES",
     "DEVICES",
     "JAC_OUTPUTS",
+    "MAX_GROUP",
     "METRIC_GROUPS",
+    "PROGRESS_INTERVAL_S",
     "MNIST1D_MIN_SAMPLES",
     "MODEL_NAMES",
     "NOISE_KINDS",
@@ -426,6 +434,8 @@ __all__ = [
     "sweep_from_dict",
     "extend_sweep",
     "set_key",
+    "get_key",
+    "all_keys",
     "apply_overrides",
     "parse_override",
     "list_presets",

@@ -1,16 +1,16 @@
-"""Shared helpers for the sweep tests: tiny configs, the CLI in subprocesses, reading a store.
+"""Shared helpers for the sweep tests: the tiny sweep, the CLI (ungrouped by default: these tests
+pin per-trial mechanics such as bit-exact resume), reading a store, processes.
 
 A plain module rather than a conftest, so that ``tests/conftest.py`` stays the only ``conftest``
-module on the path (``tests/test_cli.py`` imports it by that name).
+module on the path.
 """
 
 from __future__ import annotations
 
-import os
-import signal
-import sqlite3
+import functools
 import subprocess
-import sys
+import os
+import sqlite3
 import time
 from pathlib import Path
 
@@ -19,59 +19,18 @@ import pandas as pd
 from ddscope.sweep.store import Store
 from ddscope.sweep.table import tidy
 
-# The default preset made tiny (1 000 MNIST-1D samples: 250 train / 750 test) and cheap: only the
-# Jacobian group, on 32 points per split, at 0, a middle epoch and the last one.
-FAST = [
-    # Losses/errors after every epoch (the config default; the preset records 60 log-spaced
-    # epochs): it also keeps each epoch long enough that the kill/interrupt tests' signals land
-    # while a trial is still running.
-    "metrics.num_eval_epochs=0",
-    "data.num_samples=1000",
-    "optim.batch_size=50",
-    "metrics.num_log_epochs=3",
-    "metrics.jac_samples=32",
-    'metrics.groups=["jacobian"]',
-    "metrics.sparse_groups=[]",
-]
+from .. import clirun
+from ..clirun import cli_inline, env
+from ..tiny import overrides, sets
 
+# The tiny trial with only the Jacobian group, at 0, two middle epochs and the last; losses and
+# errors after every epoch (the config default; the preset records 60 log-spaced epochs), which
+# also keeps each epoch long enough that the kill/interrupt tests' signals land while a trial
+# is still running. Tests set optim.epochs and the grid after it.
+FAST = overrides(**{"metrics.num_eval_epochs": 0, "metrics.num_log_epochs": 3, "metrics.groups": ["jacobian"]})
 
-def sets(items) -> list[str]:
-    out = []
-    for s in items:
-        out += ["--set", s]
-    return out
-
-
-def env() -> dict:
-    # One torch thread per process: the two cores are shared by concurrent processes, and the
-    # numbers of two runs are compared bit for bit (same thread count on both sides).
-    return {**os.environ, "OMP_NUM_THREADS": "1"}
-
-
-def _ungrouped(args: tuple) -> tuple:
-    """Sweeps run ungrouped here: these tests pin per-trial mechanics (checkpoints, bit-exact
-    resume); tests/sweep/test_grouped.py covers vectorised groups."""
-    if args and args[0] == "sweep" and not any(a.startswith(("--group", "--no-group")) for a in args):
-        return (*args, "--no-group")
-    return args
-
-
-def cli(*args, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "ddscope.cli", *_ungrouped(args)], capture_output=True, text=True,
-                          env=env(), timeout=timeout)
-
-
-def _default_signals() -> None:
-    # The tests signal the child: it must not inherit an ignored SIGINT/SIGTERM from however the
-    # suite itself was started (``nohup ... &`` runs it with SIGINT ignored).
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, signal.SIG_DFL)
-
-
-def start(*args, log: Path) -> subprocess.Popen:
-    """The CLI in its own session (process group), so a test can signal it with all its workers."""
-    return subprocess.Popen([sys.executable, "-m", "ddscope.cli", *_ungrouped(args)], stdout=subprocess.DEVNULL,
-                            stderr=open(log, "w"), env=env(), start_new_session=True, preexec_fn=_default_signals)
+cli = functools.partial(clirun.cli, ungrouped=True)
+start = functools.partial(clirun.start, ungrouped=True)
 
 
 def pool_workers(pid: int) -> list[int]:
@@ -165,14 +124,5 @@ def group_alive(pgid):
     return False
 
 
-def cli_inline(capsys, *args):
-    """``ddscope ARGS`` in this process; returns (exit code, stdout, stderr)."""
-    from ddscope.cli import main
-
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as e:
-        code = e.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
+__all__ = ["FAST", "cli", "cli_inline", "duplicate_rows", "env", "group_alive", "integrity_ok", "pool_workers",
+           "sets", "start", "store_rows", "table", "wait_for"]

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-import ddscope.train
+import ddscope.train.members
 from ddscope.checkpoint import trial_dir
 from ddscope.config import load_sweep
 from ddscope.sweep.executors import InProcessExecutor, LocalPoolExecutor
@@ -49,14 +49,14 @@ def test_a_sweep_whose_trials_all_failed_exits_1_with_its_report_written(tmp_pat
 
 def test_crash_in_one_trial_stores_its_traceback_and_the_sweep_goes_on(tmp_path, monkeypatch):
     sweep = load_sweep("mnist1d-mlp", FAST + ["model.width=[4,5,6]", "optim.epochs=2"])
-    real = ddscope.train.make_model
+    real = ddscope.train.members.make_model
 
     def flaky(cfg, *a):
         if cfg.width == 5:
             raise RuntimeError("boom: width 5")
         return real(cfg, *a)
 
-    monkeypatch.setattr(ddscope.train, "make_model", flaky)
+    monkeypatch.setattr(ddscope.train.members, "make_model", flaky)
     out = run_sweep(sweep, tmp_path, InProcessExecutor(), show_progress=False, group=False)
     assert out.counts == {"pending": 0, "running": 0, "done": 2, "failed": 1}
     assert out.failed[0][1] == "RuntimeError: boom: width 5"
@@ -75,7 +75,7 @@ class _KillsOneWorker(LocalPoolExecutor):
     """The trial of width 5 takes its worker process down (as the OOM killer would)."""
 
     def submit(self, fn, *args):
-        if args and isinstance(args[0], dict) and args[0]["model"]["width"] == 5:
+        if args and any(c["model"]["width"] == 5 for c in args[0]):  # the job's first argument: its configs
             return super().submit(os._exit, 9)
         return super().submit(fn, *args)
 

@@ -5,6 +5,7 @@ import os
 import signal
 
 import numpy as np
+import pandas as pd
 
 from ddscope.config import load_sweep
 from ddscope.sweep.executors import InProcessExecutor
@@ -57,3 +58,49 @@ def test_grouped_sweep_killed_and_resumed_loses_nothing(tmp_path):
     r = cli(*[a if a != str(run) else str(ref) for a in args])
     assert r.returncode == 0, r.stderr
     _close(table(run), table(ref))
+
+
+def _group_checkpoint(run_dir):
+    """{trial id: epoch} of the members' latest mid-training checkpoints, once all have one."""
+    rows = store_rows(run_dir)
+    if not rows or any(r["status"] != "running" for r in rows):
+        return None
+    latest = {}
+    for r in rows:
+        sides = sorted((run_dir / "trials" / r["trial_id"]).glob("epoch_*.pt.sha256"))
+        if not sides:
+            return None
+        latest[r["trial_id"]] = int(sides[-1].name[6:11])
+    return latest
+
+
+def test_sigkilled_group_resumes_from_its_checkpoints_bit_identical(tmp_path):
+    """One packed group of four widths, SIGKILLed mid-training: the rerun continues every member
+    from its checkpoint (not from epoch 0) and the table equals an uninterrupted run exactly."""
+    run, ref = tmp_path / "run", tmp_path / "ref"
+    over = FAST + ["model.width=[32,64,96,128]", "optim.epochs=40", "checkpoint.every_epochs=5"]
+    args = ["sweep", "mnist1d-mlp", *sets(over), "--out", str(run), "--executor", "inprocess", "--no-report",
+            "--quiet", "--group"]
+    victim = start(*args, log=tmp_path / "run.log")
+    reference = start(*[a if a != str(run) else str(ref) for a in args], log=tmp_path / "ref.log")
+    try:
+        saved = wait_for(lambda: _group_checkpoint(run), 240, "every member's first resume point", proc=victim)
+        os.killpg(victim.pid, signal.SIGKILL)
+        victim.wait(timeout=30)
+        assert integrity_ok(run)
+        r = cli(*args, "--resume")
+        assert r.returncode == 0, r.stderr
+        assert reference.wait(timeout=300) == 0
+    finally:
+        for p in (victim, reference):
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGKILL)
+    rows = store_rows(run)
+    assert {t["status"] for t in rows} == {"done"} and len(rows) == 4
+    for t in rows:
+        assert t["summary"]["trainer"] == "packed" and t["attempts"] == 2
+        assert t["summary"]["resumed_from_epoch"] >= min(saved.values()) > 0
+        names = sorted(p.name for p in (run / "trials" / t["trial_id"]).iterdir() if not p.name.startswith("."))
+        assert names == ["final.pt", "final.pt.sha256", "init.pt", "init.pt.sha256"]
+    assert duplicate_rows(run) == 0
+    pd.testing.assert_frame_equal(table(run), table(ref), check_exact=True)

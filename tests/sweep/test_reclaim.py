@@ -58,18 +58,18 @@ def test_stale_and_dead_holders_are_reclaimed_live_ones_are_not(tmp_path):
 def test_heartbeat_runs_while_a_trial_trains_in_process(tmp_path, monkeypatch):
     monkeypatch.setattr(runner, "HEARTBEAT_S", 0.05)
     seen = []
-    real = runner.run_trial
+    real = runner.run_group
 
-    def slow_trial(cfg, progress=None, ckpt_dir=None):
+    def slow_trial(cfgs, progress=None, ckpt_dirs=None):
         probe = Store.open(tmp_path)  # what another sweep process would see
         before = probe.trials("running")[0]["heartbeat"]
         time.sleep(0.5)  # one long epoch, no progress callback
         after = probe.trials("running")[0]["heartbeat"]
         probe.close()
         seen.append((before, after))
-        return real(cfg, progress, ckpt_dir=ckpt_dir)
+        return real(cfgs, progress, ckpt_dirs)
 
-    monkeypatch.setattr(runner, "run_trial", slow_trial)
+    monkeypatch.setattr(runner, "run_group", slow_trial)
     run_sweep(_sweep("[4]"), tmp_path, InProcessExecutor(), show_progress=False, group=False)
     (before, after), = seen
     assert after > before

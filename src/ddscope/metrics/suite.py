@@ -1,7 +1,9 @@
 """One entry point that measures a trained network: metric groups -> flat ``{key: float}``.
 
 The training loop and the CLI call :func:`measure` with named data splits; every key is a
-metric name of DESIGN.md §1, with ``/<split>`` or ``/<module path>`` where it has one.
+metric name of DESIGN.md §1, with ``/<split>`` or ``/<module path>`` where it has one. The groups
+are the rows of :data:`ddscope.metrics.groups.GROUPS`; the options a trial config sets take
+their defaults from :class:`~ddscope.config.MetricsConfig` (one source of each default).
 """
 
 from __future__ import annotations
@@ -11,45 +13,45 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from ddscope.config import MetricsConfig
 from ddscope.estimators import default_generator
-from ddscope.metrics.distance import distance_from_init
-from ddscope.metrics.hessian import auto_hess_batch, hess_top, hess_trace
-from ddscope.metrics.jacobian import JacNorms, aggregate, jacobian_norms, path_jacobian_norms
-from ddscope.metrics.lipschitz import lipschitz_upper
-from ddscope.metrics.theorem import theorem2
-from ddscope.validate import METRIC_GROUPS  # one list of the groups, for config, CLI and suite
+from ddscope.metrics.groups import GROUPS, Context
+
+METRIC_GROUPS = tuple(GROUPS)  # the table's names (validate.METRIC_GROUPS is kept equal by a test)
+
+
+_CONFIG = MetricsConfig()  # the defaults of the options a trial config sets (one source of each)
 
 DEFAULT_OPTIONS = {
-    "output": "logits",  # Jacobian output map: logits, softmax, log_softmax, loss
+    "output": _CONFIG.output,  # Jacobian output map: logits, softmax, log_softmax, loss
     "jac_method": "auto",  # exact / lanczos / power / auto (see jacobian_norms)
-    "jac_samples": None,  # points per split for "jacobian" (None: all)
+    "jac_samples": _CONFIG.jac_samples or None,  # points per split for "jacobian" (None: all)
     "jac_iters": 50,  # Lanczos / power steps for the iterative Jacobian methods
     "chunk_size": None,  # samples per Jacobian pass (None: sized from memory, see auto_chunk_size)
-    "path_pairs": 100,  # pairs per path family
-    "path_k": 8,  # points per segment, endpoints included
+    "path_pairs": _CONFIG.path_pairs,  # pairs per path family
+    "path_k": _CONFIG.path_k,  # points per segment, endpoints included
     "lip_iters": 100,  # Lanczos steps per conv / pooling layer
-    "hess_samples": None,  # training samples for "hessian" and "theorem2" (None: all)
+    "hess_samples": _CONFIG.hess_samples or None,  # training samples for "hessian" and "theorem2" (None: all)
     "hess_method": "hutchpp",  # hutchpp / hutchinson / exact
-    "hess_matvecs": 100,  # Hessian-vector products for the trace
-    "lanczos_iters": 30,  # Lanczos steps for the top Hessian eigenvalue
+    "hess_matvecs": _CONFIG.hess_matvecs,  # Hessian-vector products for the trace
+    "lanczos_iters": _CONFIG.lanczos_iters,  # Lanczos steps for the top Hessian eigenvalue
     "hess_batch": None,  # samples per Hessian-vector-product batch (None: sized from memory, auto_hess_batch)
     "hess_vmap": 8,  # probes per vmapped HVP pass (memory ~ hess_vmap x one batch's HVP)
     "grad_chunk": 64,  # samples per per-sample-gradient pass in theorem2 (memory ~ grad_chunk x #params)
 }
 
 
-def _subsample(x: Tensor, y: Tensor, n: int | None, generator: torch.Generator) -> tuple[Tensor, Tensor]:
-    """A fixed random subset of n samples (all when n is None or ≥ N)."""
-    if n is None or n >= len(x):
-        return x, y
-    idx = torch.randperm(len(x), generator=generator, device=generator.device)[:n].to(x.device)
-    return x[idx], y[idx]
-
-
-def _split(splits: dict[str, tuple[Tensor, Tensor]], name: str, group: str) -> tuple[Tensor, Tensor]:
-    if name not in splits:
-        raise ValueError(f"metric group {group!r} needs a {name!r} split; got {', '.join(splits) or 'none'}")
-    return splits[name]
+def options_from_config(m: MetricsConfig) -> dict:
+    """The :func:`measure` options a trial's ``[metrics]`` section sets (0 samples = all)."""
+    return {
+        "output": m.output,
+        "jac_samples": m.jac_samples or None,
+        "path_pairs": m.path_pairs,
+        "path_k": m.path_k,
+        "hess_samples": m.hess_samples or None,
+        "hess_matvecs": m.hess_matvecs,
+        "lanczos_iters": m.lanczos_iters,
+    }
 
 
 def measure(
@@ -65,16 +67,11 @@ def measure(
 ) -> dict[str, float]:
     """Compute the requested metric groups; returns plain floats (booleans as 0.0 / 1.0).
 
-    Groups (:data:`METRIC_GROUPS`):
-        ``jacobian``: ``jac_spec_rms/<split>``, ``jac_spec_mean/<split>``,
-            ``jac_spec_max/<split>``, ``jac_fro_rms/<split>`` for every non-empty split.
-        ``paths``: the same keys for splits ``path_same`` and ``path_any``, integrated along
-            segments between pairs of ``train`` points.
-        ``lipschitz``: ``lip_upper`` and ``lip_layer/<module path>``.
-        ``hessian``: ``hess_trace``, ``hess_top`` on ``train`` (subsampled to ``hess_samples``).
-        ``theorem2``: the keys of :func:`ddscope.metrics.theorem.theorem2` on the same samples as
-            ``hessian`` (reusing its trace when both are requested).
-        ``distance``: ``dist_abs/*``, ``dist_rel/*``; needs ``init_state``.
+    Groups (the rows of :data:`~ddscope.metrics.groups.GROUPS`, run in table order; their
+    ``keys`` say what each writes): ``jacobian`` on every non-empty split, ``paths`` between
+    pairs of ``train`` points, ``lipschitz``, ``hessian`` and ``theorem2`` on the same
+    ``hess_samples`` training points (theorem2 reuses hessian's trace), ``distance`` (needs
+    ``init_state``).
 
     Args:
         model: evaluated in eval mode; its training flags are restored.
@@ -96,64 +93,10 @@ def measure(
         raise ValueError(f"unknown option(s) {bad}; allowed: {', '.join(DEFAULT_OPTIONS)}")
     opt = {**DEFAULT_OPTIONS, **(options or {})}
     gen = default_generator(generator)
-    jac_kw = dict(output=opt["output"], method=opt["jac_method"], chunk_size=opt["chunk_size"], num_iters=opt["jac_iters"])
+    ctx = Context(model=model, splits=splits, subsets=subsets or {}, input_shape=tuple(input_shape),
+                  init_state=init_state, opt=opt, gen=gen)
     out: dict[str, float] = {}
-
-    if "jacobian" in metrics:
-        subsets = subsets or {}
-        for name, (x, y) in splits.items():
-            if len(x) == 0 or name in subsets:
-                continue
-            mine = {n: m for n, (parent, m) in subsets.items() if parent == name}
-            if opt["jac_samples"] is not None and opt["jac_samples"] < len(x):
-                idx = torch.randperm(len(x), generator=gen, device=gen.device)[: opt["jac_samples"]].to(x.device)
-            else:
-                idx = torch.arange(len(x), device=x.device)
-            norms = jacobian_norms(model, x[idx], y=y[idx], generator=gen, **jac_kw)
-            out.update({f"{k}/{name}": v for k, v in aggregate(norms).items()})
-            for sub, mask in mine.items():
-                keep = mask.to(idx.device)[idx]  # (n,) which of the measured samples are in `sub`
-                if keep.any():
-                    part = JacNorms(spec=norms.spec[keep], fro=norms.fro[keep])
-                    out.update({f"{k}/{sub}": v for k, v in aggregate(part).items()})
-        for sub, (parent, _) in subsets.items():  # a subset whose parent was not measured
-            if parent not in splits and sub in splits and len(splits[sub][0]):
-                xs, ys = _subsample(*splits[sub], opt["jac_samples"], gen)
-                norms = jacobian_norms(model, xs, y=ys, generator=gen, **jac_kw)
-                out.update({f"{k}/{sub}": v for k, v in aggregate(norms).items()})
-
-    if "paths" in metrics:
-        x, y = _split(splits, "train", "paths")
-        for name, same in (("path_same", True), ("path_any", False)):
-            agg = path_jacobian_norms(model, x, y, n_pairs=opt["path_pairs"], k=opt["path_k"], same_class=same,
-                                      generator=gen, **jac_kw)
-            out.update({f"{k}/{name}": v for k, v in agg.items()})
-
-    if "lipschitz" in metrics:
-        bound = lipschitz_upper(model, tuple(input_shape), num_iters=opt["lip_iters"])
-        out["lip_upper"] = bound.value
-        out.update({f"lip_layer/{path}": value for path, _, value in bound.layers})
-
-    trace = None
-    if "hessian" in metrics or "theorem2" in metrics:
-        xh, yh = _subsample(*_split(splits, "train", "hessian"), opt["hess_samples"], gen)
-        hb = opt["hess_batch"] or auto_hess_batch(model, xh, opt["hess_vmap"])
-        opt["hess_batch"] = hb
-        batches = [(xh[s : s + hb], yh[s : s + hb]) for s in range(0, len(xh), hb)]
-    if "hessian" in metrics:
-        trace = hess_trace(model, batches, method=opt["hess_method"], num_matvecs=opt["hess_matvecs"], generator=gen,
-                           vmap_chunk=opt["hess_vmap"])
-        out["hess_trace"] = trace
-        out["hess_top"] = hess_top(model, batches, num_iters=opt["lanczos_iters"], generator=gen)
-
-    if "theorem2" in metrics:
-        thm = theorem2(model, xh, yh, hess_trace_value=trace, hutch_matvecs=opt["hess_matvecs"],
-                       chunk_size=opt["grad_chunk"], hess_batch=opt["hess_batch"], generator=gen)
-        out.update({k: float(v) for k, v in thm.items()})
-
-    if "distance" in metrics:
-        if init_state is None:
-            raise ValueError("metric group 'distance' needs init_state (snapshot_params at step 0)")
-        out.update(distance_from_init(model, init_state))
-
+    for name, group in GROUPS.items():  # table order: the generator's stream depends on it
+        if name in metrics:
+            out.update(group.compute(ctx))
     return {k: float(v) for k, v in out.items()}

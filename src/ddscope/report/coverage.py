@@ -6,16 +6,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-# Metric group (DESIGN.md §1, ``metrics.groups``) -> the metric that shows it was measured.
-GROUP_METRICS = {
-    "jacobian": ("jac_spec_rms/train", "jac_spec_rms, jac_spec_mean, jac_spec_max, jac_fro_rms on the data splits"),
-    "paths": ("jac_spec_rms/path_same", "Jacobian norms on paths between training points"),
-    "lipschitz": ("lip_upper", "the Lipschitz upper bound lip_upper and lip_layer/*"),
-    "hessian": ("hess_trace", "hess_trace and hess_top"),
-    "theorem2": ("thm2_mid", "the Theorem 2 terms thm2_lhs, thm2_mid, thm2_rhs"),
-    "distance": ("dist_rel/all", "distance from initialisation dist_abs/*, dist_rel/*"),
-}
-
+from ..metrics.groups import GROUPS
 
 def enabled_groups(sweep_cfg: dict) -> set[str] | None:
     """Metric groups the sweep's config asks for (None when the config does not say)."""
@@ -61,8 +52,9 @@ def missing_items(final: pd.DataFrame, counts: dict, metrics: set[str], sweep_cf
                 more = f" (and {len(short) - 12} more)" if len(short) > 12 else ""
                 out.append(f"Fewer done seeds than planned at {items}{more}.")
     enabled = enabled_groups(sweep_cfg)
-    for group, (probe, what) in GROUP_METRICS.items():
-        if probe in metrics:
+    for group, row in GROUPS.items():
+        what = f"{row.about}: {row.keys}"
+        if row.probe in metrics:
             continue
         if enabled is not None and group not in enabled:
             why = "not enabled in this sweep's config (metrics.groups / metrics.sparse_groups)"

@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..checkpoint import trial_dir
-from ..config import SweepConfig, TrialConfig, dumps_toml, extend_sweep
+from ..config import MAX_GROUP, PROGRESS_INTERVAL_S, SweepConfig, TrialConfig, dumps_toml, extend_sweep
 from ..errors import UserError, as_user_error
-from ..train import TrialResult, run_trial
+from ..train import TrialResult, group_trials, run_group
 from .executors import Executor, unguarded_main_script, worker_progress_queue
 from .heartbeat import HEARTBEAT_S, Heartbeat
 from .progress import make_progress
@@ -32,25 +32,10 @@ WORKER_DIED = (
 )
 
 
-def _job(config: dict, report_progress: bool = False, ckpt_dir: str | None = None) -> TrialResult:
-    """Runs in a worker process: rebuild the config, train (resuming from ``ckpt_dir``), return
-    the picklable result; per-epoch progress goes to the pool's queue."""
-    cfg = TrialConfig.from_dict(config)
-    q = worker_progress_queue() if report_progress else None
-    tid = cfg.trial_id
-    progress = None if q is None else (lambda epoch, total: q.put((tid, epoch, total)))
-    return run_trial(cfg, progress, ckpt_dir=ckpt_dir)
-
-
-def _inline_job(config: dict, progress, ckpt_dir: str | None) -> TrialResult:
-    return run_trial(TrialConfig.from_dict(config), progress, ckpt_dir=ckpt_dir)
-
-
-def _group_job(configs: list[dict], report_progress: bool = False, progress=None) -> list[TrialResult]:
-    """Runs a group of trials as one vectorised model (``ddscope.batched``); per-epoch progress is
-    reported for every member. Groups keep no checkpoints: a killed group restarts from epoch 0."""
-    from ..batched import run_group
-
+def _job(configs: list[dict], ckpt_dirs: list[str], report_progress: bool = False, progress=None) -> list[TrialResult]:
+    """Runs in a worker (or inline): rebuild the configs, train them — one trial, or a group as
+    one vectorised model — resuming from their checkpoints, and return the picklable results.
+    Per-epoch progress goes to the pool's queue, or to ``progress(trial_id, epoch)`` inline."""
     cfgs = [TrialConfig.from_dict(c) for c in configs]
     q = worker_progress_queue() if report_progress else None
     tids = [c.trial_id for c in cfgs]
@@ -62,7 +47,7 @@ def _group_job(configs: list[dict], report_progress: bool = False, progress=None
             elif progress is not None:
                 progress(tid, epoch)
 
-    return run_group(cfgs, each if (q is not None or progress is not None) else None)
+    return run_group(cfgs, each if (q is not None or progress is not None) else None, ckpt_dirs)
 
 
 @dataclass
@@ -106,8 +91,8 @@ def run_sweep(
     console=None,
     stale_after: float = STALE_AFTER_S,
     group: bool = True,
-    max_group: int = 16,
-    progress_interval: float = 30.0,
+    max_group: int = MAX_GROUP,
+    progress_interval: float = PROGRESS_INTERVAL_S,
 ) -> SweepOutcome:
     """Run every trial of ``sweep`` not yet done in ``run_dir/store.sqlite``.
 
@@ -118,8 +103,8 @@ def run_sweep(
 
     With ``group`` (default), pending trials that can train together — MLPs of several widths at
     one seed, or one architecture and width over seeds / noise draws — run as one vectorised
-    model of at most ``max_group`` members (:mod:`ddscope.batched`); results are stored per trial
-    exactly as for separate training. Grouped trials write no checkpoints.
+    model of at most ``max_group`` members (:mod:`ddscope.train`); results are stored per trial
+    exactly as for separate training, and every trial keeps its own checkpoints.
 
     Progress (``show_progress``) is drawn as bars when ``console`` is a terminal, and otherwise
     written as plain lines every ``progress_interval`` seconds and whenever a trial finishes.
@@ -149,8 +134,6 @@ def run_sweep(
     # The plan: units of trial ids, a unit of several trains as one vectorised group.
     units: list[list[str]] = []
     if group and todo:
-        from ..batched import group_trials
-
         cfgs = [TrialConfig.from_dict(configs[t["trial_id"]]) for t in todo]
         units = [[c.trial_id for c in g] for g in group_trials(cfgs, max_group=max_group, workers=executor.max_workers)]
         units = [u for u in units if len(u) > 1]  # singletons go through the plain claim loop
@@ -220,21 +203,12 @@ def run_sweep(
                 for tid in tids:
                     beat.add(tid)
                     bar.start(tid, trial_label(configs[tid], axes), configs[tid]["optim"]["epochs"])
-                if len(tids) > 1:  # a vectorised group
-                    cfgs = [configs[t] for t in tids]
-                    if executor.inline:
-                        store_results(tids, executor.submit(_group_job, cfgs, False, bar.epoch))
-                        continue
-                    inflight[executor.submit(_group_job, cfgs, q is not None)] = tids
-                    continue
-                tid = tids[0]
-                cfg = configs[tid]
-                ckpt = str(trial_dir(run_dir, tid))
+                cfgs = [configs[t] for t in tids]
+                ckpts = [str(trial_dir(run_dir, t)) for t in tids]
                 if executor.inline:  # runs inside submit; progress calls come straight back
-                    fut = executor.submit(_inline_job, cfg, lambda e, tot, tid=tid: bar.epoch(tid, e), ckpt)
-                    store_results([tid], fut)
+                    store_results(tids, executor.submit(_job, cfgs, ckpts, False, bar.epoch))
                     continue
-                inflight[executor.submit(_job, cfg, q is not None, ckpt)] = [tid]
+                inflight[executor.submit(_job, cfgs, ckpts, q is not None)] = tids
             if not inflight:
                 break
             done, _ = cf.wait(list(inflight), timeout=0.5, return_when=cf.FIRST_COMPLETED)

@@ -7,29 +7,26 @@ import math
 
 import pytest
 
-from ddscope.batched import run_group
 from ddscope.config import ADDED_KEYS, TrialConfig, load_sweep, set_key
-from ddscope.train import eval_epochs, metric_epochs, run_trial
+from ddscope.train import eval_epochs, metric_epochs, run_group, run_trial
+
+from ..tiny import tiny
 
 # No noise, 250 training points, wide MLPs and Adam: they fit every label within ~10-25 epochs,
 # between the points of a 3-point evaluation schedule over 40 epochs.
-FIT = {
-    "data.num_samples": 1000,
+FIT = {  # the tiny trial, long and wide enough to fit its (noise-free) labels
     "data.noise": 0.0,
     "optim.epochs": 40,
-    "optim.batch_size": 50,
     "optim.name": "adam",
     "optim.lr": 0.003,
     "model.width": 128,
     "metrics.groups": ["distance"],
-    "metrics.sparse_groups": [],
-    "metrics.num_log_epochs": 2,
     "metrics.num_sparse_epochs": 1,
 }
 
 
 def _cfg(**kw) -> TrialConfig:
-    return set_key(TrialConfig(), {**FIT, **kw})
+    return tiny(**{**FIT, **kw})
 
 
 def test_schedule_holds_zero_last_and_every_metric_epoch():

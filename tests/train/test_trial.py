@@ -1,21 +1,13 @@
 import math
 
 
-from ddscope.config import TrialConfig, set_key
 from ddscope.train import metric_epochs, run_trial
+
+from ..tiny import tiny
 
 
 def _tiny(**kw):
-    base = {
-        "data.num_samples": 1000,
-        "optim.epochs": 4,
-        "optim.batch_size": 50,
-        "metrics.num_log_epochs": 2,
-        "metrics.jac_samples": 32,
-        "model.width": 16,
-    }
-    base.update(kw)
-    return set_key(TrialConfig(), base)
+    return tiny(**{"optim.epochs": 4, "model.width": 16, **kw})
 
 
 def test_metric_schedule():

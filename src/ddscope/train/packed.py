@@ -14,32 +14,29 @@ rest is padding. Padding is exactly inert: padded weights and biases start at 0,
 have pre-activation 0, ReLU output 0 and ReLU derivative 0, hence zero gradient; with zero
 weights and zero gradients SGD (momentum, weight decay) and Adam leave them at 0. The loss is
 Σ_i mean_b CE_i, so each member's gradient is its own, and the optimiser (elementwise) acts on
-each member as its own optimiser would: the run equals separate ``run_trial`` calls up to float
+each member as its own optimiser would: the run equals separate lone trials up to float
 summation order.
 
 Pools trade padded FLOPs against per-operation overhead: tiny widths share one pool, large ones
 get a pool each (:func:`plan_pools`). All pool tensors are views of one flat parameter (the
 first layers of all pools side by side, so one matmul serves them all), trained through
 :class:`PackedLoss`, whose backward pass is written by hand. Every member's ``nn.Module`` (from
-``make_model``, with the same initialisation as ``run_trial``) has its parameters replaced by
+``make_model``, with the same initialisation as a lone trial) has its parameters replaced by
 views of the pool tensors, so evaluation and metrics run on the member itself, with no copies.
 """
 
 from __future__ import annotations
 
 import math
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..config import TrialConfig
-from ..data import prepare
-from ..models import make_model
-from ..train import TrialResult, index_batches, make_optimizer, resolve_device
-from .members import Member, bury, train_members
+from .batches import index_batches
+from .members import Member, bury
+from .trainer import Trainer
 
 # Pools merge while the padded work they add stays below this many multiply-adds per sample.
 # A pool costs ~15 PyTorch calls per step (~0.1 ms on a CPU core), i.e. about as much as
@@ -289,50 +286,34 @@ class PackedMLP(nn.Module):
         raise IndexError(member)
 
 
-def train_packed(configs: Sequence[TrialConfig], progress: Callable[[int, int], None] | None = None) -> list[TrialResult]:
-    """Train MLP trials that differ only in ``model.width`` together; one result per config, in
-    order. Raises ValueError if the configs cannot share batches (see ``plan.packable``)."""
-    from .plan import packable
+class PackedTrainer(Trainer):
+    """MLP members that differ only in width, on shared batches (one generator seeded by the
+    common ``cfg.seed``: the batch order of each lone trial), through :class:`PackedMLP`."""
 
-    if not packable(configs):
-        raise ValueError("train_packed needs 'mlp' trials that differ only in model.width")
-    t0 = time.perf_counter()
-    cfg = configs[0]
-    device = resolve_device(cfg.device)
-    data = prepare(cfg.data).to(device)  # identical for every member: same data config
-    members = []
-    for c in configs:
-        torch.manual_seed(c.seed)  # each member's initialisation, exactly as run_trial draws it
-        members.append(Member.start(c, data, make_model(c.model, data.input_shape, data.num_classes).to(device)))
-    packed = PackedMLP([m.model for m in members])  # on the members' device, sharing their storage
-    for m in members:
-        m.snapshot_init()
+    kind = "packed"
 
-    o = cfg.optim
-    n = data.x_train.shape[0]
-    opt, sched = make_optimizer(cfg, packed, math.ceil(n / o.batch_size))
-    order = torch.Generator(device="cpu").manual_seed(cfg.seed)  # the shared batch order
-    augment = None
-    if cfg.data.augment and data.x_train.dim() == 4:
-        from ..data.augment import augment_batch as augment
-    use_amp = o.amp and device.type == "cuda"
+    def __init__(self, members: Sequence[Member]):
+        self.packed = PackedMLP([m.model for m in members])  # on the members' device, sharing their storage
+        super().__init__(members, self.packed)
+        self.data = members[0].data  # identical for every member: same data config
+        order = torch.Generator(device="cpu").manual_seed(members[0].cfg.seed)
+        self.orders = [order] * len(members)
 
-    def step_losses(epoch: int):
-        packed.train()
-        for xb, yb in index_batches(data, o.batch_size, order, augment, device):
-            if use_amp:  # autograd through the modules, under bf16 autocast
-                with torch.autocast(device.type, dtype=torch.bfloat16):
-                    logits = packed(xb)  # (M, B, C)
+    def losses(self, epoch: int) -> Iterator[Tensor]:
+        self.packed.train()
+        M = len(self.members)
+        for xb, yb in index_batches(self.data, self.batch_size, self.orders[0], self.augment, self.device):
+            if self.use_amp:  # autograd through the modules, under bf16 autocast
+                with self.autocast():
+                    logits = self.packed(xb)  # (M, B, C)
                     # Classes on dim 1: CPU log-softmax over a last dim of ~10 is several times slower.
-                    yield F.cross_entropy(logits.transpose(1, 2), yb.expand(len(members), -1), reduction="none").mean(1)
+                    yield F.cross_entropy(logits.transpose(1, 2), yb.expand(M, -1), reduction="none").mean(1)
             else:
-                yield packed.losses(xb, yb)  # (M,), hand-written backward (PackedLoss)
+                yield self.packed.losses(xb, yb)  # (M,), hand-written backward (PackedLoss)
 
-    def bury_member(j: int) -> None:
-        for a, b in packed.member_ranges(j):
-            bury(opt, [packed.flat], slice(a, b))
-
-    return train_members(members, o.epochs, step_losses, opt, sched, bury_member, progress, t0)
+    def bury(self, j: int) -> None:
+        for a, b in self.packed.member_ranges(j):
+            bury(self.optimizer, [self.packed.flat], slice(a, b))
 
 
-__all__ = ["POOL_EXTRA_MACS", "PackedLoss", "PackedMLP", "Pool", "plan_pools", "train_packed"]
+__all__ = ["POOL_EXTRA_MACS", "PackedLoss", "PackedMLP", "PackedTrainer", "Pool", "plan_pools"]

@@ -8,28 +8,17 @@ import pytest
 import torch
 
 from ddscope.checkpoint import Checkpointer, latest_checkpoint, load_checkpoint, save_checkpoint
-from ddscope.config import TrialConfig, load_sweep, set_key
+from ddscope.config import load_sweep, set_key
 from ddscope.errors import UserError
 from ddscope.train import run_trial
 
+from .tiny import tiny
+
 
 def _cfg(**kw):
-    base = {
-        "data.num_samples": 1000,
-        "optim.batch_size": 50,
-        "optim.epochs": 8,
-        "model.width": 16,
-        "metrics.num_log_epochs": 3,
-        "metrics.jac_samples": 32,
-        "metrics.groups": ["jacobian", "distance"],
-        "metrics.sparse_groups": [],
-        # Adam with warm-up: optimiser moments and the scheduler's step both have to be restored.
-        "optim.name": "adam",
-        "optim.lr": 0.003,
-        "optim.warmup_epochs": 2,
-    }
-    base.update(kw)
-    return set_key(TrialConfig(), base)
+    # Adam with warm-up: optimiser moments and the scheduler's step both have to be restored.
+    return tiny(**{"optim.epochs": 8, "model.width": 16, "metrics.num_log_epochs": 3, "optim.name": "adam",
+                   "optim.lr": 0.003, "optim.warmup_epochs": 2, **kw})
 
 
 class Killed(BaseException):

@@ -7,12 +7,11 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call, vmap
 
-from ddscope.batched import run_group
-from ddscope.batched.plan import STACKED_FAMILIES
-from ddscope.batched.stacked import Stack
+from ddscope.train.plan import STACKED_FAMILIES
+from ddscope.train.stacked import Stack
 from ddscope.config import ModelConfig
 from ddscope.models import make_model
-from ddscope.train import run_trial
+from ddscope.train import run_group, run_trial
 
 from .conftest import assert_same_records, tiny
 

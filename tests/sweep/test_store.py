@@ -31,8 +31,8 @@ def test_resume_skips_finished_trials(tmp_path, tiny_overrides, monkeypatch):
     calls = []
     import ddscope.sweep.runner as runner
 
-    real = runner.run_trial
-    monkeypatch.setattr(runner, "run_trial", lambda cfg, p=None, **kw: calls.append(cfg) or real(cfg, p, **kw))
+    real = runner.run_group
+    monkeypatch.setattr(runner, "run_group", lambda cfgs, *a: calls.extend(cfgs) or real(cfgs, *a))
     out = run_sweep(sweep, tmp_path, InProcessExecutor(), show_progress=False, group=False)
     assert calls == [] and out.ran == 0
     # Extending the grid runs only the new width.

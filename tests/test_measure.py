@@ -8,9 +8,9 @@ import math
 import pytest
 
 from ddscope.measure import measure_checkpoint
-from ddscope.config import TrialConfig, set_key
 from ddscope.train import run_trial
-from .helpers_sweep import cli_inline
+from .clirun import cli_inline
+from .tiny import CHEAP_COSTLY, tiny
 
 GROUPS = ["jacobian", "lipschitz", "distance"]
 
@@ -18,12 +18,9 @@ GROUPS = ["jacobian", "lipschitz", "distance"]
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     folder = tmp_path_factory.mktemp("trial")
-    cfg = set_key(TrialConfig(), {
-        "data.num_samples": 1000, "optim.batch_size": 50, "optim.epochs": 4, "model.width": 12,
-        "metrics.epochs": [0, 2, 4], "metrics.jac_samples": 32, "metrics.groups": GROUPS,
-        "metrics.sparse_groups": [], "metrics.hess_samples": 64, "metrics.hess_matvecs": 8,
-        "metrics.lanczos_iters": 8, "metrics.path_pairs": 8, "checkpoint.epochs": [2],
-    })
+    cfg = tiny(**{**CHEAP_COSTLY, "optim.epochs": 4, "model.width": 12, "metrics.epochs": [0, 2, 4],
+                  "metrics.groups": GROUPS, "metrics.hess_samples": 64, "metrics.hess_matvecs": 8,
+                  "metrics.lanczos_iters": 8, "metrics.path_pairs": 8, "checkpoint.epochs": [2]})
     result = run_trial(cfg, ckpt_dir=str(folder))
     assert result.status == "done"
     return folder, result

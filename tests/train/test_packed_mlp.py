@@ -5,11 +5,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ddscope.batched import run_group
-from ddscope.batched.packed_mlp import PackedMLP, Pool, plan_pools
+from ddscope.train.packed import PackedMLP, Pool, plan_pools
 from ddscope.config import ModelConfig
 from ddscope.models import make_model
-from ddscope.train import run_trial
+from ddscope.train import run_group, run_trial
 
 from .conftest import assert_same_records, tiny
 
@@ -120,7 +119,7 @@ def test_diverging_members_fail_the_others_go_on():
 
 
 def test_group_crash_fails_every_member(monkeypatch):
-    from ddscope.batched import packed_mlp
+    from ddscope.train import packed as packed_mlp
 
     def boom(*a, **k):
         raise RuntimeError("packing exploded")

@@ -1,26 +1,10 @@
-"""Tiny trial configs and a record comparison for the vectorised-training tests."""
+"""The tiny trial (tests/tiny.py) and a record comparison for the training tests."""
 
 from __future__ import annotations
 
 import pytest
 
-from ddscope.config import TrialConfig, set_key
-
-# 1 000 MNIST-1D samples (250 train / 750 test), batch 50: 5 steps per epoch.
-TINY = {
-    "data.num_samples": 1000,
-    "optim.epochs": 3,
-    "optim.batch_size": 50,
-    "metrics.num_log_epochs": 2,
-    "metrics.jac_samples": 32,
-    "metrics.groups": ["jacobian", "distance"],
-    "metrics.sparse_groups": [],
-}
-
-
-def tiny(**kw) -> TrialConfig:
-    return set_key(TrialConfig(), {**TINY, **kw})
-
+from ..tiny import tiny
 
 def assert_same_records(got, want, rel: float = 1e-3, abs_: float = 1e-4) -> None:
     """Same (epoch, metric) keys and values equal up to float summation order in training.

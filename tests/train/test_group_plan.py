@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from ddscope.batched import group_kind, group_trials
-from ddscope.batched.plan import trial_cost
+from ddscope.train import group_kind, group_trials
+from ddscope.train.plan import trial_cost
 from ddscope.config import TrialConfig, load_sweep, set_key
 
 
@@ -66,3 +66,34 @@ def test_max_group_and_workers_split_by_cost():
         assert all([pos[c.trial_id] for c in g] == sorted(pos[c.trial_id] for c in g) for g in groups)
     loads = [sum(trial_cost(c) for c in g) for g in group_trials(cfgs, workers=2)]
     assert max(loads) <= 1.2 * min(loads)
+
+
+def test_every_config_key_is_declared_for_every_group_trainer():
+    """A setting added to the config must be declared for each group trainer (varies, same, or
+    the values it supports): otherwise the group step could silently ignore it."""
+    from ddscope.config import all_keys
+    from ddscope.train.plan import SAME, SUPPORTS, VARIES
+
+    for kind, table in SUPPORTS.items():
+        assert set(table) == set(all_keys()), kind
+        assert all(rule in (VARIES, SAME) or isinstance(rule, tuple) for rule in table.values()), kind
+    assert [k for k, r in SUPPORTS["packed"].items() if r == VARIES] == ["model.width"]
+    assert SUPPORTS["packed"]["model.name"] == ("mlp",) and SUPPORTS["packed"]["seed"] == SAME
+
+
+def test_a_setting_a_group_trainer_was_not_told_about_trains_alone(monkeypatch):
+    import ddscope.train.plan as plan
+
+    cfgs = _sweep(**{"model.width": [2, 8, 32]})
+    assert [len(g) for g in group_trials(cfgs)] == [3]
+    for kind in plan.SUPPORTS:  # as if optim.amp were new: no trainer has declared it
+        monkeypatch.setitem(plan.SUPPORTS, kind, {k: r for k, r in plan.SUPPORTS[kind].items() if k != "optim.amp"})
+    assert [len(g) for g in group_trials(cfgs)] == [1, 1, 1]
+    with pytest.raises(ValueError, match="does not support"):
+        group_kind(cfgs)
+
+
+def test_values_outside_a_trainers_list_are_not_grouped():
+    cfgs = _sweep(**{"model.name": ["convnet"], "model.width": [2, 4], "data.name": ["digits"]})
+    assert not any(group_kind(g) == "packed" for g in group_trials(cfgs) if len(g) > 1)
+    assert [len(g) for g in group_trials(cfgs)] == [1, 1]  # widths differ: not stackable either

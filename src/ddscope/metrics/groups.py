@@ -1,0 +1,171 @@
+"""The table of metric groups: one row per group — its function, the keys it writes, the key
+that shows it ran, what it measures, and (from the config's defaults) its schedule.
+
+The suite (:func:`ddscope.metrics.suite.measure`) runs the requested rows in table order, the
+report (:mod:`ddscope.report.coverage`) names the missing ones from it, and the trial's schedule
+comes from ``metrics.groups`` / ``metrics.sparse_groups``, whose defaults are the one source of
+each group's default schedule. Config validation checks names against
+``ddscope.validate.METRIC_GROUPS``, kept equal to this table by a test (config is the bottom
+layer and does not import torch code).
+
+Adding a group: write ``_compute_<name>(ctx) -> {key: value}`` here, add its row to
+:data:`GROUPS` and its name to ``validate.METRIC_GROUPS`` (and to ``MetricsConfig.groups`` or
+``sparse_groups`` if it should run by default); test it against a dense float64 reference.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+from ..config import MetricsConfig
+from .distance import distance_from_init
+from .hessian import auto_hess_batch, hess_top, hess_trace
+from .jacobian import JacNorms, aggregate, jacobian_norms, path_jacobian_norms
+from .lipschitz import lipschitz_upper
+from .theorem import theorem2
+
+
+@dataclass
+class Context:
+    """What a group's function sees: the model, the named splits, the options, one generator
+    for all randomness (consumed in table order), and values groups share (``shared``)."""
+
+    model: nn.Module
+    splits: dict[str, tuple[Tensor, Tensor]]
+    subsets: dict[str, tuple[str, Tensor]]
+    input_shape: tuple[int, ...]
+    init_state: dict[str, Tensor] | None
+    opt: dict
+    gen: torch.Generator
+    shared: dict = field(default_factory=dict)
+
+    @property
+    def jac_kw(self) -> dict:
+        o = self.opt
+        return dict(output=o["output"], method=o["jac_method"], chunk_size=o["chunk_size"], num_iters=o["jac_iters"])
+
+    def split(self, name: str, group: str) -> tuple[Tensor, Tensor]:
+        if name not in self.splits:
+            raise ValueError(f"metric group {group!r} needs a {name!r} split; got {', '.join(self.splits) or 'none'}")
+        return self.splits[name]
+
+
+def _subsample(x: Tensor, y: Tensor, n: int | None, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+    """A fixed random subset of n samples (all when n is None or ≥ N)."""
+    if n is None or n >= len(x):
+        return x, y
+    idx = torch.randperm(len(x), generator=generator, device=generator.device)[:n].to(x.device)
+    return x[idx], y[idx]
+
+
+def _compute_jacobian(ctx: Context) -> dict[str, float]:
+    out: dict[str, float] = {}
+    gen, n_max = ctx.gen, ctx.opt["jac_samples"]
+    for name, (x, y) in ctx.splits.items():
+        if len(x) == 0 or name in ctx.subsets:
+            continue
+        mine = {n: m for n, (parent, m) in ctx.subsets.items() if parent == name}
+        if n_max is not None and n_max < len(x):
+            idx = torch.randperm(len(x), generator=gen, device=gen.device)[:n_max].to(x.device)
+        else:
+            idx = torch.arange(len(x), device=x.device)
+        norms = jacobian_norms(ctx.model, x[idx], y=y[idx], generator=gen, **ctx.jac_kw)
+        out.update({f"{k}/{name}": v for k, v in aggregate(norms).items()})
+        for sub, mask in mine.items():
+            keep = mask.to(idx.device)[idx]  # (n,) which of the measured samples are in `sub`
+            if keep.any():
+                part = JacNorms(spec=norms.spec[keep], fro=norms.fro[keep])
+                out.update({f"{k}/{sub}": v for k, v in aggregate(part).items()})
+    for sub, (parent, _) in ctx.subsets.items():  # a subset whose parent was not measured
+        if parent not in ctx.splits and sub in ctx.splits and len(ctx.splits[sub][0]):
+            xs, ys = _subsample(*ctx.splits[sub], n_max, gen)
+            norms = jacobian_norms(ctx.model, xs, y=ys, generator=gen, **ctx.jac_kw)
+            out.update({f"{k}/{sub}": v for k, v in aggregate(norms).items()})
+    return out
+
+
+def _compute_paths(ctx: Context) -> dict[str, float]:
+    x, y = ctx.split("train", "paths")
+    out: dict[str, float] = {}
+    for name, same in (("path_same", True), ("path_any", False)):
+        agg = path_jacobian_norms(ctx.model, x, y, n_pairs=ctx.opt["path_pairs"], k=ctx.opt["path_k"],
+                                  same_class=same, generator=ctx.gen, **ctx.jac_kw)
+        out.update({f"{k}/{name}": v for k, v in agg.items()})
+    return out
+
+
+def _compute_lipschitz(ctx: Context) -> dict[str, float]:
+    bound = lipschitz_upper(ctx.model, tuple(ctx.input_shape), num_iters=ctx.opt["lip_iters"])
+    return {"lip_upper": bound.value, **{f"lip_layer/{path}": value for path, _, value in bound.layers}}
+
+
+def _hessian_batches(ctx: Context, group: str) -> tuple[Tensor, Tensor, list]:
+    """The training subsample of ``hessian`` and ``theorem2`` (drawn once for both) and its
+    Hessian-vector-product batches."""
+    if "hess_data" not in ctx.shared:
+        xh, yh = _subsample(*ctx.split("train", group), ctx.opt["hess_samples"], ctx.gen)
+        hb = ctx.opt["hess_batch"] or auto_hess_batch(ctx.model, xh, ctx.opt["hess_vmap"])
+        ctx.shared["hess_data"] = (xh, yh, hb, [(xh[s : s + hb], yh[s : s + hb]) for s in range(0, len(xh), hb)])
+    return ctx.shared["hess_data"]
+
+
+def _compute_hessian(ctx: Context) -> dict[str, float]:
+    _, _, _, batches = _hessian_batches(ctx, "hessian")
+    trace = hess_trace(ctx.model, batches, method=ctx.opt["hess_method"], num_matvecs=ctx.opt["hess_matvecs"],
+                       generator=ctx.gen, vmap_chunk=ctx.opt["hess_vmap"])
+    ctx.shared["hess_trace"] = trace  # theorem2's RHS reuses it
+    return {"hess_trace": trace, "hess_top": hess_top(ctx.model, batches, num_iters=ctx.opt["lanczos_iters"],
+                                                      generator=ctx.gen)}
+
+
+def _compute_theorem2(ctx: Context) -> dict[str, float]:
+    xh, yh, hb, _ = _hessian_batches(ctx, "theorem2")
+    thm = theorem2(ctx.model, xh, yh, hess_trace_value=ctx.shared.get("hess_trace"),
+                   hutch_matvecs=ctx.opt["hess_matvecs"], chunk_size=ctx.opt["grad_chunk"], hess_batch=hb,
+                   generator=ctx.gen)
+    return {k: float(v) for k, v in thm.items()}
+
+
+def _compute_distance(ctx: Context) -> dict[str, float]:
+    if ctx.init_state is None:
+        raise ValueError("metric group 'distance' needs init_state (snapshot_params at step 0)")
+    return distance_from_init(ctx.model, ctx.init_state)
+
+
+@dataclass(frozen=True)
+class MetricGroup:
+    name: str
+    compute: Callable[[Context], dict[str, float]]
+    keys: str  # the keys it writes (<split>: every measured split; <layer>: a module path)
+    probe: str  # a key every run of the group writes: the store shows the group ran
+    about: str  # what it measures, in words
+
+    @property
+    def schedule(self) -> str:
+        """``"every"`` metric epoch or ``"sparse"`` by default (``MetricsConfig``), or ``"off"``."""
+        m = MetricsConfig()
+        return "every" if self.name in m.groups else "sparse" if self.name in m.sparse_groups else "off"
+
+
+# In the order the suite runs them: the generator's stream, hence every sampled value, depends on it.
+GROUPS: dict[str, MetricGroup] = {g.name: g for g in (
+    MetricGroup("jacobian", _compute_jacobian,
+                "jac_spec_rms/<split>, jac_spec_mean/<split>, jac_spec_max/<split>, jac_fro_rms/<split>",
+                "jac_spec_rms/train", "input-Jacobian norms on the data splits"),
+    MetricGroup("paths", _compute_paths, "the jacobian keys for <split> = path_same, path_any",
+                "jac_spec_rms/path_same", "Jacobian norms on paths between training points"),
+    MetricGroup("lipschitz", _compute_lipschitz, "lip_upper, lip_layer/<layer>", "lip_upper",
+                "the Lipschitz upper bound and its per-layer factors"),
+    MetricGroup("hessian", _compute_hessian, "hess_trace, hess_top", "hess_trace",
+                "trace and top eigenvalue of the training loss's Hessian"),
+    MetricGroup("theorem2", _compute_theorem2, "thm2_lhs, thm2_mid, thm2_rhs and their parts (theorem2())",
+                "thm2_mid", "the Theorem 2 terms"),
+    MetricGroup("distance", _compute_distance, "dist_abs/<layer>, dist_rel/<layer>, dist_abs/all, dist_rel/all",
+                "dist_rel/all", "distance from initialisation"),
+)}
+
+__all__ = ["GROUPS", "Context", "MetricGroup"]

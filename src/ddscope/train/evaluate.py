@@ -1,0 +1,107 @@
+"""End of an epoch: losses and errors on every split, and the scheduled metric groups.
+
+The same functions serve a lone trial, every member of a vectorised group and ``ddscope
+measure`` on a checkpoint, so a number never depends on which path computed it.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..config import TrialConfig
+from ..data import TrialData
+from ..metrics.suite import measure, options_from_config
+from .result import Diverged
+from .schedule import Schedule
+
+
+@torch.no_grad()
+def per_sample_loss_err(model: nn.Module, x: torch.Tensor, y: torch.Tensor, chunk: int = 1024):
+    """Per-sample cross-entropy (N,) and 0/1 error (N,) of ``model`` in its current mode."""
+    losses, wrong = [], []
+    for i in range(0, x.shape[0], chunk):
+        logits = model(x[i : i + chunk]).float()  # (B, C)
+        yy = y[i : i + chunk]
+        # Classes on dim 1 of a (1, C, B) tensor: on the CPU the log-softmax over a short last
+        # dimension (C = 10) of thousands of rows is several times slower than over dim 1.
+        losses.append(F.cross_entropy(logits.T[None], yy[None], reduction="none")[0])
+        wrong.append((logits.argmax(1) != yy).float())
+    if not losses:
+        return torch.zeros(0), torch.zeros(0)
+    return torch.cat(losses), torch.cat(wrong)
+
+
+@torch.no_grad()
+def train_error_is_zero(model: nn.Module, data: TrialData, chunk: int = 1024) -> bool:
+    """Whether ``model`` fits every (noisy) training label: the argmax test of ``epoch_errors``
+    on the same chunks, without the losses; stops at the first chunk with an error."""
+    x, y = data.x_train, data.y_train
+    return all(bool((model(x[i : i + chunk]).float().argmax(1) == y[i : i + chunk]).all()) for i in range(0, x.shape[0], chunk))
+
+
+def _mean(t: torch.Tensor) -> float:
+    return t.mean().item() if t.numel() else math.nan
+
+
+def epoch_errors(model: nn.Module, data: TrialData) -> dict[str, tuple[float, float]]:
+    """(loss, error) on train (noisy labels), its clean and noisy subsets, test and val; the
+    subsets reuse the training pass."""
+    loss, err = per_sample_loss_err(model, data.x_train, data.y_train)
+    m = data.noisy_mask
+    out = {
+        "train": (_mean(loss), _mean(err)),
+        "train_clean": (_mean(loss[~m]), _mean(err[~m])),
+        "train_noisy": (_mean(loss[m]), _mean(err[m])),
+    }
+    for name, x, y in (("test", data.x_test, data.y_test), ("val", data.x_val, data.y_val)):
+        if x.shape[0]:
+            lo, er = per_sample_loss_err(model, x, y)
+            out[name] = (_mean(lo), _mean(er))
+    return out
+
+
+def record_errors(model: nn.Module, data: TrialData, schedule: Schedule, epoch: int, step: int,
+                  rec: list, interp_epoch: int | None) -> int | None:
+    """End of an epoch, model in eval mode: append its losses and errors to ``rec`` if the
+    schedule records them, else only test for interpolation; returns the (possibly new)
+    interpolation epoch. A non-finite training loss raises :class:`Diverged`."""
+    if schedule.evaluates(epoch):
+        for name, (loss_v, err_v) in epoch_errors(model, data).items():
+            if name == "train" and not math.isfinite(loss_v):
+                raise Diverged(epoch, step, loss_v)
+            rec.append((epoch, f"loss/{name}", loss_v))
+            rec.append((epoch, f"err/{name}", err_v))
+            if name == "train" and err_v == 0.0 and interp_epoch is None:
+                interp_epoch = epoch
+    elif interp_epoch is None and train_error_is_zero(model, data):  # off the schedule: interp_epoch only
+        interp_epoch = epoch
+    return interp_epoch
+
+
+def measure_epoch(cfg: TrialConfig, model, data: TrialData, init_state, epoch: int,
+                  groups) -> list[tuple[int, str, float]]:
+    """The metric ``groups`` of ``model`` at ``epoch`` as records, with the options of
+    ``cfg.metrics``; the same numbers whether called in training or on a checkpoint later."""
+    m = cfg.metrics
+    # "train" is always measured: it is the poster's statistic and paths/Hessian sample from it.
+    # The clean / noisy subsets are masks of it: they reuse its per-sample Jacobian norms, and
+    # their inputs are never copied out of the training set.
+    splits = {"train": (data.x_train, data.y_train)}
+    if "test" in m.splits:
+        splits["test"] = (data.x_test, data.y_test)
+    if "val" in m.splits and data.x_val.shape[0]:
+        splits["val"] = (data.x_val, data.y_val)
+    masks = {"train_clean": ~data.noisy_mask, "train_noisy": data.noisy_mask}
+    subsets = {k: ("train", mask) for k, mask in masks.items() if k in m.splits}
+    # A fresh generator per (trial, epoch): metric sampling never perturbs training randomness.
+    gen = torch.Generator(device="cpu").manual_seed(cfg.seed * 100_003 + epoch)
+    values = measure(model, splits, subsets=subsets, metrics=groups, input_shape=data.input_shape,
+                     init_state=init_state, options=options_from_config(m), generator=gen)
+    return [(epoch, k, float(v)) for k, v in values.items()]
+
+
+__all__ = ["epoch_errors", "measure_epoch", "per_sample_loss_err", "record_errors", "train_error_is_zero"]

@@ -53,7 +53,8 @@ def test_conv_norm_depends_on_the_input_shape():
 def test_bound_matches_dense_walk(nets, name):
     build, shape, _ = nets.all[name]
     model = build()
-    got, want = lipschitz_upper(model, shape), R.lipschitz_upper_dense(model, shape)
+    got, want = lipschitz_upper(model, shape, method="walk"), R.lipschitz_upper_dense(model, shape)
+    assert lipschitz_upper(model, shape).value == pytest.approx(want.value, rel=1e-8)  # AutoLip: the same value
     assert got.value == pytest.approx(want.value, rel=1e-8)
     assert [(p, t) for p, t, _ in got.layers] == [(p, t) for p, t, _ in want.layers]
     for (_, _, a), (_, _, b) in zip(got.layers, want.layers):
@@ -71,7 +72,7 @@ def test_mlp_bound_is_product_of_spectral_norms(nets, widths):
 
 def test_residual_layers_combine_shortcut_and_branch(nets):
     model = nets.residual()
-    layers = {p: v for p, _, v in lipschitz_upper(model, (2, 6, 6)).layers}
+    layers = {p: v for p, _, v in lipschitz_upper(model, (2, 6, 6), method="walk").layers}
     # identity shortcut: 1 + conv · bn · relu · conv, then post ReLU (1)
     assert layers["2"] == pytest.approx(1 + layers["2.branch.0"] * layers["2.branch.1"] * layers["2.branch.3"], rel=1e-12)
     # projection shortcut: ‖conv1x1‖·‖bn‖ + ‖branch‖
@@ -158,7 +159,10 @@ class _Custom(nn.Module):
 def test_unsupported_layer_names_path_and_type():
     model = nn.Sequential(nn.Linear(4, 4), nn.Sequential(nn.ReLU(), _Custom()), nn.Linear(4, 2))
     with pytest.raises(ValueError, match=r"'1\.1'.*_Custom.*supported: .*Linear"):
-        lipschitz_upper(model, (4,))
+        lipschitz_upper(model, (4,), method="walk")
+    # AutoLip traces through it: x · 2 has constant 2.
+    lins = [torch.linalg.matrix_norm(model[i].weight.detach(), 2).item() for i in (0, 2)]
+    assert lipschitz_upper(model, (4,)).value == pytest.approx(2 * lins[0] * lins[1], rel=1e-6)
     with pytest.raises(ValueError, match="running statistics"):
         lipschitz_upper(nn.Sequential(nn.BatchNorm1d(4, track_running_stats=False)), (4,))
     with pytest.raises(ValueError, match="LeakyReLU"):
@@ -216,7 +220,7 @@ class _StrayParts(_TwoStage):
 def test_lipschitz_parts_that_are_not_submodules_are_named():
     """Regression: a part that is not a submodule raised ``KeyError: 140169281084688``."""
     with pytest.raises(ValueError, match=r"lipschitz_parts\(\) of '' \(_StrayParts\) returned Linear, which is not a submodule"):
-        lipschitz_upper(_StrayParts(), (5,))
+        lipschitz_upper(_StrayParts(), (5,), method="walk")
 
 
 def test_training_flags_and_state_untouched(nets):

@@ -26,6 +26,7 @@ from torch import Tensor, nn
 from torch.func import vjp
 
 from ddscope.estimators import lanczos_top_eig, sqrt_clamped
+from ddscope.metrics.autolip import autolip, trace
 from ddscope.metrics.jacobian import eval_mode
 from ddscope.models.blocks import Residual
 
@@ -63,12 +64,14 @@ def _max_slope(f, lo: float, hi: float) -> float:
 
 # The tanh approximation's largest slope (≈ 1.1289931, at x ≈ 1.4), computed, not typed in.
 GELU_TANH_LIPSCHITZ = _max_slope(_gelu_tanh_slope, 0.0, 4.0)
+# SiLU x·σ(x): largest slope σ(x)(1 + x(1 − σ(x))) ≈ 1.0998 (at x ≈ 2.4), computed.
+SILU_LIPSCHITZ = _max_slope(lambda x: (1 / (1 + math.exp(-x))) * (1 + x * (1 - 1 / (1 + math.exp(-x)))), 0.0, 8.0)
 AVG_POOLS = (nn.AvgPool1d, nn.AvgPool2d, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d)
 MAX_POOLS = (nn.MaxPool1d, nn.MaxPool2d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d)
 SUPPORTED = (
     "Sequential, Residual, modules defining lipschitz_parts(), Linear, Conv1d, Conv2d, BatchNorm1d, "
     "BatchNorm2d, ReLU, LeakyReLU(|slope| <= 1), ELU(alpha <= 1), Tanh, Sigmoid, Identity, Dropout*, "
-    "Flatten, Unflatten, GELU, AvgPool1d/2d, AdaptiveAvgPool1d/2d, MaxPool1d/2d, AdaptiveMaxPool1d/2d; "
+    "Flatten, Unflatten, GELU, SiLU, AvgPool1d/2d, AdaptiveAvgPool1d/2d, MaxPool1d/2d, AdaptiveMaxPool1d/2d; "
     "LayerNorm, MultiheadAttention and modules with lipschitz_unbounded give +inf"
 )
 
@@ -85,6 +88,7 @@ class LipschitzBound:
 
     value: float
     layers: list[tuple[str, str, float]]
+    method: str = "walk"  # "autolip" (the fx graph) or "walk" (the module tree)
 
 
 def record_input_shapes(model: nn.Module, input_shape: tuple[int, ...]) -> tuple[dict[int, tuple[int, ...]], list[nn.Module]]:
@@ -244,6 +248,8 @@ def leaf_lipschitz(
         return 0.25
     if isinstance(module, nn.GELU):
         return GELU_LIPSCHITZ if module.approximate == "none" else GELU_TANH_LIPSCHITZ
+    if isinstance(module, nn.SiLU):
+        return SILU_LIPSCHITZ
     if isinstance(module, UNBOUNDED) or getattr(module, "lipschitz_unbounded", None):
         return math.inf
     if isinstance(module, AVG_POOLS):
@@ -299,9 +305,12 @@ def walk_lipschitz(model: nn.Module, input_shape: tuple[int, ...], leaf_norm: Le
 
 def lipschitz_upper(
     model: nn.Module, input_shape: tuple[int, ...], *, num_iters: int = 100, tol: float = 1e-8,
-    generator: torch.Generator | None = None,
+    generator: torch.Generator | None = None, constants: dict[str, float] | None = None, method: str = "auto",
 ) -> LipschitzBound:
-    """Upper bound ∏_l Lip(layer_l) on the ℓ2 Lipschitz constant of ``model``.
+    """Upper bound on the ℓ2 Lipschitz constant of ``model``: AutoLip over its ``torch.fx``
+    graph (:mod:`ddscope.metrics.autolip`), or, for a model fx cannot trace, ∏ over the module
+    tree (:func:`walk_lipschitz`). On a tree of Sequential / Residual / leaf layers both give
+    the same value.
 
     Layer constants: Linear ‖W‖₂ (exact SVD); Conv1d/Conv2d the operator norm on the layer's
     actual input shape (:func:`conv_operator_norm`); BatchNorm (eval) max_i |γ_i|/√(var_i+ε);
@@ -309,16 +318,50 @@ def lipschitz_upper(
     average pools their exact operator norm on the actual input shape; max pools
     √(max windows per input) (1 when windows do not overlap); GELU ≈ 1.1289. LayerNorm and
     dot-product self-attention are not globally Lipschitz: they (and any module with a
-    ``lipschitz_unbounded`` attribute) make the bound +inf. Any other leaf raises ValueError.
+    ``lipschitz_unbounded`` attribute) make the bound +inf. A module with a
+    ``lipschitz_constant`` attribute contributes that constant; an operation without a known
+    constant raises ValueError naming it and how to declare one.
 
     Args:
-        model: a tree of nn.Sequential / Residual / leaf layers (or modules that define
+        model: any module fx can trace, or a tree the walk understands (modules may define
             ``lipschitz_parts()`` returning their submodules in the order they are applied).
         input_shape: one sample's shape, without the batch dimension.
         num_iters, tol, generator: Lanczos settings for conv and pooling norms (``None``: seeded 0).
+        constants: declared constants ``{graph node name, module path or function name: L}``.
+        method: ``"auto"`` (AutoLip, the walk when fx cannot trace the model or AutoLip meets an
+            operation the walk's ``lipschitz_parts()`` covers), ``"autolip"`` or ``"walk"``.
     """
+    if method not in ("auto", "autolip", "walk"):
+        raise ValueError(f"method must be auto, autolip or walk, got {method!r}")
     def leaf(path: str, module: nn.Module, shape: tuple[int, ...]) -> float:
+        if constants and path in constants:
+            return float(constants[path])
+        if hasattr(module, "lipschitz_constant"):
+            return float(module.lipschitz_constant)
         return leaf_lipschitz(path, module, shape, num_iters=num_iters, tol=tol, generator=generator)
 
+    def linear_norm(fn, shape, dtype, device) -> float:
+        return linear_map_norm(fn, shape, dtype=dtype, device=device, num_iters=num_iters, tol=tol, generator=generator)
+
     with torch.no_grad():
-        return walk_lipschitz(model, input_shape, leaf)
+        if method == "walk":
+            return walk_lipschitz(model, input_shape, leaf)
+        if method == "autolip":
+            value, layers = autolip(model, tuple(input_shape), leaf, constants=constants, linear_norm=linear_norm)
+            return LipschitzBound(value=float(value), layers=layers, method="autolip")
+        try:
+            trace(model)
+        except Exception as traced:  # noqa: BLE001 — control flow on the input, untraceable calls
+            try:
+                return walk_lipschitz(model, input_shape, leaf)
+            except ValueError as e:
+                raise ValueError(f"{e} (and torch.fx cannot trace the model for AutoLip: "
+                                 f"{type(traced).__name__}: {str(traced).splitlines()[0] if str(traced) else ''})") from None
+        try:
+            value, layers = autolip(model, tuple(input_shape), leaf, constants=constants, linear_norm=linear_norm)
+        except ValueError as auto_error:
+            try:  # a module tree with lipschitz_parts() may still be walked
+                return walk_lipschitz(model, input_shape, leaf)
+            except ValueError:
+                raise auto_error from None
+        return LipschitzBound(value=float(value), layers=layers, method="autolip")

@@ -12,25 +12,14 @@ from ddscope.config import load_sweep, set_key
 from ddscope.errors import UserError
 from ddscope.train import run_trial
 
-from .tiny import tiny
+from .tiny import Killed, tiny
+from .tiny import stop_at as _stop_at
 
 
 def _cfg(**kw):
     # Adam with warm-up: optimiser moments and the scheduler's step both have to be restored.
     return tiny(**{"optim.epochs": 8, "model.width": 16, "metrics.num_log_epochs": 3, "optim.name": "adam",
                    "optim.lr": 0.003, "optim.warmup_epochs": 2, **kw})
-
-
-class Killed(BaseException):
-    """Stands for SIGKILL: nothing after the raise runs, the trial returns no result."""
-
-
-def _stop_at(epoch):
-    def progress(e, total):
-        if e == epoch:
-            raise Killed
-
-    return progress
 
 
 def _files(folder):

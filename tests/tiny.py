@@ -49,6 +49,20 @@ def overrides(settings: dict | None = None, **kw) -> list[str]:
     return [f"{k}={json.dumps(v)}" for k, v in {**(TINY if settings is None else settings), **kw}.items()]
 
 
+class Killed(BaseException):
+    """Stands for SIGKILL inside a test: nothing after the raise runs, the run returns no result."""
+
+
+def stop_at(epoch: int):
+    """A progress callback that kills the run after ``epoch`` (its checkpoints written)."""
+
+    def progress(e, total):
+        if e == epoch:
+            raise Killed
+
+    return progress
+
+
 def sets(items) -> list[str]:
     """``["--set", item, ...]`` for the CLI."""
     out = []
@@ -57,4 +71,4 @@ def sets(items) -> list[str]:
     return out
 
 
-__all__ = ["CHEAP_COSTLY", "EVERY_GROUP", "TINY", "overrides", "sets", "tiny"]
+__all__ = ["CHEAP_COSTLY", "EVERY_GROUP", "TINY", "Killed", "stop_at", "overrides", "sets", "tiny"]

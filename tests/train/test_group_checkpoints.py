@@ -13,6 +13,8 @@ from ddscope.measure import measure_checkpoint
 from ddscope.models import make_model
 from ddscope.train import run_group, run_trial
 
+from ..tiny import Killed
+from ..tiny import stop_at as _stop_at
 from .conftest import assert_same_records, tiny
 
 # Adam with warm-up (moments, step count and the LR schedule must come back) and SGD with momentum
@@ -29,18 +31,6 @@ def _group(kind: str, optim: str) -> list:
     if kind == "packed":  # widths 2 and 3 share a pool (padding), 48 is alone
         return [tiny(**{**over, "model.width": w}) for w in (2, 3, 48)]
     return [tiny(**{**over, "model.width": 8, "seed": s, "data.noise": nz}) for s, nz in ((0, 0.15), (1, 0.15), (0, 0.3))]
-
-
-class Killed(BaseException):
-    """Stands for SIGKILL: nothing after the raise runs, the run returns no result."""
-
-
-def _stop_at(epoch):
-    def progress(e, total):
-        if e == epoch:
-            raise Killed
-
-    return progress
 
 
 def _names(folder) -> list[str]:

@@ -270,8 +270,16 @@ def measure(checkpoint, groups, samples, output, device, data_root, as_json):
 
     if samples is not None and samples < 0:
         raise UserError(f"--samples must be >= 0 (0 = all), got {samples}")
-    out = measure_checkpoint(Path(checkpoint), groups, samples=samples, output=output, device=device,
-                             data_root=data_root)
+    import warnings
+
+    from .metrics.suite import MetricSkipped
+
+    with warnings.catch_warnings():  # said once below, not as a warning per group
+        warnings.simplefilter("ignore", MetricSkipped)
+        out = measure_checkpoint(Path(checkpoint), groups, samples=samples, output=output, device=device,
+                                 data_root=data_root)
+    for group, why in out["skipped"].items():
+        click.echo(f"ddscope: metric group '{group}' skipped: {why}", err=True)
     if as_json:
         click.echo(json.dumps(out, indent=2))
         return

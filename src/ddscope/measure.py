@@ -31,7 +31,9 @@ def measure_checkpoint(path: str | Path, groups, *, samples: int | None = None, 
     from the trial's seed (the same draw) when that file is absent. With the trial's own options
     the values equal the ones stored at that epoch: the same function with the same seeds.
 
-    Returns ``{"checkpoint", "trial_id", "epoch", "init", "values": {metric: float}}``.
+    Returns ``{"checkpoint", "trial_id", "epoch", "init", "values": {metric: float},
+    "skipped": {group: reason}}`` (groups that cannot run on this model are skipped, the
+    others measured).
     """
     path = Path(path)
     state = load_checkpoint(path)
@@ -64,13 +66,15 @@ def measure_checkpoint(path: str | Path, groups, *, samples: int | None = None, 
     else:
         theta0, source = build(None), "regenerated from the trial seed"
     init_state = {k: v.detach().clone() for k, v in theta0.named_parameters()}
-    records = measure_epoch(cfg, model, data, init_state, state["epoch"], list(groups))
+    skipped: dict[str, str] = {}
+    records = measure_epoch(cfg, model, data, init_state, state["epoch"], list(groups), skipped)
     return {
         "checkpoint": str(path),
         "trial_id": trial_id,
         "epoch": state["epoch"],
         "init": source,
         "values": {metric: value for _, metric, value in records},
+        "skipped": skipped,
     }
 
 

@@ -113,8 +113,36 @@ def test_theorem2_uses_the_given_trace(nets):
 def test_first_layer_must_be_linear_or_conv():
     model = nn.Sequential(nn.BatchNorm1d(4), nn.Linear(4, 3)).double()
     x = torch.randn(5, 4, dtype=torch.float64)
-    with pytest.raises(ValueError, match="Linear or Conv first layer"):
+    with pytest.raises(ValueError, match=r"needs θ¹ to be a Linear or Conv layer; the input flows first into '0' "
+                                         r"\(BatchNorm1d\)"):
         theorem2_per_sample(model, x, torch.zeros(5, dtype=torch.long))
+
+
+def test_theta1_is_the_first_parametrised_op_the_input_flows_into():
+    """Regression: a ViT whose root module owns the position embedding got "needs a Linear or
+    Conv first layer, got TinyViT"; θ¹ is its patch-embedding Conv2d."""
+    from ddscope.metrics.lipschitz import conv_operator_norm
+    from ddscope.metrics.theorem import first_layer_norm
+
+    from ..usermodels import SmallCNN, TinyViT
+
+    torch.manual_seed(0)
+    vit = TinyViT(dim=8, in_ch=1, side=8).double()
+    assert first_layer_norm(vit, (1, 8, 8)) == pytest.approx(conv_operator_norm(vit.embed, (1, 8, 8)), rel=1e-10)
+    cnn = SmallCNN(channels=3, in_ch=1, side=8).double()
+    assert first_layer_norm(cnn, (1, 8, 8)) == pytest.approx(conv_operator_norm(cnn.conv1, (1, 8, 8)), rel=1e-10)
+
+    class Functional(nn.Module):  # F.linear on a parameter, after a translation
+        def __init__(self):
+            super().__init__()
+            self.shift = nn.Parameter(torch.randn(4, dtype=torch.float64))
+            self.w = nn.Parameter(torch.randn(3, 4, dtype=torch.float64))
+
+        def forward(self, x):
+            return nn.functional.linear(x + self.shift, self.w)
+
+    f = Functional()
+    assert first_layer_norm(f, (4,)) == pytest.approx(torch.linalg.matrix_norm(f.w.detach(), 2).item(), rel=1e-12)
 
 
 def test_flags_and_state_restored(nets):

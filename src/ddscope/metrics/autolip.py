@@ -26,7 +26,6 @@ constant raises ValueError naming the operation and the node, and how to declare
 from __future__ import annotations
 
 import math
-import operator
 from collections.abc import Callable
 
 import torch
@@ -293,4 +292,66 @@ def autolip(model: nn.Module, input_shape: tuple[int, ...], leaf: Callable[[str,
     raise ValueError("lipschitz_upper: the traced graph has no output")
 
 
-__all__ = ["autolip", "trace"]
+def first_linear_map(model: nn.Module, input_shape: tuple[int, ...]) -> tuple[str, Tensor | Callable[[Tensor], Tensor], tuple[int, ...]]:
+    """θ¹ of Theorem 2: the first parametrised operation the input flows into, as a linear map.
+
+    Returns ``(where, op, in_shape)``: a description (node and type), ``op`` = the weight matrix
+    W of a linear layer or ``fn(X (m, *in_shape))`` applying a convolution's weight without
+    bias, and the shape it sees. Translations by a parameter (a
+    position embedding added to the input) are skipped: they do not change ∇ₓ. Raises
+    ValueError when fx cannot trace the model or the first parametrised operation is not a
+    Linear / Conv1d / Conv2d layer (module or functional form).
+    """
+    gm = trace(model)
+    ref = next(iter(model.parameters()), None)
+    x0 = torch.zeros(2, *input_shape, dtype=ref.dtype if ref is not None else None,
+                     device=ref.device if ref is not None else None)
+    rec = _Record(gm)
+    with eval_mode(model), torch.no_grad():
+        rec.run(x0)
+    modules = dict(gm.named_modules())
+    params = {n for n, _ in gm.named_parameters()}
+    dep: set[str] = set()
+    for node in gm.graph.nodes:
+        if node.op == "placeholder":
+            dep.add(node.name) if not dep else None
+            continue
+        args: list[fx.Node] = []
+        fx.node.map_arg((node.args, node.kwargs), args.append)
+        if not any(a.name in dep for a in args):
+            continue
+        dep.add(node.name)
+        x = next(a for a in args if a.name in dep)
+        shape = tuple(rec.values[x.name].shape[1:])
+        name = _name(node)
+        if node.op == "call_module":
+            m = modules[node.target]
+            if next(m.parameters(), None) is None:
+                continue
+            if isinstance(m, nn.Linear):
+                W = m.weight.detach()
+                return f"'{node.target}' (Linear)", W, shape
+            if isinstance(m, (nn.Conv1d, nn.Conv2d)):
+                W = m.weight.detach()
+                return f"'{node.target}' ({type(m).__name__})", lambda X: m._conv_forward(X, W, None), shape
+            raise ValueError(f"Theorem 2 needs θ¹ to be a Linear or Conv layer; the input flows first into "
+                             f"'{node.target}' ({type(m).__name__})")
+        uses_param = [a for a in args if a.op == "get_attr" and a.target in params]
+        if not uses_param:
+            continue
+        if name in _ADD:
+            continue  # x + parameter: a translation
+        if name in ("linear", "conv1d", "conv2d") and node.args[0] is x:
+            W = rec.values[node.args[1].name].detach()
+            if name == "linear":
+                return f"node '{node.name}' (F.linear)", W, shape
+            kw = dict(stride=_arg(node, 3, "stride", 1), padding=_arg(node, 4, "padding", 0),
+                      dilation=_arg(node, 5, "dilation", 1), groups=_arg(node, 6, "groups", 1))
+            conv = F.conv1d if name == "conv1d" else F.conv2d
+            return f"node '{node.name}' (F.{name})", lambda X: conv(X, W, None, **kw), shape
+        raise ValueError(f"Theorem 2 needs θ¹ to be a Linear or Conv layer; the input flows first into "
+                         f"'{name}' with a parameter at graph node '{node.name}'")
+    raise ValueError("Theorem 2 needs a parametrised first layer; the input reaches no parameter")
+
+
+__all__ = ["autolip", "first_linear_map", "trace"]

@@ -46,7 +46,8 @@ class Context:
     @property
     def jac_kw(self) -> dict:
         o = self.opt
-        return dict(output=o["output"], method=o["jac_method"], chunk_size=o["chunk_size"], num_iters=o["jac_iters"])
+        return dict(output=o["output"], method=o["jac_method"], chunk_size=o["chunk_size"], num_iters=o["jac_iters"],
+                    loss=o["loss"])
 
     def split(self, name: str, group: str) -> tuple[Tensor, Tensor]:
         if name not in self.splits:
@@ -99,7 +100,8 @@ def _compute_paths(ctx: Context) -> dict[str, float]:
 
 
 def _compute_lipschitz(ctx: Context) -> dict[str, float]:
-    bound = lipschitz_upper(ctx.model, tuple(ctx.input_shape), num_iters=ctx.opt["lip_iters"])
+    bound = lipschitz_upper(ctx.model, tuple(ctx.input_shape), num_iters=ctx.opt["lip_iters"],
+                            constants=ctx.opt["lip_constants"])
     return {"lip_upper": bound.value, **{f"lip_layer/{path}": value for path, _, value in bound.layers}}
 
 
@@ -116,17 +118,17 @@ def _hessian_batches(ctx: Context, group: str) -> tuple[Tensor, Tensor, list]:
 def _compute_hessian(ctx: Context) -> dict[str, float]:
     _, _, _, batches = _hessian_batches(ctx, "hessian")
     trace = hess_trace(ctx.model, batches, method=ctx.opt["hess_method"], num_matvecs=ctx.opt["hess_matvecs"],
-                       generator=ctx.gen, vmap_chunk=ctx.opt["hess_vmap"])
+                       generator=ctx.gen, vmap_chunk=ctx.opt["hess_vmap"], loss=ctx.opt["loss"])
     ctx.shared["hess_trace"] = trace  # theorem2's RHS reuses it
     return {"hess_trace": trace, "hess_top": hess_top(ctx.model, batches, num_iters=ctx.opt["lanczos_iters"],
-                                                      generator=ctx.gen)}
+                                                      generator=ctx.gen, loss=ctx.opt["loss"])}
 
 
 def _compute_theorem2(ctx: Context) -> dict[str, float]:
     xh, yh, hb, _ = _hessian_batches(ctx, "theorem2")
     thm = theorem2(ctx.model, xh, yh, hess_trace_value=ctx.shared.get("hess_trace"),
                    hutch_matvecs=ctx.opt["hess_matvecs"], chunk_size=ctx.opt["grad_chunk"], hess_batch=hb,
-                   generator=ctx.gen)
+                   generator=ctx.gen, loss=ctx.opt["loss"])
     return {k: float(v) for k, v in thm.items()}
 
 

@@ -20,12 +20,12 @@ import math
 from collections.abc import Callable, Iterable, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call, grad, jvp, vmap
 
 from ddscope.estimators import hutchinson_trace, hutchpp_trace, lanczos_top_eig
 from ddscope.metrics.jacobian import activations_per_sample, eval_mode, memory_budget
+from ddscope.metrics.losses import Loss, loss_fn
 
 TRACE_METHODS = ("hutchpp", "hutchinson", "exact")
 HVP_MODES = ("auto", "double_backward", "forward_over_reverse")
@@ -67,8 +67,10 @@ def flat_params(model: nn.Module, params: Sequence[str] | None = None) -> tuple[
     return names, torch.cat([named[n].detach().reshape(-1) for n in names])
 
 
-def flat_loss_fn(model: nn.Module, names: Sequence[str], reduction_n: int) -> Callable[[Tensor, Tensor, Tensor], Tensor]:
-    """``loss(flat, x, y)`` = Σ_{n in batch} CE(f_θ(x_n), y_n) / reduction_n with θ[names] = flat.
+def flat_loss_fn(model: nn.Module, names: Sequence[str], reduction_n: int,
+                 loss: Loss = "cross_entropy") -> Callable[[Tensor, Tensor, Tensor], Tensor]:
+    """``fn(flat, x, y)`` = Σ_{n in batch} ℓ(f_θ(x_n), y_n) / reduction_n with θ[names] = flat
+    (ℓ = ``loss``, :mod:`ddscope.metrics.losses`; cross-entropy by default).
 
     Dividing each batch's *sum* by the total sample count weights every sample 1/N, so the
     batch losses add up to the exact mean whatever the batch sizes.
@@ -78,13 +80,14 @@ def flat_loss_fn(model: nn.Module, names: Sequence[str], reduction_n: int) -> Ca
     numels = [math.prod(s) for s in shapes]
     fixed = {n: p.detach() for n, p in named.items() if n not in set(names)}
     buffers = {n: b.detach() for n, b in model.named_buffers()}
+    ell = loss_fn(loss)
 
-    def loss(flat: Tensor, x: Tensor, y: Tensor) -> Tensor:
+    def fn(flat: Tensor, x: Tensor, y: Tensor) -> Tensor:
         tensors = {n: t.view(s) for n, t, s in zip(names, flat.split(numels), shapes)}
         out = functional_call(model, {**fixed, **buffers, **tensors}, (x,))
-        return F.cross_entropy(out.reshape(len(x), -1), y, reduction="sum") / reduction_n
+        return ell(out, y, "sum") / reduction_n
 
-    return loss
+    return fn
 
 
 def _activation_floats(model: nn.Module, x: Tensor) -> int:
@@ -110,8 +113,10 @@ def loss_hvp(
     params: Sequence[str] | None = None,
     vmap_chunk: int | None = 8,
     mode: str = "auto",
+    loss: Loss = "cross_entropy",
 ) -> tuple[Callable[[Tensor], Tensor], int]:
-    """Hessian-vector products of the mean cross-entropy over all samples of ``batches``.
+    """Hessian-vector products of the mean ``loss`` (cross-entropy by default; ``"mse"`` or a
+    callable, :mod:`ddscope.metrics.losses`) over all samples of ``batches``.
 
     Hv = Σ_b (1/N) ∇²_θ Σ_{n∈b} L_n · v, N = total sample count (an uneven last batch is
     weighted exactly).
@@ -150,7 +155,7 @@ def loss_hvp(
     total = sum(len(y) for _, y in batches)
     if total == 0:
         raise ValueError("loss_hvp needs at least one sample")
-    loss = flat_loss_fn(model, names, total)
+    loss = flat_loss_fn(model, names, total, loss)
     if mode == "forward_over_reverse":
         return _forward_over_reverse(model, batches, loss, theta, vmap_chunk), theta.numel()
     return _double_backward(model, batches, loss, theta, vmap_chunk), theta.numel()
@@ -255,8 +260,9 @@ def hess_trace(
     params: Sequence[str] | None = None,
     vmap_chunk: int | None = 8,
     mode: str = "auto",
+    loss: Loss = "cross_entropy",
 ) -> float:
-    """tr(H) = Δ_θ L, the Laplacian of the mean training loss.
+    """tr(H) = Δ_θ L, the Laplacian of the mean training loss (``loss``, as in :func:`loss_hvp`).
 
     ``"hutchpp"``: Hutch++ (Meyer et al. 2021), exact once ⌊num_matvecs/3⌋ ≥ dim;
     ``"hutchinson"``: Rademacher Hutchinson (1989), standard error √(2(‖H‖_F²−Σ H_ii²)/m);
@@ -266,7 +272,7 @@ def hess_trace(
     """
     if method not in TRACE_METHODS:
         raise ValueError(f"unknown trace method {method!r}; allowed: {', '.join(TRACE_METHODS)}")
-    matvec, dim = loss_hvp(model, batches, params=params, vmap_chunk=vmap_chunk, mode=mode)
+    matvec, dim = loss_hvp(model, batches, params=params, vmap_chunk=vmap_chunk, mode=mode, loss=loss)
     ref = next(iter(model.parameters()))
     if method == "exact":
         eye = torch.eye(dim, dtype=ref.dtype, device=ref.device)
@@ -284,14 +290,15 @@ def hess_top(
     generator: torch.Generator | None = None,
     params: Sequence[str] | None = None,
     mode: str = "auto",
+    loss: Loss = "cross_entropy",
 ) -> float:
-    """λ_max(H) by Lanczos with full reorthogonalisation (exact once num_iters ≥ dim), stopping
+    """λ_max(H) of the mean ``loss`` (as in :func:`loss_hvp`) by Lanczos with full reorthogonalisation (exact once num_iters ≥ dim), stopping
     early when the Ritz residual is ≤ tol·λ.
 
     ``generator=None`` draws the start vector from a fresh generator seeded 0; ``params`` and
     ``mode`` as in :func:`loss_hvp` (one product per iteration, so the double-backward default
     builds each batch's gradient graph once when the graphs fit in memory).
     """
-    matvec, dim = loss_hvp(model, batches, params=params, mode=mode)
+    matvec, dim = loss_hvp(model, batches, params=params, mode=mode, loss=loss)
     ref = next(iter(model.parameters()))
     return lanczos_top_eig(matvec, dim, num_iters, tol=tol, generator=generator, dtype=ref.dtype, device=ref.device)

@@ -21,11 +21,11 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import jvp, vjp, vmap
 
 from ddscope.estimators import batched_lanczos_top_eig, batched_power_iteration, default_generator
+from ddscope.metrics.losses import Loss, loss_fn
 
 OUTPUTS = ("logits", "softmax", "log_softmax", "loss")
 METHODS = ("auto", "exact", "lanczos", "power")
@@ -98,21 +98,24 @@ class JacNorms:
     fro: Tensor
 
 
-def output_fn(model: nn.Module, output: str, y: Tensor | None = None) -> Callable[[Tensor], Tensor]:
-    """x (B, ...) -> g(f(x)) (B, C): the output map whose input Jacobian is measured."""
+def output_fn(model: nn.Module, output: str, y: Tensor | None = None, loss: Loss = "cross_entropy") -> Callable[[Tensor], Tensor]:
+    """x (B, ...) -> g(f(x)) (B, C): the output map whose input Jacobian is measured
+    (``output="loss"``: the per-sample ``loss``, C = 1)."""
     if output not in OUTPUTS:
         raise ValueError(f"unknown output {output!r}; allowed: {', '.join(OUTPUTS)}")
     if output == "loss" and y is None:
         raise ValueError("output='loss' needs the labels y")
 
+    per_sample = loss_fn(loss) if output == "loss" else None
+
     def fn(x: Tensor) -> Tensor:
+        if per_sample is not None:
+            return per_sample(model(x), y)[:, None]  # (B, 1)
         logits = model(x).reshape(x.shape[0], -1)  # (B, C)
         if output == "softmax":
             return logits.softmax(dim=-1)
         if output == "log_softmax":
             return logits.log_softmax(dim=-1)
-        if output == "loss":
-            return F.cross_entropy(logits, y, reduction="none")[:, None]  # (B, 1)
         return logits
 
     return fn
@@ -231,6 +234,7 @@ def jacobian_norms(
     num_iters: int = 50,
     tol: float = 1e-6,
     generator: torch.Generator | None = None,
+    loss: Loss = "cross_entropy",
 ) -> JacNorms:
     """Spectral and Frobenius norms of the input Jacobian at every sample.
 
@@ -255,6 +259,7 @@ def jacobian_norms(
         x: inputs (N, ...).
         output: one of :data:`OUTPUTS`; ``"loss"`` needs ``y`` and gives J = ∇_x L_n (C = 1).
         y: labels (N,), for ``output="loss"``.
+        loss: the per-sample loss of ``output="loss"`` (:mod:`ddscope.metrics.losses`).
         chunk_size: samples per pass (bounds memory); ``None`` sizes it from memory
             (:func:`auto_chunk_size`).
         num_iters, tol: for the iterative methods.
@@ -269,7 +274,7 @@ def jacobian_norms(
     with eval_mode(model):
         if (method == "auto" or chunk_size is None) and len(x) > 0:
             with torch.no_grad():
-                C = output_fn(model, output, None if y is None else y[:1])(x[:1]).shape[1]
+                C = output_fn(model, output, None if y is None else y[:1], loss)(x[:1]).shape[1]
             if method == "auto":
                 small = C <= AUTO_MAX_CLASSES or C * x[0].numel() <= AUTO_MAX_CD
                 method = "exact" if small else "lanczos"
@@ -289,11 +294,11 @@ def jacobian_norms(
             if stem is not None:  # reverse passes stop at the first layer's output z (B, h)
                 with torch.no_grad():
                     z = first(pre(xc))
-                s, f = _exact_chunk(output_fn(rest, output, yc), z, stem_factor)
+                s, f = _exact_chunk(output_fn(rest, output, yc, loss), z, stem_factor)
             elif method == "exact":
-                s, f = _exact_chunk(output_fn(model, output, yc), xc)
+                s, f = _exact_chunk(output_fn(model, output, yc, loss), xc)
             else:
-                s, f = _iterative_chunk(output_fn(model, output, yc), xc, method, num_iters, tol, generator)
+                s, f = _iterative_chunk(output_fn(model, output, yc, loss), xc, method, num_iters, tol, generator)
             spec.append(s)
             fro.append(f)
     if not spec:

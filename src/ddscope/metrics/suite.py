@@ -8,6 +8,8 @@ their defaults from :class:`~ddscope.config.MetricsConfig` (one source of each d
 
 from __future__ import annotations
 
+import contextlib
+import warnings
 from collections.abc import Sequence
 
 import torch
@@ -16,6 +18,7 @@ from torch import Tensor, nn
 from ddscope.config import MetricsConfig
 from ddscope.estimators import default_generator
 from ddscope.metrics.groups import GROUPS, Context
+from ddscope.metrics.losses import loss_fn
 
 METRIC_GROUPS = tuple(GROUPS)  # the table's names (validate.METRIC_GROUPS is kept equal by a test)
 
@@ -38,7 +41,36 @@ DEFAULT_OPTIONS = {
     "hess_batch": None,  # samples per Hessian-vector-product batch (None: sized from memory, auto_hess_batch)
     "hess_vmap": 8,  # probes per vmapped HVP pass (memory ~ hess_vmap x one batch's HVP)
     "grad_chunk": 64,  # samples per per-sample-gradient pass in theorem2 (memory ~ grad_chunk x #params)
+    "loss": "cross_entropy",  # the loss of hessian, theorem2 and output="loss": cross_entropy, mse or a callable
+    "lip_constants": None,  # declared Lipschitz constants {node, module path or op name: L} (lipschitz_upper)
 }
+
+
+class Measurement(dict):
+    """``{key: float}`` of the groups that ran, and ``skipped``: ``{group: reason}`` for the
+    groups that could not run on this model (the others were computed all the same)."""
+
+    def __init__(self, values=(), skipped: dict[str, str] | None = None):
+        super().__init__(values)
+        self.skipped: dict[str, str] = dict(skipped or {})
+
+
+class MetricSkipped(UserWarning):
+    """A metric group could not run on the model; the others were computed."""
+
+
+@contextlib.contextmanager
+def math_attention():
+    """Scaled dot-product attention on the math backend: fused kernels lack forward-mode AD and
+    double backward, which Hessian products and Theorem 2 need; the math backend is the same
+    function written with differentiable operations."""
+    try:
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+    except ImportError:  # torch < 2.3 has no sdpa_kernel: nothing to switch
+        yield
+        return
+    with sdpa_kernel(SDPBackend.MATH):
+        yield
 
 
 def options_from_config(m: MetricsConfig) -> dict:
@@ -64,8 +96,13 @@ def measure(
     options: dict | None = None,
     generator: torch.Generator | None = None,
     subsets: dict[str, tuple[str, Tensor]] | None = None,
-) -> dict[str, float]:
+) -> Measurement:
     """Compute the requested metric groups; returns plain floats (booleans as 0.0 / 1.0).
+
+    Each group runs on its own: one that cannot run on this model (an operation AutoLip cannot
+    bound, a first layer Theorem 2 does not cover, an op without a double-backward rule) is
+    skipped with its reason in ``result.skipped`` and one :class:`MetricSkipped` warning, and
+    the other groups are computed. Attention runs on the math SDPA backend (:func:`math_attention`).
 
     Groups (the rows of :data:`~ddscope.metrics.groups.GROUPS`, run in table order; their
     ``keys`` say what each writes): ``jacobian`` on every non-empty split, ``paths`` between
@@ -92,11 +129,26 @@ def measure(
     if bad:
         raise ValueError(f"unknown option(s) {bad}; allowed: {', '.join(DEFAULT_OPTIONS)}")
     opt = {**DEFAULT_OPTIONS, **(options or {})}
+    # The caller's errors are raised, not taken for groups that cannot run on this model.
+    loss_fn(opt["loss"])
+    if "distance" in metrics and init_state is None:
+        raise ValueError("metric group 'distance' needs init_state (snapshot_params at step 0)")
+    for group in ("paths", "hessian", "theorem2"):
+        if group in metrics and "train" not in splits:
+            raise ValueError(f"metric group {group!r} needs a 'train' split; got {', '.join(splits) or 'none'}")
     gen = default_generator(generator)
     ctx = Context(model=model, splits=splits, subsets=subsets or {}, input_shape=tuple(input_shape),
                   init_state=init_state, opt=opt, gen=gen)
     out: dict[str, float] = {}
-    for name, group in GROUPS.items():  # table order: the generator's stream depends on it
-        if name in metrics:
-            out.update(group.compute(ctx))
-    return {k: float(v) for k, v in out.items()}
+    skipped: dict[str, str] = {}
+    with math_attention():
+        for name, group in GROUPS.items():  # table order: the generator's stream depends on it
+            if name not in metrics:
+                continue
+            try:
+                out.update(group.compute(ctx))
+            except Exception as e:  # noqa: BLE001 — one group that cannot run must not lose the others
+                lines = str(e).strip().splitlines()
+                skipped[name] = f"{type(e).__name__}: {lines[0] if lines else ''}"
+                warnings.warn(f"metric group '{name}' skipped: {skipped[name]}", MetricSkipped, stacklevel=2)
+    return Measurement({k: float(v) for k, v in out.items()}, skipped)

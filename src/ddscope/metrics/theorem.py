@@ -16,17 +16,19 @@ The second needs a critical point, so ``thm2_mid_le_rhs`` is a measurement, not 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call, grad, vmap
 
 from ddscope.metrics.hessian import hess_trace
 from ddscope.metrics.jacobian import eval_mode, jacobian_norms
-from ddscope.metrics.lipschitz import conv_operator_norm, record_input_shapes
+from ddscope.metrics.autolip import first_linear_map
+from ddscope.metrics.lipschitz import conv_operator_norm, linear_map_norm, record_input_shapes
+from ddscope.metrics.losses import Loss, loss_fn
 
 
-def per_sample_grad_sq(model: nn.Module, x: Tensor, y: Tensor, *, chunk_size: int = 256) -> Tensor:
-    """‖∇_θ L_n‖² for every sample, (N,), over all parameters with requires_grad.
+def per_sample_grad_sq(model: nn.Module, x: Tensor, y: Tensor, *, chunk_size: int = 256,
+                       loss: Loss = "cross_entropy") -> Tensor:
+    """‖∇_θ L_n‖² for every sample, (N,), over all parameters with requires_grad, L_n = ℓ(f(x_n), y_n).
 
     When every trained parameter belongs to an ``nn.Linear`` called once per forward on a
     (B, in) input (an MLP), ∇_W L_n = δ_n a_nᵀ and ∇_b L_n = δ_n with a_n the layer's input and
@@ -40,13 +42,13 @@ def per_sample_grad_sq(model: nn.Module, x: Tensor, y: Tensor, *, chunk_size: in
         with eval_mode(model):
             parts = []
             for s in range(0, len(x), chunk_size):
-                part = _linear_grad_sq(model, linears, x[s : s + chunk_size], y[s : s + chunk_size])
+                part = _linear_grad_sq(model, linears, x[s : s + chunk_size], y[s : s + chunk_size], loss)
                 if part is None:  # a layer called twice or on a non-(B, in) input: the shortcut does not apply
                     break
                 parts.append(part)
             else:
                 return torch.cat(parts) if parts else x.new_zeros(0)
-    return _per_sample_grad_sq_vmap(model, x, y, chunk_size)
+    return _per_sample_grad_sq_vmap(model, x, y, chunk_size, loss)
 
 
 def _trained_linears(model: nn.Module) -> list[nn.Linear] | None:
@@ -57,7 +59,7 @@ def _trained_linears(model: nn.Module) -> list[nn.Linear] | None:
     return owners
 
 
-def _linear_grad_sq(model: nn.Module, linears: list[nn.Linear], x: Tensor, y: Tensor) -> Tensor | None:
+def _linear_grad_sq(model: nn.Module, linears: list[nn.Linear], x: Tensor, y: Tensor, loss: Loss) -> Tensor | None:
     """Σ_layers ‖δ_n‖²‖a_n‖² (+ ‖δ_n‖² for a trained bias) for one chunk, (B,); ``None`` when a
     layer is not called exactly once on a (B, in) input (then the caller falls back to vmap)."""
     seen: dict[nn.Module, list[tuple[Tensor, Tensor]]] = {m: [] for m in linears}
@@ -69,14 +71,14 @@ def _linear_grad_sq(model: nn.Module, linears: list[nn.Linear], x: Tensor, y: Te
     try:
         with torch.enable_grad():
             # Summed, not averaged: the gradient at sample n's layer output is then δ_n of L_n.
-            loss = F.cross_entropy(model(x).reshape(len(x), -1), y, reduction="sum")
+            total = loss_fn(loss)(model(x), y, "sum")
     finally:
         for h in handles:
             h.remove()
     calls = [seen[m] for m in linears]
     if any(len(c) != 1 or c[0][0].dim() != 2 or c[0][0].shape[0] != len(x) for c in calls):
         return None
-    deltas = torch.autograd.grad(loss, [c[0][1] for c in calls])  # δ (B, out) per layer
+    deltas = torch.autograd.grad(total, [c[0][1] for c in calls])  # δ (B, out) per layer
     sq = x.new_zeros(len(x))
     for m, c, delta in zip(linears, calls, deltas):
         d2 = delta.detach().square().sum(1)
@@ -87,16 +89,18 @@ def _linear_grad_sq(model: nn.Module, linears: list[nn.Linear], x: Tensor, y: Te
     return sq
 
 
-def _per_sample_grad_sq_vmap(model: nn.Module, x: Tensor, y: Tensor, chunk_size: int) -> Tensor:
+def _per_sample_grad_sq_vmap(model: nn.Module, x: Tensor, y: Tensor, chunk_size: int,
+                             loss: Loss = "cross_entropy") -> Tensor:
     """‖∇_θ L_n‖² by ``vmap(grad(L_n))`` over the samples of each chunk (any model)."""
     named = dict(model.named_parameters())
     params = {n: p.detach() for n, p in named.items() if p.requires_grad}
     fixed = {n: p.detach() for n, p in named.items() if not p.requires_grad}
     fixed.update({n: b.detach() for n, b in model.named_buffers()})
+    ell = loss_fn(loss)
 
     def loss_one(params: dict[str, Tensor], xn: Tensor, yn: Tensor) -> Tensor:
         out = functional_call(model, {**fixed, **params}, (xn.unsqueeze(0),))
-        return F.cross_entropy(out.reshape(1, -1), yn.unsqueeze(0))
+        return ell(out, yn.unsqueeze(0), "sum")
 
     per_sample = vmap(grad(loss_one), in_dims=(None, 0, 0))
     result = []
@@ -107,22 +111,39 @@ def _per_sample_grad_sq_vmap(model: nn.Module, x: Tensor, y: Tensor, chunk_size:
     return torch.cat(result) if result else x.new_zeros(0)
 
 
-def per_sample_loss(model: nn.Module, batches: list[tuple[Tensor, Tensor]]) -> Tensor:
-    """L_n = CE(f_θ(x_n), y_n) for every sample of the batches, concatenated (N,); eval mode."""
+def per_sample_loss(model: nn.Module, batches: list[tuple[Tensor, Tensor]], loss: Loss = "cross_entropy") -> Tensor:
+    """L_n = ℓ(f_θ(x_n), y_n) for every sample of the batches, concatenated (N,); eval mode."""
+    ell = loss_fn(loss)
     with eval_mode(model), torch.no_grad():
-        return torch.cat([F.cross_entropy(model(xb).reshape(len(xb), -1), yb, reduction="none") for xb, yb in batches])
+        return torch.cat([ell(model(xb), yb) for xb, yb in batches])
 
 
 def first_layer_norm(model: nn.Module, input_shape: tuple[int, ...]) -> float:
-    """‖θ¹‖₂: operator norm of the first parameterised layer called in the forward pass.
+    """‖θ¹‖₂: operator norm of the first parametrised operation the input flows into.
 
-    Linear: largest singular value of W; Conv1d/Conv2d: operator norm on its actual input
-    shape (``conv_operator_norm``). Any other first layer raises ValueError.
+    Found in the ``torch.fx`` graph (:func:`~ddscope.metrics.autolip.first_linear_map`: a Linear
+    or Conv module or its functional form; a parameter added to the input, e.g. a position
+    embedding, is skipped); for a model fx cannot trace, the first leaf module with parameters
+    called in the forward pass. Linear: the largest singular value of W; Conv1d/Conv2d: the
+    operator norm on its actual input shape. Any other first layer raises ValueError.
     """
+    try:
+        _, op, shape = first_linear_map(model, tuple(input_shape))
+    except ValueError:
+        raise
+    except Exception:  # noqa: BLE001 — fx cannot trace the model: call order of the leaf modules
+        return _first_leaf_norm(model, input_shape)
+    if isinstance(op, Tensor):
+        return float(torch.linalg.matrix_norm(op, 2))
+    ref = next(iter(model.parameters()))
+    return linear_map_norm(op, shape, dtype=ref.dtype, device=ref.device)
+
+
+def _first_leaf_norm(model: nn.Module, input_shape: tuple[int, ...]) -> float:
     shapes, order = record_input_shapes(model, tuple(input_shape))
     for module in order:
-        if next(module.parameters(recurse=False), None) is None:
-            continue
+        if next(module.children(), None) is not None or next(module.parameters(recurse=False), None) is None:
+            continue  # containers (the root owning a position embedding included) and parameter-free layers
         if isinstance(module, nn.Linear):
             return float(torch.linalg.matrix_norm(module.weight.detach(), 2))
         if isinstance(module, (nn.Conv1d, nn.Conv2d)):
@@ -131,19 +152,20 @@ def first_layer_norm(model: nn.Module, input_shape: tuple[int, ...]) -> float:
     raise ValueError("Theorem 2 needs a model with a parameterised first layer")
 
 
-def theorem2_per_sample(model: nn.Module, x: Tensor, y: Tensor, *, chunk_size: int = 256) -> dict[str, Tensor | float]:
+def theorem2_per_sample(model: nn.Module, x: Tensor, y: Tensor, *, chunk_size: int = 256,
+                        loss: Loss = "cross_entropy") -> dict[str, Tensor | float]:
     """Per-sample terms: ``lhs`` (N,) = x_min²/‖θ¹‖² · ‖∇_x L_n‖², ``mid`` (N,) = ‖∇_θ L_n‖²,
     ``input_grad_sq`` (N,) = ‖∇_x L_n‖², and the scalars ``x_min``, ``theta1_norm``.
 
     For an MLP ``lhs[n] <= mid[n]`` for every n (see the module docstring).
     """
-    norms = jacobian_norms(model, x, output="loss", y=y, method="exact", chunk_size=chunk_size)
+    norms = jacobian_norms(model, x, output="loss", y=y, method="exact", chunk_size=chunk_size, loss=loss)
     input_grad_sq = norms.fro.square()  # C = 1: ‖J‖_F = ‖∇_x L_n‖
     x_min = float(x.flatten(1).norm(dim=1).min())
     theta1 = first_layer_norm(model, tuple(x.shape[1:]))
     return {
         "lhs": x_min**2 / theta1**2 * input_grad_sq,
-        "mid": per_sample_grad_sq(model, x, y, chunk_size=chunk_size),
+        "mid": per_sample_grad_sq(model, x, y, chunk_size=chunk_size, loss=loss),
         "input_grad_sq": input_grad_sq,
         "x_min": x_min,
         "theta1_norm": theta1,
@@ -160,6 +182,7 @@ def theorem2(
     chunk_size: int = 256,
     hess_batch: int | None = None,
     generator: torch.Generator | None = None,
+    loss: Loss = "cross_entropy",
 ) -> dict[str, float | bool]:
     """The three sides of Theorem 2 on the data set (x, y).
 
@@ -174,15 +197,17 @@ def theorem2(
             and the input gradients.
         hess_batch: samples per Hessian-vector-product batch (``None``: ``chunk_size``).
         generator: Hutch++ probes (``None``: seeded 0).
+        loss: ℓ of L_n (:mod:`ddscope.metrics.losses`), cross-entropy by default.
     """
     if len(x) == 0:
         raise ValueError("theorem2 needs at least one sample")
-    terms = theorem2_per_sample(model, x, y, chunk_size=chunk_size)
+    terms = theorem2_per_sample(model, x, y, chunk_size=chunk_size, loss=loss)
     step = hess_batch or chunk_size
     batches = [(x[s : s + step], y[s : s + step]) for s in range(0, len(x), step)]
-    losses = per_sample_loss(model, batches)
+    losses = per_sample_loss(model, batches, loss)
     if hess_trace_value is None:
-        hess_trace_value = hess_trace(model, batches, method="hutchpp", num_matvecs=hutch_matvecs, generator=generator)
+        hess_trace_value = hess_trace(model, batches, method="hutchpp", num_matvecs=hutch_matvecs, generator=generator,
+                                      loss=loss)
     lhs = float(terms["lhs"].mean())
     mid = float(terms["mid"].mean())
     loss_max = float(losses.max())

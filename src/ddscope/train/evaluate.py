@@ -83,9 +83,10 @@ def record_errors(model: nn.Module, data: TrialData, schedule: Schedule, epoch: 
 
 
 def measure_epoch(cfg: TrialConfig, model, data: TrialData, init_state, epoch: int,
-                  groups) -> list[tuple[int, str, float]]:
+                  groups, skipped: dict[str, str] | None = None) -> list[tuple[int, str, float]]:
     """The metric ``groups`` of ``model`` at ``epoch`` as records, with the options of
-    ``cfg.metrics``; the same numbers whether called in training or on a checkpoint later."""
+    ``cfg.metrics``; the same numbers whether called in training or on a checkpoint later.
+    Groups that cannot run on this model are left out, with their reasons put in ``skipped``."""
     m = cfg.metrics
     # "train" is always measured: it is the poster's statistic and paths/Hessian sample from it.
     # The clean / noisy subsets are masks of it: they reuse its per-sample Jacobian norms, and
@@ -101,6 +102,8 @@ def measure_epoch(cfg: TrialConfig, model, data: TrialData, init_state, epoch: i
     gen = torch.Generator(device="cpu").manual_seed(cfg.seed * 100_003 + epoch)
     values = measure(model, splits, subsets=subsets, metrics=groups, input_shape=data.input_shape,
                      init_state=init_state, options=options_from_config(m), generator=gen)
+    if skipped is not None:
+        skipped.update(values.skipped)
     return [(epoch, k, float(v)) for k, v in values.items()]
 
 

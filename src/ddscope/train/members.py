@@ -102,7 +102,8 @@ def log_epoch(member: Member, epoch: int, step: int) -> None:
         member.interp_epoch = record_errors(model, member.data, member.schedule, epoch, step, rec, member.interp_epoch)
         groups = member.schedule.groups(epoch)
         if groups:
-            rec.extend(measure_epoch(member.cfg, model, member.data, member.init_state, epoch, groups))
+            skipped = member.result.summary.setdefault("skipped_groups", {})  # group -> why it could not run
+            rec.extend(measure_epoch(member.cfg, model, member.data, member.init_state, epoch, groups, skipped))
     except Diverged as e:
         member.fail(f"diverged: {e}", e.epoch)
     except Exception:  # noqa: BLE001 — one member's crash must not stop the group

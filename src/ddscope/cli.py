@@ -17,21 +17,10 @@ from pathlib import Path
 import click
 
 from .config import MAX_GROUP, METRIC_GROUPS, PROGRESS_INTERVAL_S
-from .errors import UserError, as_user_error
+from .errors import UserError, as_user_error, check_writable
 
 DEMO_PRESET = "mnist1d-mlp"
 EXIT_FAILED, EXIT_USER_ERROR = 1, 2
-
-
-def _check_writable(path: Path, what: str) -> None:
-    """UserError unless ``path`` is, or can be made, a writable folder (nothing is created)."""
-    p = path
-    while not p.exists() and p != p.parent:
-        p = p.parent
-    if not p.is_dir():
-        raise UserError(f"{what} {path} cannot be made: {p} is a file, not a folder")
-    if not os.access(p, os.W_OK | os.X_OK):  # also false on a read-only mount, even for root
-        raise UserError(f"{what} {path} is not writable ({p} is read-only or not ours); choose another")
 
 
 def _console():
@@ -62,29 +51,10 @@ def _run(config: str, *, overrides: tuple[str, ...], out: str | None, executor: 
     if executor != "ray" and (address or gpus_per_trial):
         raise UserError("--address and --gpus-per-trial need --executor ray")
     sweep = load_sweep(config, list(overrides))  # validates everything before anything is written
-    from .train import resolve_device
-
-    for name in {t.device for t in sweep.trials()}:
-        resolve_device(name)  # device = "cuda" without a GPU: one line now, not a store and a failed sweep
     run_dir = Path(out) if out else Path("runs") / sweep.name
-    _check_writable(run_dir, "run directory")
-    if resume and not (run_dir / "store.sqlite").exists():
-        raise UserError(f"--resume: no store at {run_dir / 'store.sqlite'} to resume")
-    if (run_dir / "store.sqlite").exists():
-        from .config import extend_sweep
-        from .sweep.store import Store
+    from .sweep.preflight import preflight
 
-        store = Store.open(run_dir / "store.sqlite")  # a corrupted store stops us here, untouched
-        try:  # and so does another sweep's run directory (run_sweep checks again, atomically)
-            extend_sweep(store.sweep_config(), sweep, where=f"run directory {run_dir}")
-            store.trials()  # every row readable
-        finally:
-            store.close()
-    # Missing or malformed data files stop us here, with one line, before anything is written.
-    from .data import check_sizes
-
-    for data_cfg in {t.data for t in sweep.trials()}:
-        check_sizes(data_cfg)
+    preflight(sweep, run_dir, resume=resume)  # devices, run directory, data, your factories: one line
     con = _console()
     n = len(sweep.trials())
     axes = ", ".join(f"{k} × {len(v)}" for k, v in sweep.grid.items()) or "one trial"
@@ -215,7 +185,7 @@ def report(run_dir, out):
 
     Store.open(run_dir).close()  # a missing or corrupted store: one line before any folder is made
     if out:
-        _check_writable(Path(out), "report folder")
+        check_writable(Path(out), "report folder")
     with _stop_signals() as stopped_by:
         try:
             path = _make_report(Path(run_dir), Path(out) if out else None)
@@ -247,7 +217,7 @@ def export(run_dir, fmt, out):
 
     Store.open(run_dir).close()  # a missing or corrupted store: one line before any folder is made
     path = Path(out) if out else Path(run_dir) / f"table.{fmt}"
-    _check_writable(path.parent, "export folder")
+    check_writable(path.parent, "export folder")
     path.parent.mkdir(parents=True, exist_ok=True)
     click.echo(str(do_export(Path(run_dir), path, fmt)))
 

@@ -36,9 +36,22 @@ from .validate import (  # the allowed values, re-exported (ddscope.config.METRI
 from .validate import check_ranges as _check_ranges
 
 
+class Options(dict):
+    """A free table of settings (``[model.options]``, ``[data.options]``) handed to a user's
+    factory: a read-only dict, hashable so configs holding it stay hashable."""
+
+    def __hash__(self) -> int:  # type: ignore[override]
+        return hash(json.dumps(self, sort_keys=True, default=str))
+
+    def _read_only(self, *args, **kwargs):
+        raise TypeError("config options are read-only; use set_key to change them")
+
+    __setitem__ = __delitem__ = clear = pop = popitem = setdefault = update = _read_only  # type: ignore[assignment]
+
+
 @dataclass(frozen=True)
 class DataConfig:
-    name: str = "mnist1d"  # data source: see ddscope.data.SOURCES
+    name: str = "mnist1d"  # data source: see ddscope.data.SOURCES, "npz", or "package.module:function"
     root: str = "data"  # folder with real data sets in their published formats (not mnist1d)
     num_samples: int = 16000  # MNIST-1D only: samples generated before the train/test split
     train_split: float = 0.25  # MNIST-1D only: fraction used for training
@@ -49,14 +62,17 @@ class DataConfig:
     noise_kind: str = "uniform"  # "uniform" (may keep its label) or "flip" (always wrong)
     augment: bool = False  # random crop (padding 4) + horizontal flip, batched on device (images)
     seed: int = 0  # seed of the data generation, the subset and the label-noise draw
+    path: str = ""  # data.name = "npz": the .npz file (x_train, y_train, x_test, y_test[, x_val, y_val])
+    options: Options = field(default_factory=Options)  # passed to a "package.module:function" data source
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    name: str = "mlp"  # family: see ddscope.models.MODELS
+    name: str = "mlp"  # family: see ddscope.models.MODELS, or "package.module:function" (your factory)
     width: int = 64  # the width parameter k (hidden units, base channels, embedding dim)
     depth: int = 2  # hidden layers (MLP) / transformer blocks (ViT)
     batchnorm: bool = False  # BatchNorm in conv families that take it
+    options: Options = field(default_factory=Options)  # [model.options]: free settings for your factory
 
 
 @dataclass(frozen=True)
@@ -107,7 +123,8 @@ MAX_GROUP = 16  # trials per vectorised group (memory grows with it)
 PROGRESS_INTERVAL_S = 30.0  # a plain progress line this often when stderr is not a terminal
 
 # Keys added after trial ids were first published -> their default (see TrialConfig.trial_id).
-ADDED_KEYS = {("metrics", "num_eval_epochs"): 0}
+ADDED_KEYS = {("metrics", "num_eval_epochs"): 0, ("data", "path"): "", ("data", "options"): {},
+              ("model", "options"): {}}
 
 
 @dataclass(frozen=True)
@@ -198,6 +215,9 @@ def _coerce(value: Any, tp, key: str):
     elif tp is str:
         if isinstance(value, str):
             return value
+    elif tp is Options:
+        if isinstance(value, dict):
+            return Options(json.loads(json.dumps(value)))  # plain TOML values, copied
     raise UserError(f"config key '{key}': expected {_type_name(tp)}, got {value!r}")
 
 
@@ -253,6 +273,8 @@ def _field_type(dotted: str):
             )
         tp = hints[p]
         if i < len(parts) - 1:
+            if tp is Options:  # model.options.<name>: any TOML value, the factory's to read
+                return object
             if not dataclasses.is_dataclass(tp):
                 raise UserError(f"unknown config key '{dotted}'")
             cls = tp
@@ -284,7 +306,7 @@ def set_key(cfg: TrialConfig, updates: dict[str, Any]) -> TrialConfig:
 
 
 def _is_scalar_type(tp) -> bool:
-    return typing.get_origin(tp) is not tuple
+    return typing.get_origin(tp) is not tuple and tp is not object
 
 
 def sweep_from_dict(d: dict[str, Any], default_name: str = "sweep") -> SweepConfig:
@@ -301,6 +323,8 @@ def sweep_from_dict(d: dict[str, Any], default_name: str = "sweep") -> SweepConf
     def walk(node: dict, prefix: str):
         for key in list(node):
             dotted = prefix + key
+            if isinstance(node[key], dict) and "." in dotted and _field_type(dotted) is Options:
+                continue  # a free table for a factory: its lists are values, not grid axes
             tp = _field_type(dotted) if not isinstance(node[key], dict) else None
             if isinstance(node[key], dict):
                 _field_type_section(dotted)

@@ -8,7 +8,9 @@ a report or an export that runs out of space stops with one line and nothing sto
 from __future__ import annotations
 
 import errno
+import os
 import sqlite3
+from pathlib import Path
 
 # errno values that mean "this file system cannot take the write" (not a bug, not a bad trial).
 DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM})
@@ -40,3 +42,14 @@ def as_user_error(e: BaseException) -> UserError | None:
         return UserError(f"cannot write the store: {e} (free space or choose a writable --out; "
                          "finished trials are kept and the sweep resumes)")
     return None
+
+
+def check_writable(path: Path, what: str) -> None:
+    """UserError unless ``path`` is, or can be made, a writable folder (nothing is created)."""
+    p = path
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    if not p.is_dir():
+        raise UserError(f"{what} {path} cannot be made: {p} is a file, not a folder")
+    if not os.access(p, os.W_OK | os.X_OK):  # also false on a read-only mount, even for root
+        raise UserError(f"{what} {path} is not writable ({p} is read-only or not ours); choose another")

@@ -49,7 +49,8 @@ def read_toml(path_or_preset: str) -> tuple[dict[str, Any], str]:
 
 
 def dumps_toml(d: dict[str, Any]) -> str:
-    """Minimal TOML writer for config documents (tables of scalars and lists)."""
+    """Minimal TOML writer for config documents (tables of scalars and lists; a table inside a
+    table, such as ``[model] options``, is written inline)."""
 
     def fmt(v):
         if isinstance(v, bool):
@@ -60,6 +61,8 @@ def dumps_toml(d: dict[str, Any]) -> str:
             return json.dumps(v)
         if isinstance(v, (list, tuple)):
             return "[" + ", ".join(fmt(x) for x in v) + "]"
+        if isinstance(v, dict):
+            return "{" + ", ".join(f"{json.dumps(str(kk))} = {fmt(vv)}" for kk, vv in v.items()) + "}"
         raise TypeError(v)
 
     top = [f"{k} = {fmt(v)}" for k, v in d.items() if not isinstance(v, dict)]

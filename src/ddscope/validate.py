@@ -7,10 +7,11 @@ ddscope but the error type, so the model and data registries can import config w
 from __future__ import annotations
 
 from .errors import UserError
+from .imports import is_import_spec
 
 NOISE_KINDS = ("uniform", "flip")
 MODEL_NAMES = ("mlp", "cnn1d", "convnet", "mcnn", "resnet18", "vit")  # = ddscope.models.MODELS
-DATA_NAMES = ("mnist1d", "digits", "mnist", "fashion_mnist", "cifar10", "cifar100")  # = ddscope.data.SOURCES
+DATA_NAMES = ("mnist1d", "digits", "mnist", "fashion_mnist", "cifar10", "cifar100", "npz")  # = ddscope.data.SOURCES
 OPTIMIZERS = ("sgd", "adam")
 DEVICES = ("cpu", "cuda", "auto")
 METRIC_GROUPS = ("jacobian", "paths", "lipschitz", "hessian", "theorem2", "distance")
@@ -85,7 +86,12 @@ def check_ranges(c) -> None:
             bad(f"metrics.{key}", f"out of range: {v}")
     # Names of model families and data sources: config is the bottom layer and never imports the
     # registries (ddscope.models.MODELS, ddscope.data.SOURCES); a test checks the lists agree.
-    if c.model.name not in MODEL_NAMES:
-        bad("model.name", f"unknown model '{c.model.name}'; allowed: {', '.join(sorted(MODEL_NAMES))}")
-    if c.data.name not in DATA_NAMES:
-        bad("data.name", f"unknown data set '{c.data.name}'; allowed: {', '.join(sorted(DATA_NAMES))}")
+    # "package.module:function" names the user's own factory (imported when a trial builds it).
+    if c.model.name not in MODEL_NAMES and not is_import_spec(c.model.name):
+        bad("model.name", f"unknown model '{c.model.name}'; allowed: {', '.join(sorted(MODEL_NAMES))}, or "
+                          "'package.module:function' (your factory)")
+    if c.data.name not in DATA_NAMES and not is_import_spec(c.data.name):
+        bad("data.name", f"unknown data set '{c.data.name}'; allowed: {', '.join(sorted(DATA_NAMES))}, or "
+                         "'package.module:function' (your loader)")
+    if c.data.name == "npz" and not c.data.path:
+        bad("data.path", "data.name = \"npz\" needs data.path, the .npz file with x_train, y_train, x_test, y_test")

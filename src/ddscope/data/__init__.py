@@ -14,7 +14,8 @@ import torch
 
 from ..config import DataConfig
 from ..errors import UserError
-from . import cifar, digits, idx, mnist1d
+from ..imports import is_import_spec
+from . import cifar, digits, idx, mnist1d, user
 from .noise import apply_label_noise
 from .source import Dataset
 
@@ -30,6 +31,7 @@ SOURCES: dict[str, Callable[[DataConfig], Dataset]] = {
     "fashion_mnist": lambda cfg: idx.load(cfg.root, "fashion_mnist"),
     "cifar10": lambda cfg: cifar.load(cfg.root, "cifar10"),
     "cifar100": lambda cfg: cifar.load(cfg.root, "cifar100"),
+    "npz": user.load_npz,  # data.path; "package.module:function" names a loader (ddscope.data.user)
 }
 
 
@@ -65,13 +67,16 @@ def load_source(cfg: DataConfig) -> Dataset:
     """Load (and cache per process) the source named by ``cfg.name``.
 
     The cache key holds only what the sources read (name, folder, MNIST-1D generation
-    arguments), so trials that differ in noise, subset or seed share one decoded copy."""
-    return _load_source(cfg.name, cfg.root, cfg.num_samples, cfg.train_split)
+    arguments, a user file or loader and its options), so trials that differ in noise, subset or
+    seed share one decoded copy."""
+    return _load_source(cfg.name, cfg.root, cfg.num_samples, cfg.train_split, cfg.path, cfg.options)
 
 
 @functools.lru_cache(maxsize=4)
-def _load_source(name: str, root: str, num_samples: int, train_split: float) -> Dataset:
-    return SOURCES[name](DataConfig(name=name, root=root, num_samples=num_samples, train_split=train_split))
+def _load_source(name: str, root: str, num_samples: int, train_split: float, path: str, options) -> Dataset:
+    cfg = DataConfig(name=name, root=root, num_samples=num_samples, train_split=train_split, path=path,
+                     options=options)
+    return user.load_function(cfg) if is_import_spec(name) else SOURCES[name](cfg)
 
 
 def _subset(y: torch.Tensor, n: int, balanced: bool, num_classes: int, g: torch.Generator) -> torch.Tensor:
@@ -118,6 +123,7 @@ def prepare(cfg: DataConfig) -> TrialData:
     x, y = ds.x_train, ds.y_train
     perm = torch.randperm(x.shape[0], generator=g)
     val_idx, rest = perm[: cfg.val_size], perm[cfg.val_size :]
+    own_val = ds.x_val is not None and cfg.val_size == 0  # the user's own validation split
     if cfg.n_train > 0:
         sub = _subset(y[rest], cfg.n_train, cfg.subset == "balanced", ds.num_classes, g)
         train_idx = rest[sub]
@@ -135,8 +141,8 @@ def prepare(cfg: DataConfig) -> TrialData:
         noisy_mask=mask,
         x_test=ds.x_test,
         y_test=ds.y_test,
-        x_val=x[val_idx],
-        y_val=y[val_idx],
+        x_val=ds.x_val if own_val else x[val_idx],
+        y_val=ds.y_val if own_val else y[val_idx],
         num_classes=ds.num_classes,
         name=ds.name,
     )

@@ -13,6 +13,8 @@ from typing import Callable
 from torch import nn
 
 from ..config import ModelConfig
+from ..errors import UserError
+from ..imports import is_import_spec, load_callable
 from .cnn1d import cnn1d
 from .convnet import convnet
 from .mcnn import mcnn
@@ -31,7 +33,17 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
 
 
 def make_model(cfg: ModelConfig, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
-    """Build the family ``cfg.name`` at width ``cfg.width`` (initialised from torch's global RNG)."""
+    """Build the family ``cfg.name`` at width ``cfg.width`` (initialised from torch's global RNG).
+
+    ``cfg.name = "package.module:function"`` calls your factory
+    ``function(cfg, input_shape, num_classes) -> nn.Module`` (``cfg.width``, ``cfg.depth`` and the
+    free table ``cfg.options`` are yours to read); see :mod:`ddscope.imports`.
+    """
+    if is_import_spec(cfg.name):
+        model = load_callable(cfg.name, "model.name")(cfg, tuple(input_shape), num_classes)
+        if not isinstance(model, nn.Module):
+            raise UserError(f"config key 'model.name': {cfg.name} returned {type(model).__name__}, not an nn.Module")
+        return model
     return MODELS[cfg.name](
         cfg.width, tuple(input_shape), num_classes, depth=cfg.depth, batchnorm=cfg.batchnorm
     )

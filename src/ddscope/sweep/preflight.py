@@ -1,0 +1,68 @@
+"""Everything a sweep can check before it writes anything: bad input is one line (exit 2), never a
+half-made run directory or a sweep of failed trials. Used by ``ddscope sweep`` and ``ddscope.sweep()``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from ..config import SweepConfig, extend_sweep
+from ..data import check_sizes
+from ..errors import UserError, check_writable
+from ..imports import is_import_spec
+from ..models import make_model
+from ..train import resolve_device
+from .store import Store
+
+
+def preflight(sweep: SweepConfig, run_dir: Path, *, resume: bool = False) -> None:
+    """Devices, the run directory (writable; an existing store readable and of this sweep), every
+    data set (files, sizes, a user loader's arrays) and every user model factory (imports, builds,
+    gives one output per class): :class:`UserError` on the first problem."""
+    trials = sweep.trials()
+    for name in {t.device for t in trials}:
+        resolve_device(name)  # device = "cuda" without a GPU
+    check_writable(run_dir, "run directory")
+    if resume and not (run_dir / "store.sqlite").exists():
+        raise UserError(f"--resume: no store at {run_dir / 'store.sqlite'} to resume")
+    if (run_dir / "store.sqlite").exists():
+        store = Store.open(run_dir / "store.sqlite")  # a corrupted store stops us here, untouched
+        try:  # and so does another sweep's run directory (run_sweep checks again, atomically)
+            extend_sweep(store.sweep_config(), sweep, where=f"run directory {run_dir}")
+            store.trials()  # every row readable
+        finally:
+            store.close()
+    sources = {t.data: check_sizes(t.data) for t in trials}  # missing or malformed data files
+    checked = set()
+    for t in trials:
+        if not is_import_spec(t.model.name) or (t.model.name, t.data) in checked:
+            continue
+        checked.add((t.model.name, t.data))
+        _check_factory(t, sources[t.data])
+
+
+def _check_factory(t, ds) -> None:
+    """Build the user's model for one trial and run two samples through it."""
+    name = t.model.name
+    state = torch.get_rng_state()
+    try:
+        model = make_model(t.model, ds.input_shape, ds.num_classes)
+        with torch.no_grad():
+            out = model.eval()(ds.x_train[:2].to(next(model.parameters(), torch.zeros(0)).dtype))
+    except UserError:
+        raise
+    except Exception as e:  # noqa: BLE001 — the factory or its forward pass is the user's code
+        lines = str(e).strip().splitlines()
+        raise UserError(f"config key 'model.name': {name} cannot build or run the model on {ds.name} inputs of "
+                        f"shape {ds.input_shape} ({type(e).__name__}: {lines[0] if lines else ''})") from None
+    finally:
+        torch.set_rng_state(state)
+    if not isinstance(out, torch.Tensor) or out.reshape(len(out), -1).shape != (2, ds.num_classes):
+        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise UserError(f"config key 'model.name': {name} returns outputs of shape {shape} for 2 samples; "
+                        f"it must return (N, {ds.num_classes}) logits for the {ds.num_classes} classes of {ds.name}")
+
+
+__all__ = ["preflight"]

@@ -14,4 +14,18 @@ def load(run_dir):
     return _load(run_dir)
 
 
-__all__ = ["__version__", "load"]
+def __getattr__(name: str):
+    """``ddscope.sweep(config, overrides, out)`` and ``ddscope.Tracker`` (:mod:`ddscope.api`),
+    imported on first use. ``ddscope.sweep`` is the subpackage, made callable (``ddscope/sweep``)."""
+    if name == "sweep":
+        import importlib
+
+        return importlib.import_module(".sweep", __name__)
+    if name == "Tracker":
+        from .api import Tracker
+
+        return Tracker
+    raise AttributeError(f"module 'ddscope' has no attribute {name!r}")
+
+
+__all__ = ["Tracker", "__version__", "load", "sweep"]

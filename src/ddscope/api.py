@@ -1,0 +1,259 @@
+"""The Python API: run a sweep from a script, or record a training loop you keep.
+
+``ddscope.sweep(config, overrides, out)`` is ``ddscope sweep`` as a function: the same checks,
+store, resume semantics and report, returning the run directory. :class:`Tracker` records, at
+the epochs you choose, the errors and the configured metric groups of your model on your tensors
+into a run directory's store, so ``ddscope report``, ``ddscope status`` and ``ddscope.load`` work
+on it as on a sweep.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from .config import MAX_GROUP, SweepConfig, TrialConfig, load_sweep, set_key, sweep_from_dict
+from .data import TrialData
+from .errors import UserError
+
+
+def sweep(config: str | Path | Mapping | SweepConfig = "mnist1d-mlp", overrides: Sequence[str] | Mapping | None = None,
+          out: str | Path | None = None, *, executor: str = "inprocess", workers: int | None = None,
+          retry_failed: bool = False, report: bool = True, group: bool = True, max_group: int = MAX_GROUP,
+          progress: bool = False) -> Path:
+    """Run a sweep; returns its run directory (default ``runs/<sweep name>``).
+
+    Args:
+        config: a preset name, a TOML file, a TOML document as a dict, or a :class:`SweepConfig`.
+        overrides: ``["model.width=[8,16]", ...]`` or ``{"model.width": [8, 16], ...}`` (a list
+            value on a scalar key is a grid axis).
+        out: the run directory; rerunning into it resumes (finished trials are kept).
+        executor: ``"inprocess"`` (default), ``"local"`` (a process pool of ``workers``) or ``"ray"``.
+        report: write ``<out>/report`` at the end.
+
+    Bad input raises :class:`~ddscope.errors.UserError` before anything is written. Failed
+    trials do not raise: they are stored as failed (``ddscope status``) and named in a warning.
+    """
+    from .sweep.executors import make_executor
+    from .sweep.preflight import preflight
+    from .sweep.runner import run_sweep
+
+    items = [f"{k}={_toml(v)}" for k, v in overrides.items()] if isinstance(overrides, Mapping) else list(overrides or [])
+    if isinstance(config, SweepConfig):
+        spec = sweep_from_dict(_with_overrides(config.to_dict(), items), default_name=config.name) if items else config
+    elif isinstance(config, Mapping):
+        spec = sweep_from_dict(_with_overrides(dict(config), items))
+    else:
+        spec = load_sweep(str(config), items)
+    run_dir = Path(out) if out is not None else Path("runs") / spec.name
+    preflight(spec, run_dir)
+    outcome = run_sweep(spec, run_dir, make_executor(executor, workers), retry_failed=retry_failed,
+                        show_progress=progress, group=group, max_group=max_group)
+    if outcome.failed:
+        warnings.warn(f"{len(outcome.failed)} trial(s) failed: "
+                      + "; ".join(f"{t}: {why}" for t, why in outcome.failed[:3]), stacklevel=2)
+    if report:
+        from .report import build_report
+
+        build_report(run_dir)
+    return run_dir
+
+
+def _toml(v) -> str:
+    import json
+
+    return json.dumps(v) if not isinstance(v, bool) else ("true" if v else "false")
+
+
+def _with_overrides(doc: dict, items: list[str]) -> dict:
+    from .config import apply_overrides
+
+    return apply_overrides(doc, items) if items else doc
+
+
+def tracked_tensors(cfg):
+    """The data source a :class:`Tracker`'s config names: the tensors were the user's and are not
+    stored, so nothing can load them again."""
+    raise UserError("this trial was recorded by ddscope.Tracker from tensors of your own training loop; "
+                    "its data are not stored, so it cannot be rerun or measured from the config")
+
+
+class Tracker:
+    """Record a training loop you keep: errors and metric groups at the epochs you choose.
+
+    ::
+
+        tracker = ddscope.Tracker("runs/mine", train=(x_tr, y_tr), test=(x_te, y_te),
+                                  labels={"model.width": 64, "seed": 0})
+        tracker.start(model)                  # θ⁰ for distance-from-init; logs epoch 0
+        for epoch in range(1, epochs + 1):
+            ...                               # your training step(s)
+            if epoch in tracker.epochs(epochs):  # or any epochs you like
+                tracker.log(epoch, model)
+        tracker.finish()
+
+    Each tracker is one trial of the run directory; several (other widths, seeds) share it and
+    the report draws them like a sweep's trials, with ``labels`` as their config axes (any keys
+    of a trial config, e.g. ``model.width``, ``seed``, ``data.noise``). Records are written to the
+    store at every ``log`` (a crash keeps what was logged; the trial shows as running).
+
+    Args:
+        out: the run directory.
+        train, test: ``(x, y)`` tensors; y integer class labels. ``val`` optional.
+        labels: config keys and values that describe this run (the report's axes).
+        groups: metric groups measured at every ``log`` (:data:`ddscope.config.METRIC_GROUPS`).
+        metrics: other ``metrics.*`` settings, e.g. ``{"jac_samples": 500, "hess_samples": 500}``.
+        noisy_mask: (N_train,) bool, which training labels are corrupted (gives the
+            train_clean / train_noisy splits); ``y_train_clean`` the true labels.
+        num_classes: default: the largest label + 1.
+        epochs: the epochs you plan to train (the report's epoch budget; ``optim.epochs``).
+    """
+
+    def __init__(self, out: str | Path, *, train: tuple[Tensor, Tensor], test: tuple[Tensor, Tensor],
+                 val: tuple[Tensor, Tensor] | None = None, labels: Mapping | None = None,
+                 groups: Sequence[str] = ("jacobian", "lipschitz", "distance"), metrics: Mapping | None = None,
+                 noisy_mask: Tensor | None = None, y_train_clean: Tensor | None = None,
+                 num_classes: int | None = None, epochs: int | None = None, name: str = "tracked"):
+        self.run_dir = Path(out)
+        x_tr, y_tr = train
+        x_te, y_te = test
+        x_va, y_va = val if val is not None else (x_tr[:0], y_tr[:0])
+        for what, y in (("train", y_tr), ("test", y_te), ("val", y_va)):
+            if y.is_floating_point() or y.dim() != 1:
+                raise UserError(f"Tracker: {what} labels must be integer class labels (N,), got {y.dtype} {tuple(y.shape)}")
+        mask = torch.zeros(len(y_tr), dtype=torch.bool) if noisy_mask is None else noisy_mask.bool().cpu()
+        classes = num_classes or 1 + max(int(y.max()) for y in (y_tr, y_te) if len(y))
+        self.data = TrialData(x_train=x_tr, y_train=y_tr, y_train_clean=y_tr if y_train_clean is None else y_train_clean,
+                              noisy_mask=mask.to(y_tr.device), x_test=x_te, y_test=y_te, x_val=x_va, y_val=y_va,
+                              num_classes=classes, name=name)
+        updates = {"data.name": "ddscope.api:tracked_tensors", "data.noise": 0.0, "metrics.groups": list(groups),
+                   **({"optim.epochs": int(epochs)} if epochs else {}),
+                   "metrics.sparse_groups": [], **{f"metrics.{k}": v for k, v in (metrics or {}).items()},
+                   **dict(labels or {})}
+        self.cfg = set_key(TrialConfig(), updates)
+        self.labels = dict(labels or {})
+        self.groups = list(groups)
+        self.records: list[tuple[int, str, float]] = []
+        self.skipped: dict[str, str] = {}
+        self.init_state: dict[str, Tensor] | None = None
+        self.interp_epoch: int | None = None
+        self.params = 0
+        self._t0 = time.perf_counter()
+        self._store = None
+
+    def epochs(self, total: int) -> list[int]:
+        """The log-spaced schedule of a sweep's metrics over ``total`` epochs (0 and the last
+        included), from ``metrics.num_log_epochs``."""
+        from .train.schedule import metric_epochs
+
+        return metric_epochs(total, self.cfg.metrics.num_log_epochs)
+
+    def start(self, model: nn.Module, log: bool = True) -> Tracker:
+        """Snapshot θ⁰ (for ``distance``), open the store and register this trial; logs epoch 0
+        unless ``log=False``."""
+        from .sweep.store import Store
+
+        cls = type(model)
+        self.cfg = set_key(self.cfg, {"model.name": f"{cls.__module__}:{cls.__name__}"})
+        self.init_state = {k: v.detach().clone() for k, v in model.named_parameters()}
+        self.params = sum(p.numel() for p in model.parameters())
+        doc = self.cfg.to_dict()
+        self._store = Store.create(self.run_dir / "store.sqlite", doc)
+        self._store.update_sweep_config(lambda stored: _merge_axes(stored, doc, list(self.labels)))
+        row = {t["trial_id"]: t["status"] for t in self._store.trials()}.get(self.cfg.trial_id)
+        if row == "done":
+            self._store.close()
+            raise UserError(f"Tracker: {self.run_dir} already holds a finished trial with these labels "
+                            f"({self.labels}); give a distinguishing label (e.g. seed) or another run directory")
+        self._store.add_trials([(self.cfg.trial_id, doc)])
+        if log:
+            self.log(0, model)
+        return self
+
+    def log(self, epoch: int, model: nn.Module) -> dict[str, float]:
+        """Losses and errors on every split and the metric groups of ``model`` (eval mode, its
+        training flag restored) at ``epoch``; stored at once. Returns this epoch's values."""
+        from .train.evaluate import epoch_errors, measure_epoch
+
+        if self._store is None:
+            raise RuntimeError("Tracker.log before Tracker.start(model)")
+        was_training = model.training
+        model.eval()
+        try:
+            rows = []
+            for split, (loss_v, err_v) in epoch_errors(model, self.data).items():
+                rows += [(epoch, f"loss/{split}", loss_v), (epoch, f"err/{split}", err_v)]
+                if split == "train" and err_v == 0.0 and self.interp_epoch is None:
+                    self.interp_epoch = epoch
+            if self.groups:
+                rows += measure_epoch(self.cfg, model, self.data, self.init_state, epoch, self.groups, self.skipped)
+        finally:
+            model.train(was_training)
+        self.records = [r for r in self.records if r[0] != epoch] + rows
+        self._write("running")
+        return {m: v for _, m, v in rows}
+
+    def finish(self, status: str = "done") -> Path:
+        """Mark the trial done (or ``"failed"``) and close the store; returns the run directory."""
+        if self._store is None:
+            raise RuntimeError("Tracker.finish before Tracker.start(model)")
+        if self.interp_epoch is not None:
+            last = max(e for e, _, _ in self.records)
+            self.records.append((last, "interp_epoch", float(self.interp_epoch)))
+        self._write(status)
+        self._store.close()
+        self._store = None
+        return self.run_dir
+
+    def __enter__(self) -> Tracker:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if self._store is not None:
+            self.finish("failed" if exc_type is not None else "done")
+
+    def _write(self, status: str) -> None:
+        from .train.result import TrialResult
+
+        summary = {"params": self.params, "n_train": len(self.data.x_train), "n_noisy": int(self.data.noisy_mask.sum()),
+                   "trainer": "tracker", "interp_epoch": self.interp_epoch, "resumed_from_epoch": None,
+                   "wall_s": time.perf_counter() - self._t0, "skipped_groups": dict(self.skipped)}
+        mask = np.packbits(self.data.noisy_mask.cpu().numpy()).tobytes()
+        result = TrialResult(trial_id=self.cfg.trial_id, config=self.cfg.to_dict(), status=status,
+                             records=list(self.records),
+                             summary=summary, noisy_mask=mask)
+        self._store.finish(result)
+
+
+def _merge_axes(stored: dict, doc: dict, axes: list[str]) -> dict:
+    """The run directory's config: the first tracker's, with every label key a list of the values
+    the trackers gave (the report's axes)."""
+    out = stored if stored else doc
+
+    def get(d, dotted):
+        for p in dotted.split("."):
+            d = d.get(p, {}) if isinstance(d, dict) else {}
+        return d
+
+    def put(d, dotted, value):
+        parts = dotted.split(".")
+        for p in parts[:-1]:
+            d = d.setdefault(p, {})
+        d[parts[-1]] = value
+
+    for key in axes:
+        old, new = get(out, key), get(doc, key)
+        values = old if isinstance(old, list) else ([old] if old != {} else [])
+        if new not in values:
+            values = values + [new]
+        put(out, key, values if len(values) > 1 else values[0])
+    return out
+
+
+__all__ = ["Tracker", "sweep", "tracked_tensors"]

@@ -1,0 +1,108 @@
+"""The Python API: ``ddscope.sweep()`` is the CLI's sweep as a function (same store, resume, report,
+errors), and ``ddscope.Tracker`` records a training loop the user keeps into a store that
+``ddscope report``, ``ddscope status`` and ``ddscope.load`` read like a sweep's."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import ddscope
+from ddscope.errors import UserError
+from ddscope.metrics.suite import measure
+
+from .clirun import cli_inline
+from .tiny import TINY
+
+
+def test_sweep_function_runs_resumes_and_reports(tmp_path):
+    out = ddscope.sweep("mnist1d-mlp", {**TINY, "model.width": [4, 8]}, out=tmp_path / "run")
+    assert out == tmp_path / "run" and (out / "report" / "index.html").is_file()
+    first = ddscope.load(out)
+    assert sorted(first["model.width"].unique()) == [4, 8] and first["trial_id"].nunique() == 2
+    again = ddscope.sweep("mnist1d-mlp", {**TINY, "model.width": [4, 8]}, out=out, report=False)
+    assert again == out and ddscope.load(out).equals(first)  # nothing rerun, nothing duplicated
+    # Overrides as the CLI's --set strings, and extending the grid runs only the new width.
+    ddscope.sweep("mnist1d-mlp", [f"{k}={v}" for k, v in {"data.num_samples": 1000, "optim.batch_size": 50,
+                                                          "optim.epochs": 3, "metrics.num_log_epochs": 2,
+                                                          "metrics.jac_samples": 32}.items()]
+                  + ['metrics.groups=["jacobian", "distance"]', "metrics.sparse_groups=[]", "model.width=[4,8,12]"],
+                  out=out, report=False)
+    assert sorted(ddscope.load(out)["model.width"].unique()) == [4, 8, 12]
+
+
+def test_sweep_function_bad_input_raises_before_writing(tmp_path):
+    with pytest.raises(UserError, match="config key 'optim.lr'"):
+        ddscope.sweep("mnist1d-mlp", {"optim.lr": -1.0}, out=tmp_path / "x")
+    with pytest.raises(UserError, match="cannot import module 'nosuchmodule'"):
+        ddscope.sweep("mnist1d-mlp", {**TINY, "model.name": "nosuchmodule:f"}, out=tmp_path / "y")
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+
+
+class Net(nn.Module):
+    def __init__(self, width: int):
+        super().__init__()
+        self.a, self.b = nn.Linear(12, width), nn.Linear(width, 3)
+
+    def forward(self, x):
+        return self.b(F.relu(self.a(x)))
+
+
+def _blobs(n, seed):
+    g = torch.Generator().manual_seed(seed)
+    y = torch.arange(n) % 3
+    return torch.randn(n, 12, generator=g) + 2.0 * F.one_hot(y, 12).float(), y
+
+
+def test_tracker_records_a_users_loop_and_the_report_reads_it(tmp_path, capsys):
+    train, test = _blobs(60, 0), _blobs(30, 1)
+    run = tmp_path / "mine"
+    for width in (4, 16):
+        torch.manual_seed(0)
+        model = Net(width)
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        with ddscope.Tracker(run, train=train, test=test, labels={"model.width": width, "seed": 0}, epochs=6,
+                             metrics={"jac_samples": 0}) as tracker:
+            tracker.start(model)
+            for epoch in range(1, 7):
+                for i in range(0, 60, 20):  # the user's own loop
+                    opt.zero_grad()
+                    F.cross_entropy(model(train[0][i : i + 20]), train[1][i : i + 20]).backward()
+                    opt.step()
+                if epoch in (3, 6):
+                    got = tracker.log(epoch, model)
+            # the values are the model's own: errors and the suite on the same tensors
+            with torch.no_grad():
+                err = (model(test[0]).argmax(1) != test[1]).float().mean().item()
+            assert got["err/test"] == pytest.approx(err)
+            assert model.training  # log() restores the training flag
+            want = measure(model, {"train": train}, metrics=["jacobian"], input_shape=(12,))
+            assert got["jac_spec_rms/train"] == pytest.approx(want["jac_spec_rms/train"], rel=1e-6)
+    table = ddscope.load(run)
+    assert sorted(table["model.width"].unique()) == [4, 16]
+    assert sorted(table["epoch"].unique()) == [0, 3, 6]
+    assert {"err/train", "err/test", "jac_spec_rms/train", "lip_upper", "dist_rel/all"} <= set(table["metric"])
+    code, out, _ = cli_inline(capsys, "report", str(run))
+    assert code == 0 and (run / "report" / "index.html").is_file()
+    code, out, _ = cli_inline(capsys, "status", str(run))
+    assert code == 0 and "2 done" in out
+    # the same labels again: refused, not silently overwritten
+    with pytest.raises(UserError, match="already holds a finished trial with these labels"):
+        ddscope.Tracker(run, train=train, test=test, labels={"model.width": 4, "seed": 0}, epochs=6,
+                        metrics={"jac_samples": 0}).start(Net(4))
+
+
+def test_tracker_marks_a_crashed_loop_failed_and_keeps_what_was_logged(tmp_path):
+    train, test = _blobs(30, 0), _blobs(15, 1)
+    model = Net(4)
+    with pytest.raises(RuntimeError, match="the user's loop broke"):
+        with ddscope.Tracker(tmp_path, train=train, test=test, groups=["jacobian"]) as tracker:
+            tracker.start(model)
+            tracker.log(1, model)
+            raise RuntimeError("the user's loop broke")
+    table = ddscope.load(tmp_path)
+    assert sorted(table["epoch"].unique()) == [0, 1]
+    with pytest.raises(UserError, match="integer class labels"):
+        ddscope.Tracker(tmp_path / "f", train=(train[0], train[1].float()), test=test)

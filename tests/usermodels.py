@@ -155,6 +155,20 @@ class Wrapped(nn.Module):
         return self.net(x)
 
 
+class ShapeUser(nn.Module):
+    """Reads shapes the way user code does: ``len(x)``, ``b, c, h, w = x.shape``, ``x.size(1)``."""
+
+    def __init__(self, channels: int = 3, num_classes: int = 10, in_ch: int = 1, side: int = 8):
+        super().__init__()
+        self.conv = nn.Conv2d(in_ch, channels, 3, padding=1)
+        self.fc = nn.Linear(channels * side * side, num_classes)
+
+    def forward(self, x):
+        b, c, h, w = x.shape
+        y = F.relu(self.conv(x))
+        return self.fc(y.reshape(len(x), y.size(1) * h * w))
+
+
 class TinyViT(nn.Module):
     """A small ViT as users write it: the position embedding owned by the root module, the
     fused ``F.scaled_dot_product_attention`` and ``nn.MultiheadAttention``-free blocks."""

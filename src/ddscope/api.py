@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .config import MAX_GROUP, SweepConfig, TrialConfig, load_sweep, set_key, sweep_from_dict
+from .config import MAX_GROUP, SweepConfig, TrialConfig, apply_overrides, read_toml, set_key, sweep_from_dict
 from .data import TrialData
 from .errors import UserError
 
@@ -44,13 +44,14 @@ def sweep(config: str | Path | Mapping | SweepConfig = "mnist1d-mlp", overrides:
     from .sweep.preflight import preflight
     from .sweep.runner import run_sweep
 
-    items = [f"{k}={_toml(v)}" for k, v in overrides.items()] if isinstance(overrides, Mapping) else list(overrides or [])
     if isinstance(config, SweepConfig):
-        spec = sweep_from_dict(_with_overrides(config.to_dict(), items), default_name=config.name) if items else config
+        doc, name = config.to_dict(), config.name
     elif isinstance(config, Mapping):
-        spec = sweep_from_dict(_with_overrides(dict(config), items))
+        doc, name = dict(config), "sweep"
     else:
-        spec = load_sweep(str(config), items)
+        doc, name = read_toml(str(config))
+    items = dict(overrides) if isinstance(overrides, Mapping) else list(overrides or [])
+    spec = sweep_from_dict(apply_overrides(doc, items), default_name=name)
     run_dir = Path(out) if out is not None else Path("runs") / spec.name
     preflight(spec, run_dir)
     outcome = run_sweep(spec, run_dir, make_executor(executor, workers), retry_failed=retry_failed,
@@ -63,18 +64,6 @@ def sweep(config: str | Path | Mapping | SweepConfig = "mnist1d-mlp", overrides:
 
         build_report(run_dir)
     return run_dir
-
-
-def _toml(v) -> str:
-    import json
-
-    return json.dumps(v) if not isinstance(v, bool) else ("true" if v else "false")
-
-
-def _with_overrides(doc: dict, items: list[str]) -> dict:
-    from .config import apply_overrides
-
-    return apply_overrides(doc, items) if items else doc
 
 
 def tracked_tensors(cfg):

@@ -374,10 +374,12 @@ def parse_override(text: str) -> tuple[str, Any]:
     return key, value
 
 
-def apply_overrides(d: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+def apply_overrides(d: dict[str, Any], overrides: list[str] | dict[str, Any]) -> dict[str, Any]:
+    """``d`` (a sweep document) with ``key=value`` strings or a ``{dotted key: value}`` mapping
+    applied (a list on a scalar key becomes a grid axis); keys are checked, values later."""
     d = json.loads(json.dumps(d))
-    for text in overrides:
-        key, value = parse_override(text)
+    items = overrides.items() if isinstance(overrides, dict) else (parse_override(t) for t in overrides)
+    for key, value in items:
         if key.startswith("sweep."):
             d.setdefault("sweep", {})[key.split(".", 1)[1]] = value
             continue

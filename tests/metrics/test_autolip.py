@@ -15,7 +15,8 @@ from ddscope.metrics.jacobian import jacobian_norms
 from ddscope.metrics.lipschitz import leaf_lipschitz, lipschitz_upper, walk_lipschitz
 from ddscope.models import MODELS, make_model
 
-from ..usermodels import BasicBlock, Bottleneck, DenseNet, ScaledResidual, SmallCNN, TinyResNet, TinyViT, Wrapped
+from ..usermodels import (BasicBlock, Bottleneck, DenseNet, ScaledResidual, ShapeUser, SmallCNN, TinyResNet, TinyViT,
+                          Wrapped)
 
 SHAPES = {"mlp": (40,), "cnn1d": (40,)}  # image families: (3, 16, 16)
 
@@ -64,6 +65,7 @@ USER_MODELS = {
     "class CNN, functional ops": (lambda: SmallCNN(channels=3, in_ch=1, side=8), (1, 8, 8)),
     "scaled residual MLP": (lambda: ScaledResidual(d=12, width=10), (12,)),
     "wrapped Sequential, Dropout": (lambda: Wrapped(d=12, width=10), (12,)),
+    "len(x) and x.shape in forward": (lambda: ShapeUser(channels=3, in_ch=1, side=6), (1, 6, 6)),
 }
 
 

@@ -25,12 +25,16 @@ constant raises ValueError naming the operation and the node, and how to declare
 
 from __future__ import annotations
 
+import copy
+import inspect
 import math
+import warnings
 from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, fx, nn
+from torch.fx.experimental.meta_tracer import MetaProxy, MetaTracer
 
 from ddscope.metrics.jacobian import eval_mode
 
@@ -57,14 +61,16 @@ def _name(node: fx.Node) -> str:
     return t if isinstance(t, str) else getattr(t, "__name__", str(t)).lstrip("_")
 
 
+def _declares(m: nn.Module) -> bool:
+    """A module that declares its constant or declares itself unbounded: a leaf, not traced into."""
+    return hasattr(m, "lipschitz_constant") or bool(getattr(m, "lipschitz_unbounded", None))
+
+
 class _Tracer(fx.Tracer):
-    """torch.nn layers are leaves (the default), and so are modules that declare a constant or
-    declare themselves unbounded: their own constant is used, their inside is not traced."""
+    """torch.nn layers are leaves (the default), and so are modules that :func:`_declares`."""
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        if hasattr(m, "lipschitz_constant") or getattr(m, "lipschitz_unbounded", None):
-            return True
-        return super().is_leaf_module(m, qualname)
+        return _declares(m) or super().is_leaf_module(m, qualname)
 
 
 class _Record(fx.Interpreter):
@@ -80,9 +86,45 @@ class _Record(fx.Interpreter):
         return out
 
 
-def trace(model: nn.Module) -> fx.GraphModule:
-    """The model's graph with torch.nn layers as leaves (raises when fx cannot trace it)."""
-    return fx.GraphModule(model, _Tracer().trace(model))
+class _ShapeProxy(MetaProxy):
+    """A proxy that knows its value's shape: ``len(x)``, ``b, n, k = x.shape`` and ``x.size(0)``
+    give integers, as user code expects (fixed by the traced example, batch 2)."""
+
+    def __len__(self):
+        meta = getattr(self, "_tensor_meta", None)
+        return len(meta) if meta is not None else super().__len__()
+
+    def __iter__(self):
+        meta = getattr(self, "_tensor_meta", None)
+        return iter(meta) if isinstance(meta, (torch.Size, tuple)) else super().__iter__()
+
+
+class _ShapeTracer(MetaTracer):
+    """fx tracing on meta tensors (shapes known at every node), with the leaves of :class:`_Tracer`."""
+
+    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+        return _declares(m) or super().is_leaf_module(m, qualname)
+
+    def proxy(self, node):
+        return _ShapeProxy(node, self)
+
+
+def trace(model: nn.Module, input_shape: tuple[int, ...] | None = None) -> fx.GraphModule:
+    """The model's graph with torch.nn layers as leaves. Plain symbolic tracing first; when that
+    fails (``len(x)``, ``x.shape`` unpacking) and ``input_shape`` is given, tracing a copy of the
+    model on meta tensors of that shape, so shapes are integers. Raises when neither works
+    (control flow on the input's values)."""
+    try:
+        return fx.GraphModule(model, _Tracer().trace(model))
+    except Exception:  # noqa: BLE001 — try again with shapes known
+        if input_shape is None:
+            raise
+    ghost = copy.deepcopy(model).to("meta")
+    arg = next(iter(inspect.signature(ghost.forward).parameters))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        graph = _ShapeTracer().trace(ghost, meta_args={arg: torch.zeros(2, *input_shape, device="meta")})
+    return fx.GraphModule(model, graph)
 
 
 def _abs_max(c) -> float:
@@ -113,7 +155,7 @@ def autolip(model: nn.Module, input_shape: tuple[int, ...], leaf: Callable[[str,
         with a constant other than a plain rearrangement, in forward order.
     """
     constants = dict(constants or {})
-    gm = trace(model)
+    gm = trace(model, input_shape)
     ref = next(iter(model.parameters()), None)
     x0 = torch.zeros(2, *input_shape, dtype=ref.dtype if ref is not None else None,
                      device=ref.device if ref is not None else None)
@@ -302,7 +344,7 @@ def first_linear_map(model: nn.Module, input_shape: tuple[int, ...]) -> tuple[st
     ValueError when fx cannot trace the model or the first parametrised operation is not a
     Linear / Conv1d / Conv2d layer (module or functional form).
     """
-    gm = trace(model)
+    gm = trace(model, input_shape)
     ref = next(iter(model.parameters()), None)
     x0 = torch.zeros(2, *input_shape, dtype=ref.dtype if ref is not None else None,
                      device=ref.device if ref is not None else None)

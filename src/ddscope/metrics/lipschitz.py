@@ -350,7 +350,7 @@ def lipschitz_upper(
             value, layers = autolip(model, tuple(input_shape), leaf, constants=constants, linear_norm=linear_norm)
             return LipschitzBound(value=float(value), layers=layers, method="autolip")
         try:
-            trace(model)
+            trace(model, tuple(input_shape))
         except Exception as traced:  # noqa: BLE001 — control flow on the input, untraceable calls
             try:
                 return walk_lipschitz(model, input_shape, leaf)

@@ -135,6 +135,10 @@ def test_hessian_trace_and_top_of_other_losses_equal_the_dense_hessian(loss, ref
     assert hess_trace(model, batches, method="exact", loss=loss) == pytest.approx(torch.trace(H).item(), rel=1e-10)
     top = torch.linalg.eigvalsh(H)[-1].item()
     assert hess_top(model, batches, num_iters=60, loss=loss) == pytest.approx(top, rel=1e-8)
+    # measure(loss=...) passes it on
+    got = measure(model, {"train": (x, y)}, metrics=["hessian"], input_shape=(4,), loss=loss,
+                  options={"hess_method": "exact", "hess_samples": None})
+    assert got["hess_trace"] == pytest.approx(torch.trace(H).item(), rel=1e-10)
     # the default is cross-entropy, and it differs
     ce = _dense_hessian(model, lambda o, t: F.cross_entropy(o, t, reduction="none"), x, y)
     assert hess_trace(model, batches, method="exact") == pytest.approx(torch.trace(ce).item(), rel=1e-10)

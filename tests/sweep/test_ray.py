@@ -56,3 +56,15 @@ def test_user_error_in_a_ray_task_surfaces_unwrapped(cluster, tmp_path):
     assert str(as_user_error(err)) == f"checkpoint {tmp_path / 'missing.pt'} not found"
     ex.shutdown()
     assert ray.is_initialized()  # it joined the session, so it leaves it running
+
+
+def test_ray_workers_import_the_users_factory_from_the_current_folder(cluster, tmp_path):
+    """model.name = "mymodels:mlp" with mymodels.py in the folder the sweep starts from."""
+    from .test_user_sweep import _write
+
+    _write(tmp_path)
+    r = cli("sweep", "mine.toml", "--out", "run", "--executor", "ray", "--address", "auto", "--no-report", "--quiet",
+            cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    rows = store_rows(tmp_path / "run")
+    assert len(rows) == 2 and {t["status"] for t in rows} == {"done"}

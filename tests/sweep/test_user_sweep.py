@@ -30,6 +30,13 @@ def wrong_classes(cfg, input_shape, num_classes):
 
 def not_a_module(cfg, input_shape, num_classes):
     return "a string"
+
+class Cumsum(nn.Module):
+    def forward(self, x):
+        return x.flatten(1).cumsum(1)  # no Lipschitz constant known to AutoLip
+
+def odd(cfg, input_shape, num_classes):
+    return nn.Sequential(Cumsum(), nn.Linear(math.prod(input_shape), num_classes))
 '''
 
 CONFIG = '''
@@ -114,3 +121,20 @@ def test_a_factory_or_data_that_cannot_work_is_exit_2_before_anything_is_written
     lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("ddscope: error: ") and why in lines[0], r.stderr
     assert not (tmp_path / "run").exists()
+
+
+def test_a_group_that_cannot_run_on_the_users_model_is_skipped_and_said(tmp_path):
+    _write(tmp_path)
+    text = (tmp_path / "mine.toml").read_text().replace('"mymodels:mlp"', '"mymodels:odd"')
+    (tmp_path / "mine.toml").write_text(text)
+    r = cli("sweep", "mine.toml", "--out", "run", "--no-report", "--quiet", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    rows = store_rows(tmp_path / "run")
+    assert {t["status"] for t in rows} == {"done"}
+    for t in rows:  # the other groups were measured; the trial says which one was not, and why
+        assert list(t["summary"]["skipped_groups"]) == ["lipschitz"]
+        assert "'cumsum'" in t["summary"]["skipped_groups"]["lipschitz"]
+    m = cli("measure", f"run/trials/{rows[0]['trial_id']}/final.pt", cwd=tmp_path)
+    assert m.returncode == 0, m.stderr
+    assert "ddscope: metric group 'lipschitz' skipped: ValueError: lipschitz_upper: no Lipschitz constant" in m.stderr
+    assert "jac_spec_rms" in m.stdout and "hess_trace" in m.stdout

@@ -96,6 +96,7 @@ def measure(
     options: dict | None = None,
     generator: torch.Generator | None = None,
     subsets: dict[str, tuple[str, Tensor]] | None = None,
+    loss=None,
 ) -> Measurement:
     """Compute the requested metric groups; returns plain floats (booleans as 0.0 / 1.0).
 
@@ -118,6 +119,8 @@ def measure(
         init_state: θ⁰ from ``snapshot_params`` (for ``distance``).
         options: overrides of :data:`DEFAULT_OPTIONS`; unknown keys raise ValueError.
         generator: all randomness (subsets, paths, probes); ``None``: seeded 0.
+        loss: the loss of ``hessian``, ``theorem2`` and ``output="loss"``: ``"cross_entropy"``
+            (default), ``"mse"`` or a callable ``(outputs, targets) -> per-sample losses``.
         subsets: named subsets of another split by a boolean mask, e.g.
             ``{"train_clean": ("train", ~noisy), "train_noisy": ("train", noisy)}``: their Jacobian
             aggregates reuse the parent's per-sample norms instead of a second pass.
@@ -129,6 +132,8 @@ def measure(
     if bad:
         raise ValueError(f"unknown option(s) {bad}; allowed: {', '.join(DEFAULT_OPTIONS)}")
     opt = {**DEFAULT_OPTIONS, **(options or {})}
+    if loss is not None:  # the same as options={"loss": ...}
+        opt["loss"] = loss
     # The caller's errors are raised, not taken for groups that cannot run on this model.
     loss_fn(opt["loss"])
     if "distance" in metrics and init_state is None:

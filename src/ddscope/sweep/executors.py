@@ -194,8 +194,13 @@ class RayExecutor:
         self._ray = ray
         self._owns = not ray.is_initialized()
         if self._owns:
+            kwargs = dict(init_kwargs or {})
+            # Your own modules named in a config ("mymodels:factory") are found by the workers as
+            # here: the current folder and PYTHONPATH go into the job's environment.
+            env = kwargs.setdefault("runtime_env", {}).setdefault("env_vars", {})
+            env.setdefault("PYTHONPATH", os.pathsep.join(p for p in (os.getcwd(), os.environ.get("PYTHONPATH", "")) if p))
             try:
-                ray.init(address=address, log_to_driver=False, **(init_kwargs or {}))
+                ray.init(address=address, log_to_driver=False, **kwargs)
             except ConnectionError as e:
                 raise UserError(f"cannot reach the Ray cluster at {address!r}: {e}") from None
         self._opts = {"num_cpus": num_cpus, "num_gpus": num_gpus, "max_retries": 0}
@@ -211,8 +216,10 @@ class RayExecutor:
 
     def submit(self, fn: Callable, *args: Any) -> cf.Future:
         if fn not in self._remote:
-            self._remote[fn] = self._ray.remote(fn).options(**self._opts)
-        ref = self._remote[fn].remote(*args)
+            self._remote[fn] = self._ray.remote(_in_folder).options(**self._opts)
+        # In the driver's folder (where it exists on the node: the same host, a shared file
+        # system), so relative paths in the config (data.path, data.root) mean what they mean here.
+        ref = self._remote[fn].remote(os.getcwd(), fn, *args)
         fut = ref.future()
         self._refs[fut] = ref
         fut.add_done_callback(lambda f: self._refs.pop(f, None))
@@ -224,6 +231,13 @@ class RayExecutor:
                 self._ray.cancel(ref, force=True)
         if self._owns and self._ray.is_initialized():
             self._ray.shutdown()
+
+
+def _in_folder(folder: str, fn: Callable, *args: Any):
+    """Run ``fn(*args)`` in ``folder`` when this node has it (a Ray task)."""
+    if os.path.isdir(folder):
+        os.chdir(folder)
+    return fn(*args)
 
 
 def make_executor(name: str, workers: int | None = None, address: str | None = None,

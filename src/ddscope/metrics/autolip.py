@@ -127,6 +127,18 @@ def trace(model: nn.Module, input_shape: tuple[int, ...] | None = None) -> fx.Gr
     return fx.GraphModule(model, graph)
 
 
+def traced_values(model: nn.Module, input_shape: tuple[int, ...]) -> tuple[fx.GraphModule, _Record]:
+    """The model's graph and every node's value on zeros (2, *input_shape), eval mode."""
+    gm = trace(model, input_shape)
+    ref = next(iter(model.parameters()), None)
+    x0 = torch.zeros(2, *input_shape, dtype=ref.dtype if ref is not None else None,
+                     device=ref.device if ref is not None else None)
+    rec = _Record(gm)
+    with eval_mode(model), torch.no_grad():
+        rec.run(x0)
+    return gm, rec
+
+
 def _abs_max(c) -> float:
     return float(c.detach().abs().max()) if isinstance(c, Tensor) else abs(float(c))
 
@@ -155,13 +167,7 @@ def autolip(model: nn.Module, input_shape: tuple[int, ...], leaf: Callable[[str,
         with a constant other than a plain rearrangement, in forward order.
     """
     constants = dict(constants or {})
-    gm = trace(model, input_shape)
-    ref = next(iter(model.parameters()), None)
-    x0 = torch.zeros(2, *input_shape, dtype=ref.dtype if ref is not None else None,
-                     device=ref.device if ref is not None else None)
-    rec = _Record(gm)
-    with eval_mode(model), torch.no_grad():
-        rec.run(x0)
+    gm, rec = traced_values(model, input_shape)
     values = rec.values
     modules = dict(gm.named_modules())
     L: dict[str, float] = {}  # input-dependent nodes only
@@ -344,13 +350,7 @@ def first_linear_map(model: nn.Module, input_shape: tuple[int, ...]) -> tuple[st
     ValueError when fx cannot trace the model or the first parametrised operation is not a
     Linear / Conv1d / Conv2d layer (module or functional form).
     """
-    gm = trace(model, input_shape)
-    ref = next(iter(model.parameters()), None)
-    x0 = torch.zeros(2, *input_shape, dtype=ref.dtype if ref is not None else None,
-                     device=ref.device if ref is not None else None)
-    rec = _Record(gm)
-    with eval_mode(model), torch.no_grad():
-        rec.run(x0)
+    gm, rec = traced_values(model, input_shape)
     modules = dict(gm.named_modules())
     params = {n for n, _ in gm.named_parameters()}
     dep: set[str] = set()

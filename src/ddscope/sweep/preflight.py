@@ -8,7 +8,8 @@ from pathlib import Path
 
 import torch
 
-from ..config import SweepConfig, extend_sweep
+from ..config import SweepConfig
+from ..extend import extend_sweep
 from ..data import check_sizes
 from ..errors import UserError, check_writable
 from ..imports import is_import_spec

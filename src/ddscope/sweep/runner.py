@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..checkpoint import trial_dir
-from ..config import MAX_GROUP, PROGRESS_INTERVAL_S, SweepConfig, TrialConfig, dumps_toml, extend_sweep
+from ..config import MAX_GROUP, PROGRESS_INTERVAL_S, SweepConfig, TrialConfig, dumps_toml
+from ..extend import extend_sweep
 from ..errors import UserError, as_user_error
 from ..train import TrialResult, group_trials, run_group
 from .executors import Executor, unguarded_main_script, worker_progress_queue

@@ -19,6 +19,7 @@ train many members at once.
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 
 import torch
@@ -30,7 +31,7 @@ from .members import Member, bury
 from .optim import Slots, make_optimizer
 
 
-class Trainer:
+class Trainer(ABC):
     """What every trainer shares: the optimiser over ``module``'s parameters (one LR schedule,
     the config of the first member: a group's members share their optim settings), the
     augmentation, mixed precision, and each member's :class:`Slots`."""
@@ -54,11 +55,13 @@ class Trainer:
     def autocast(self):
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.use_amp)
 
+    @abstractmethod
     def losses(self, epoch: int) -> Iterator[Tensor]:
-        raise NotImplementedError
+        """Step by step, the (M,) batch losses of all members, forward done."""
 
+    @abstractmethod
     def bury(self, j: int) -> None:
-        raise NotImplementedError
+        """Zero member j's weights, gradients and optimiser state (it diverged)."""
 
 
 class TrialTrainer(Trainer):

@@ -127,10 +127,12 @@ def test_a_group_that_cannot_run_on_the_users_model_is_skipped_and_said(tmp_path
     _write(tmp_path)
     text = (tmp_path / "mine.toml").read_text().replace('"mymodels:mlp"', '"mymodels:odd"')
     (tmp_path / "mine.toml").write_text(text)
-    r = cli("sweep", "mine.toml", "--out", "run", "--no-report", "--quiet", cwd=tmp_path)
+    r = cli("sweep", "mine.toml", "--out", "run", "--quiet", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     rows = store_rows(tmp_path / "run")
     assert {t["status"] for t in rows} == {"done"}
+    html = (tmp_path / "run" / "report" / "index.html").read_text()
+    assert "lipschitz&#x27; could not run on 2 trial(s)&#x27; model: ValueError: lipschitz_upper" in html
     for t in rows:  # the other groups were measured; the trial says which one was not, and why
         assert list(t["summary"]["skipped_groups"]) == ["lipschitz"]
         assert "'cumsum'" in t["summary"]["skipped_groups"]["lipschitz"]

@@ -52,7 +52,15 @@ def missing_items(final: pd.DataFrame, counts: dict, metrics: set[str], sweep_cf
                 more = f" (and {len(short) - 12} more)" if len(short) > 12 else ""
                 out.append(f"Fewer done seeds than planned at {items}{more}.")
     enabled = enabled_groups(sweep_cfg)
+    skipped: dict[str, list[str]] = {}
+    for groups in (final["skipped_groups"] if "skipped_groups" in final else []):
+        for group, why in (groups or {}).items():
+            skipped.setdefault(group, []).append(why)
+    for group, whys in skipped.items():
+        out.append(f"Metric group '{group}' could not run on {len(whys)} trial(s)' model: {whys[0][:200]}")
     for group, row in GROUPS.items():
+        if group in skipped:
+            continue
         what = f"{row.about}: {row.keys}"
         if row.probe in metrics:
             continue

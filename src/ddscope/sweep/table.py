@@ -80,7 +80,7 @@ def trials_frame(store: Store) -> pd.DataFrame:
     varying = varying_keys(flats)
     cols = axes(store, flats)
     columns = ["trial_id", "status", *cols, "params", "n_train", "interp_epoch", "wall_s", "trainer", "error",
-               "condition", "condition_index", "x", "x_axis"]
+               "skipped_groups", "condition", "condition_index", "x", "x_axis"]
     xa = x_axis(varying)
     ckeys = condition_keys(flats, varying, xa)
     combos = sorted({tuple(f.get(k) for k in ckeys) for f in flats}, key=lambda c: [_order(v) for v in c])
@@ -103,6 +103,7 @@ def trials_frame(store: Store) -> pd.DataFrame:
                 "wall_s": s.get("wall_s"),
                 "trainer": s.get("trainer"),
                 "error": t["error"],
+                "skipped_groups": s.get("skipped_groups") or {},  # group -> why it could not run
                 "condition": ", ".join(condition_label(k, v) for k, v in zip(ckeys, combo)) or "all trials",
                 "condition_index": combos.index(combo),
                 "x": x,
@@ -115,7 +116,7 @@ def trials_frame(store: Store) -> pd.DataFrame:
 def tidy(store: Store) -> pd.DataFrame:
     """Long table: trial_id, axes..., epoch, metric, value."""
     recs = pd.DataFrame(list(store.records()), columns=["trial_id", "epoch", "metric", "value"])
-    trials = trials_frame(store).drop(columns=["error", "wall_s", "trainer"])
+    trials = trials_frame(store).drop(columns=["error", "wall_s", "trainer", "skipped_groups"])
     return recs.merge(trials, on="trial_id", how="left")
 
 

@@ -207,15 +207,26 @@ def status(run_dir):
 
 @cli.command()
 @click.argument("run_dir", type=click.Path())
-@click.option("--format", "fmt", type=click.Choice(["csv", "parquet"]), default="csv", show_default=True)
-@click.option("--out", type=click.Path(dir_okay=False), default=None, help="Output file (default RUN_DIR/table.<format>).")
+@click.option("--format", "fmt", type=click.Choice(["csv", "parquet", "tensorboard", "mlflow"]), default="csv",
+              show_default=True)
+@click.option("--out", default=None, help="Output file (default RUN_DIR/table.<format>); tensorboard: a folder "
+              "(default RUN_DIR/tensorboard); mlflow: a tracking URI or folder (default RUN_DIR/mlruns).")
 def export(run_dir, fmt, out):
-    """Export the tidy table (trial, axes, epoch, metric, value) to CSV or Parquet."""
+    """Export the tidy table (trial, axes, epoch, metric, value) to CSV or Parquet, or every trial
+    as a TensorBoard or MLflow run (scalars per metric and epoch, the config axes as parameters)."""
     from .sweep.table import export as do_export
 
     from .sweep.store import Store
 
     Store.open(run_dir).close()  # a missing or corrupted store: one line before any folder is made
+    if fmt in ("tensorboard", "mlflow"):
+        from .sweep.loggers import export_run
+
+        target = out or str(Path(run_dir) / ("tensorboard" if fmt == "tensorboard" else "mlruns"))
+        if "://" not in target:
+            check_writable(Path(target), "export folder")
+        click.echo(export_run(Path(run_dir), fmt, target))
+        return
     path = Path(out) if out else Path(run_dir) / f"table.{fmt}"
     check_writable(path.parent, "export folder")
     path.parent.mkdir(parents=True, exist_ok=True)

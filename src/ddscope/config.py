@@ -118,6 +118,16 @@ class CheckpointConfig:
     every_minutes: float = 10.0  # ... and at least this often in wall time (0 = off)
 
 
+@dataclass(frozen=True)
+class LogConfig:
+    """Where a sweep streams its trials besides the store (``[log]``), each as it finishes; not
+    part of the trial id. Optional extras: ``ddscope[tensorboard]``, ``ddscope[mlflow]``."""
+
+    tensorboard: str = ""  # a folder: one TensorBoard run per trial
+    mlflow: str = ""  # an MLflow tracking URI or a local folder (file store): one MLflow run per trial
+    mlflow_experiment: str = ""  # the MLflow experiment (default: the sweep's name)
+
+
 # Defaults of the sweep driver, for run_sweep and the CLI (here: the CLI starts without torch).
 MAX_GROUP = 16  # trials per vectorised group (memory grows with it)
 PROGRESS_INTERVAL_S = 30.0  # a plain progress line this often when stderr is not a terminal
@@ -134,6 +144,7 @@ class TrialConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    log: LogConfig = field(default_factory=LogConfig)
     seed: int = 0  # seed of the initialisation and the batch order
     device: str = "cpu"  # "cpu", "cuda" or "auto"
 
@@ -144,7 +155,7 @@ class TrialConfig:
     def trial_id(self) -> str:
         """Stable id: the first 12 hex digits of the SHA-1 of the canonical JSON of the config.
 
-        ``device`` and ``checkpoint`` are excluded: they change where and how often a trial is
+        ``device``, ``checkpoint`` and ``log`` are excluded: they change where and how often a trial is
         saved, never its numbers, so the same trial on another device is the same trial. Keys
         added after a release (``ADDED_KEYS``) are left out while they hold their default, so the
         ids of existing stores stay valid and their sweeps stay resumable.
@@ -152,6 +163,7 @@ class TrialConfig:
         d = self.to_dict()
         d.pop("device")
         d.pop("checkpoint")
+        d.pop("log")
         for (section, key), default in ADDED_KEYS.items():
             if d[section][key] == default:
                 del d[section][key]
@@ -337,7 +349,7 @@ def sweep_from_dict(d: dict[str, Any], default_name: str = "sweep") -> SweepConf
 
     walk(d, "")
     for key in grid:  # these keys are not part of the trial id: an axis would repeat one trial
-        if key == "device" or key.startswith("checkpoint."):
+        if key == "device" or key.startswith(("checkpoint.", "log.")):
             raise UserError(f"config key '{key}' cannot be a grid axis: it does not change the trial; give one value")
     base = TrialConfig.from_dict(d)
     sweep = SweepConfig(
@@ -420,6 +432,7 @@ __all__ = [
     "OptimConfig",
     "MetricsConfig",
     "CheckpointConfig",
+    "LogConfig",
     "TrialConfig",
     "SweepConfig",
     "load_sweep",

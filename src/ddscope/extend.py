@@ -10,7 +10,7 @@ from .config import SweepConfig, all_keys, get_key, sweep_from_dict
 from .errors import UserError
 
 # Keys that never change a trial's numbers (not in the trial id): free to differ between runs.
-_FREE_KEYS = ("device", "checkpoint.")
+_FREE_KEYS = ("device", "checkpoint.", "log.")
 
 
 def extend_sweep(stored: dict, new: SweepConfig, where: str = "the run directory") -> SweepConfig:

@@ -15,6 +15,7 @@ from ..errors import UserError, check_writable
 from ..imports import is_import_spec
 from ..models import make_model
 from ..train import resolve_device
+from .loggers import loggers_for
 from .store import Store
 
 
@@ -42,6 +43,7 @@ def preflight(sweep: SweepConfig, run_dir: Path, *, resume: bool = False) -> Non
             continue
         checked.add((t.model.name, t.data))
         _check_factory(t, sources[t.data])
+    loggers_for(sweep.base.log, sweep.name)  # [log]: the extras are installed (last: MLflow makes its folder)
 
 
 def _check_factory(t, ds) -> None:

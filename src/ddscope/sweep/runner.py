@@ -25,7 +25,9 @@ from ..train import TrialResult, group_trials, run_group
 from .executors import Executor, unguarded_main_script, worker_progress_queue
 from .heartbeat import HEARTBEAT_S, Heartbeat
 from .progress import make_progress
+from .loggers import loggers_for
 from .store import STALE_AFTER_S, Store, worker_id
+from .table import BASE_AXES, _flatten
 
 WORKER_DIED = (
     "worker process died abruptly (killed, or out of memory?) while this trial or one beside it ran; "
@@ -128,6 +130,8 @@ def run_sweep(
         store.reset_failed(only=mine)
     store.reclaim(stale_after)
     axes = list(sweep.grid)
+    loggers = loggers_for(sweep.base.log, sweep.name)  # [log]: TensorBoard / MLflow, each trial as it finishes
+    log_axes = list(BASE_AXES) + [k for k in axes if k not in BASE_AXES]
     todo = [t for t in store.trials("pending") if t["trial_id"] in mine]
     bar = make_progress(show_progress, sum(configs[t["trial_id"]]["optim"]["epochs"] for t in todo), len(todo),
                         console, progress_interval)
@@ -175,6 +179,8 @@ def run_sweep(
             results = [TrialResult(trial_id=t, config=configs[t], status="failed", error=err) for t in tids]
         for tid, result in zip(tids, results):
             store.finish(result)
+            for logger in loggers:
+                logger.log_trial(tid, _flatten(configs[tid]), log_axes, result.records, result.status)
             beat.discard(tid)
             ran += 1
             bar.finish(tid, configs[tid]["optim"]["epochs"], _final_test_error(result))

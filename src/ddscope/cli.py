@@ -42,14 +42,19 @@ def cli() -> None:
 
 
 def _run(config: str, *, overrides: tuple[str, ...], out: str | None, executor: str, workers: int | None,
-         address: str | None, gpus_per_trial: float, retry_failed: bool, resume: bool, report: bool,
+         address: str | None, gpus_per_trial: float, partition: str | None, time_limit: int, cpus_per_trial: int,
+         retry_failed: bool, resume: bool, report: bool,
          quiet: bool, group: bool, max_group: int, progress_interval: float) -> None:
     from .config import load_sweep
     from .sweep.executors import make_executor
     from .sweep.runner import run_sweep
 
-    if executor != "ray" and (address or gpus_per_trial):
-        raise UserError("--address and --gpus-per-trial need --executor ray")
+    if executor != "ray" and address:
+        raise UserError("--address needs --executor ray")
+    if executor not in ("ray", "slurm", "submitit-local") and gpus_per_trial:
+        raise UserError("--gpus-per-trial needs --executor ray, slurm or submitit-local")
+    if executor != "slurm" and partition:
+        raise UserError("--partition needs --executor slurm")
     sweep = load_sweep(config, list(overrides))  # validates everything before anything is written
     run_dir = Path(out) if out else Path("runs") / sweep.name
     from .sweep.preflight import preflight
@@ -59,7 +64,9 @@ def _run(config: str, *, overrides: tuple[str, ...], out: str | None, executor: 
     n = len(sweep.trials())
     axes = ", ".join(f"{k} × {len(v)}" for k, v in sweep.grid.items()) or "one trial"
     con.print(f"[bold]ddscope[/] sweep [cyan]{sweep.name}[/]: {n} trials ({axes}) → {run_dir}")
-    ex = make_executor(executor, workers, address, gpus_per_trial)
+    ex = make_executor(executor, workers, address, gpus_per_trial, folder=run_dir / "submitit",
+                       **({"partition": partition, "time_limit_min": time_limit, "cpus_per_trial": cpus_per_trial}
+                          if executor in ("slurm", "submitit-local") else {}))
     with _stop_signals() as stopped_by:
         try:
             outcome = run_sweep(sweep, run_dir, ex, retry_failed=retry_failed, show_progress=not quiet, console=con,
@@ -132,11 +139,18 @@ _sweep_options = [
     click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
                  help="Override a config key, e.g. --set model.width=[4,8] --set optim.epochs=50."),
     click.option("--out", type=click.Path(file_okay=False), default=None, help="Run directory (default runs/<sweep name>)."),
-    click.option("--executor", type=click.Choice(["local", "inprocess", "ray"]), default="local", show_default=True,
-                 help="Where trials run: a local process pool, this process, or a Ray cluster."),
+    click.option("--executor", type=click.Choice(["local", "inprocess", "ray", "slurm", "submitit-local"]), default="local",
+                 show_default=True, help="Where trials run: a local process pool, this process, a Ray cluster, Slurm jobs "
+                 "through submitit, or submitit's local processes."),
     click.option("--workers", type=click.IntRange(1), default=None, help="Parallel trials (default: all cores; Ray: cluster CPUs)."),
     click.option("--address", default=None, help="Ray cluster address (executor ray)."),
-    click.option("--gpus-per-trial", type=float, default=0.0, show_default=True, help="GPU request per Ray task."),
+    click.option("--gpus-per-trial", type=float, default=0.0, show_default=True,
+                 help="GPU request per Ray task or Slurm job."),
+    click.option("--partition", default=None, help="Slurm partition (executor slurm)."),
+    click.option("--time-limit", "time_limit", type=click.IntRange(1), default=60, show_default=True, metavar="MINUTES",
+                 help="Slurm job time limit; a job near it is requeued and resumes from its checkpoints."),
+    click.option("--cpus-per-trial", type=click.IntRange(1), default=1, show_default=True,
+                 help="CPUs per Slurm job (slurm, submitit-local)."),
     click.option("--retry-failed", is_flag=True, help="Run failed trials again."),
     click.option("--resume", is_flag=True,
                  help="Require an existing run directory and continue it (rerunning without the flag resumes too)."),

@@ -5,6 +5,8 @@ The job is any plain picklable callable, so the sweep driver never knows where t
 - ``InProcessExecutor`` — runs at submit time in this process (debugging, tests, one core).
 - ``LocalPoolExecutor`` — a pool of spawned processes; torch threads are split between workers.
 - ``RayExecutor`` — one Ray task per trial with its CPU/GPU request (``pip install 'ddscope[ray]'``).
+- ``SubmititExecutor`` — one Slurm job per trial or group, or submitit's local processes
+  (``pip install 'ddscope[slurm]'``); preempted jobs are requeued and resume from checkpoints.
 
 Every executor has ``max_workers`` (trials in flight), ``inline`` (jobs run inside ``submit``, so
 progress callbacks can be plain closures), ``progress_queue`` (a queue its workers put
@@ -16,8 +18,10 @@ jobs now (Ctrl-C), which is safe because trials resume from their checkpoints.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import math
 import multiprocessing as mp
 import os
+import shutil
 import signal
 import sys
 import threading
@@ -27,7 +31,7 @@ from typing import Any, Callable, Protocol
 
 from ..errors import UserError
 
-EXECUTORS = ("inprocess", "local", "ray")
+EXECUTORS = ("inprocess", "local", "ray", "slurm", "submitit-local")
 
 
 class Executor(Protocol):
@@ -233,6 +237,101 @@ class RayExecutor:
             self._ray.shutdown()
 
 
+try:  # submitit is optional: the requeue-on-preemption job class exists where it is installed
+    from submitit.helpers import Checkpointable as _Checkpointable
+except ImportError:  # pragma: no cover - without the extra the class is never used
+    _Checkpointable = object
+
+
+class _Requeued(_Checkpointable):
+    """A job submitit requeues when Slurm preempts it or its time limit is near (submitit's
+    checkpoint protocol: the same call again). The trials inside resume from their own
+    checkpoints, so a requeued job continues where it stopped."""
+
+    def __init__(self, fn: Callable):
+        self.fn = fn
+
+    def __call__(self, *args: Any):
+        return self.fn(*args)
+
+
+class SubmititExecutor:
+    """Each job a submitit job: on Slurm (``cluster="slurm"``, one job per trial or group, at
+    most ``max_workers`` in flight) or as local processes (``cluster="local"``, submitit's local
+    executor, the same code path). A preempted or timed-out job is requeued by submitit (its
+    checkpoint protocol), and a job that dies without a result (killed, node failure) is
+    submitted again by the driver, up to ``max_requeues`` times; either way its trials resume
+    from their checkpoints. Results come back to the driver, which alone writes the store (as
+    with Ray). ``pip install 'ddscope[slurm]'``."""
+
+    inline = False
+    progress_queue = None
+
+    def __init__(self, folder: str | os.PathLike, cluster: str = "slurm", max_workers: int | None = None, *,
+                 partition: str | None = None, time_limit_min: int = 60, gpus_per_trial: float = 0,
+                 cpus_per_trial: int = 1, mem_gb: float | None = None, slurm_kwargs: dict | None = None):
+        try:
+            import submitit
+        except ImportError:
+            raise UserError("the Slurm executors need submitit: pip install 'ddscope[slurm]'") from None
+        if cluster == "slurm" and shutil.which("sbatch") is None:
+            raise UserError("--executor slurm needs Slurm (sbatch is not on PATH); --executor submitit-local runs the "
+                            "same jobs on this machine")
+        if cluster == "local":
+            self._ex = submitit.LocalExecutor(folder=folder)
+        else:
+            self._ex = submitit.AutoExecutor(folder=folder, cluster=cluster)
+        params: dict[str, Any] = {"timeout_min": int(time_limit_min), "cpus_per_task": int(cpus_per_trial)}
+        if gpus_per_trial:
+            params["gpus_per_node"] = int(math.ceil(gpus_per_trial))
+        if cluster != "local":
+            if partition:
+                params["slurm_partition"] = partition
+            if mem_gb:
+                params["mem_gb"] = mem_gb
+            params.update(slurm_kwargs or {})
+        try:
+            self._ex.update_parameters(**params)
+        except (TypeError, ValueError) as e:
+            raise UserError(f"submitit does not take these job settings: {e}") from None
+        self.max_workers = max(1, max_workers or ((os.cpu_count() or 1) if cluster == "local" else 16))
+        self.jobs: dict[cf.Future, Any] = {}  # in flight: future -> submitit job
+        self.max_requeues = 3  # a job that dies without a result is submitted again this often
+        self._stopping = False
+
+    def submit(self, fn: Callable, *args: Any) -> cf.Future:
+        fut: cf.Future = cf.Future()
+        self.jobs[fut] = self._ex.submit(_Requeued(fn), *args)
+
+        def wait() -> None:
+            try:
+                for attempt in range(self.max_requeues + 1):
+                    try:
+                        fut.set_result(self.jobs[fut].result())
+                        return
+                    except Exception as e:  # noqa: BLE001 — a killed job (node failure, OOM, scancel)
+                        if type(e).__name__ != "UncompletedJobError" or attempt == self.max_requeues or self._stopping:
+                            raise
+                        # Submitted again: its trials resume from their last checkpoints.
+                        self.jobs[fut] = self._ex.submit(_Requeued(fn), *args)
+            except Exception as e:  # noqa: BLE001 — the job's error, surfaced through the future
+                fut.set_exception(e)
+            finally:
+                self.jobs.pop(fut, None)
+
+        threading.Thread(target=wait, daemon=True, name="submitit-wait").start()
+        return fut
+
+    def shutdown(self, cancel: bool = False) -> None:
+        self._stopping = True
+        if cancel:
+            for job in list(self.jobs.values()):
+                try:
+                    job.cancel(check=False)
+                except Exception:  # noqa: BLE001,S110 — a job that already ended
+                    pass
+
+
 def _in_folder(folder: str, fn: Callable, *args: Any):
     """Run ``fn(*args)`` in ``folder`` when this node has it (a Ray task)."""
     if os.path.isdir(folder):
@@ -241,11 +340,16 @@ def _in_folder(folder: str, fn: Callable, *args: Any):
 
 
 def make_executor(name: str, workers: int | None = None, address: str | None = None,
-                  gpus_per_trial: float = 0) -> Executor:
+                  gpus_per_trial: float = 0, folder: str | os.PathLike | None = None, **slurm: Any) -> Executor:
+    """The executor ``name``; ``folder`` holds submitit's job files (slurm, submitit-local) and
+    ``slurm`` its job settings (partition, time_limit_min, cpus_per_trial, mem_gb, slurm_kwargs)."""
     if name == "inprocess":
         return InProcessExecutor()
     if name == "local":
         return LocalPoolExecutor(workers)
     if name == "ray":
         return RayExecutor(address=address, num_gpus=gpus_per_trial, max_workers=workers)
+    if name in ("slurm", "submitit-local"):
+        return SubmititExecutor(folder or "submitit", "local" if name == "submitit-local" else "slurm", workers,
+                                gpus_per_trial=gpus_per_trial, **slurm)
     raise UserError(f"unknown executor '{name}'; allowed: {', '.join(EXECUTORS)}")

@@ -15,7 +15,7 @@ SCRIPTS = sorted(p.name for p in EXAMPLES.glob("*.py") if p.name != "mymodels.py
 
 
 def test_every_example_is_listed():
-    assert SCRIPTS == ["factory_npz_sweep.py", "own_model_api.py", "own_training_loop.py"]
+    assert SCRIPTS == ["factory_npz_sweep.py", "own_model_api.py", "own_training_loop.py", "walkthrough.py"]
 
 
 @pytest.mark.parametrize("script", SCRIPTS)

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import re
 
+import pytest
+
 from .helpers_sweep import FAST, cli, sets
 
 
@@ -23,3 +25,63 @@ def test_progress_lines_in_a_log_file(tmp_path):
     assert any("ETA " in ln for ln in lines)
     assert cli("sweep", "mnist1d-mlp", *sets(FAST + ["model.width=[4,6,8]", "optim.epochs=20"]), "--out",
                str(tmp_path / "run"), "--quiet").stderr.count("progress:") == 0  # --quiet: none
+
+
+class _Recorder:
+    """Stands for the progress display: what the driver feeds it."""
+
+    def __init__(self, *a, **k):
+        self.errors_seen: list[tuple] = []
+        self.epochs_seen: list[tuple] = []
+
+    def start(self, tid, label, epochs):
+        pass
+
+    def epoch(self, tid, epoch):
+        self.epochs_seen.append((tid, epoch))
+
+    def errors(self, tid, train, test):
+        self.errors_seen.append((tid, train, test))
+
+    def tick(self):
+        pass
+
+    def finish(self, *a):
+        pass
+
+    def stop(self):
+        pass
+
+
+
+@pytest.mark.parametrize("executor", ["inprocess", "local"])
+def test_running_trials_report_their_train_and_test_error_to_the_display(tmp_path, monkeypatch, executor):
+    from ddscope.config import load_sweep
+    from ddscope.sweep import runner
+    from ddscope.sweep.executors import InProcessExecutor, LocalPoolExecutor
+    from ddscope.sweep.table import load
+
+    rec = _Recorder()
+    monkeypatch.setattr(runner, "make_progress", lambda *a, **k: rec)
+    ex = InProcessExecutor() if executor == "inprocess" else LocalPoolExecutor(1, threads_per_worker=1)
+    runner.run_sweep(load_sweep("mnist1d-mlp", FAST + ["model.width=[4,8]", "optim.epochs=3"]), tmp_path, ex)
+    stored = load(tmp_path)
+    final = stored[(stored["epoch"] == 3) & (stored["metric"] == "err/test")].set_index("trial_id")["value"]
+    last = {tid: (tr, te) for tid, tr, te in rec.errors_seen}  # the last report of each trial
+    assert set(last) == set(final.index)
+    for tid, (train, test) in last.items():
+        assert test == pytest.approx(final[tid]) and 0 <= train <= 1
+
+
+def test_the_bars_show_a_running_trials_errors():
+    from io import StringIO
+
+    from rich.console import Console
+
+    from ddscope.sweep.progress import Progress
+
+    bar = Progress(True, 10, 1, Console(file=StringIO(), force_terminal=True))
+    bar.start("t", "width=4", 10)
+    bar.errors("t", 0.25, 0.5)
+    assert bar.p.tasks[bar.tasks["t"]].description == "  width=4  train err 0.250, test err 0.500"
+    bar.stop()

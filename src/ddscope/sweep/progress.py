@@ -33,6 +33,9 @@ class PlainProgress:
             self.seen[tid] = max(self.seen[tid], epoch)
         self.tick()
 
+    def errors(self, tid: str, train: float | None, test: float | None) -> None:
+        """Running trials' errors: shown by the bars; the log lines keep to the finished ones."""
+
     def finish(self, tid: str, epochs: int, test_err: float | None = None) -> None:
         self.seen.pop(tid, None)
         self.finished_epochs += epochs
@@ -94,6 +97,7 @@ class Progress:
         self.overall = self.p.add_task(self._desc(), total=max(total_epochs, 1))
         self.tasks: dict[str, int] = {}
         self.seen: dict[str, int] = {}
+        self.labels: dict[str, str] = {}
 
     def _desc(self) -> str:
         return f"sweep: {self.done}/{self.n_trials} trials, epochs"
@@ -102,6 +106,7 @@ class Progress:
         if self.enabled:
             self.tasks[tid] = self.p.add_task(f"  {label}", total=epochs)
             self.seen[tid] = 0
+            self.labels[tid] = label
 
     def epoch(self, tid: str, epoch: int) -> None:
         if self.enabled and tid in self.tasks:
@@ -109,6 +114,12 @@ class Progress:
             self.seen[tid] = max(self.seen[tid], epoch)
             self.p.update(self.tasks[tid], completed=epoch)
             self.p.advance(self.overall, delta)
+
+    def errors(self, tid: str, train: float | None, test: float | None) -> None:
+        """Show a running trial's current train (noisy labels) and test error beside its bar."""
+        if self.enabled and tid in self.tasks:
+            parts = [f"{name} {v:.3f}" for name, v in (("train err", train), ("test err", test)) if v is not None]
+            self.p.update(self.tasks[tid], description=f"  {self.labels[tid]}  " + ", ".join(parts))
 
     def tick(self) -> None:
         pass

@@ -38,7 +38,9 @@ WORKER_DIED = (
 def _job(configs: list[dict], ckpt_dirs: list[str], report_progress: bool = False, progress=None) -> list[TrialResult]:
     """Runs in a worker (or inline): rebuild the configs, train them — one trial, or a group as
     one vectorised model — resuming from their checkpoints, and return the picklable results.
-    Per-epoch progress goes to the pool's queue, or to ``progress(trial_id, epoch)`` inline."""
+    Per-epoch progress and the running errors go to the pool's queue (``(trial_id, epoch,
+    total)`` and ``("errors", trial_id, train, test)``), or inline to ``progress.epoch`` and
+    ``progress.errors`` (the progress display)."""
     cfgs = [TrialConfig.from_dict(c) for c in configs]
     q = worker_progress_queue() if report_progress else None
     tids = [c.trial_id for c in cfgs]
@@ -48,9 +50,16 @@ def _job(configs: list[dict], ckpt_dirs: list[str], report_progress: bool = Fals
             if q is not None:
                 q.put((tid, epoch, total))
             elif progress is not None:
-                progress(tid, epoch)
+                progress.epoch(tid, epoch)
 
-    return run_group(cfgs, each if (q is not None or progress is not None) else None, ckpt_dirs)
+    def errs(tid: str, epoch: int, train: float | None, test: float | None) -> None:
+        if q is not None:
+            q.put(("errors", tid, train, test))
+        elif progress is not None:
+            progress.errors(tid, train, test)
+
+    live = q is not None or progress is not None
+    return run_group(cfgs, each if live else None, ckpt_dirs, errs if live else None)
 
 
 @dataclass
@@ -156,10 +165,13 @@ def run_sweep(
             return
         while True:
             try:
-                tid, epoch, _ = q.get_nowait()
+                msg = q.get_nowait()
             except (queue_mod.Empty, EOFError, OSError):
                 return
-            bar.epoch(tid, epoch)
+            if msg[0] == "errors":
+                bar.errors(*msg[1:])
+            else:
+                bar.epoch(msg[0], msg[1])
 
     def store_results(tids: list[str], fut: cf.Future) -> None:
         nonlocal ran
@@ -213,7 +225,7 @@ def run_sweep(
                 cfgs = [configs[t] for t in tids]
                 ckpts = [str(trial_dir(run_dir, t)) for t in tids]
                 if executor.inline:  # runs inside submit; progress calls come straight back
-                    store_results(tids, executor.submit(_job, cfgs, ckpts, False, bar.epoch))
+                    store_results(tids, executor.submit(_job, cfgs, ckpts, False, bar))
                     continue
                 inflight[executor.submit(_job, cfgs, ckpts, q is not None)] = tids
             if not inflight:

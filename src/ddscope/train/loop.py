@@ -39,13 +39,18 @@ TRAINERS: dict[str, type[Trainer]] = {"single": TrialTrainer, "packed": PackedTr
 TRAINER_NAMES = {"single": "trial", "packed": "packed", "stacked": "stacked"}  # summary["trainer"]
 
 
+ErrorsFn = Callable[[str, int, "float | None", "float | None"], None]  # (trial id, epoch, train error, test error)
+
+
 def run_group(configs: Sequence[TrialConfig], progress: ProgressFn | None = None,
-              ckpt_dirs: Sequence[str | None] | None = None) -> list[TrialResult]:
+              ckpt_dirs: Sequence[str | None] | None = None, errors: ErrorsFn | None = None) -> list[TrialResult]:
     """Train and measure a group of trials; ``result[i]`` belongs to ``configs[i]``.
 
     Args:
         configs: one trial, or trials :func:`~.plan.group_kind` accepts as a group.
         progress: ``progress(epoch, total)`` after every epoch (all members advance together).
+        errors: ``errors(trial_id, epoch, train error, test error)`` for every live member at
+            every epoch that recorded its errors (the live progress bars show them).
         ckpt_dirs: per trial, the folder of its checkpoints (``<run_dir>/trials/<trial_id>``),
             or None: no checkpoints. With folders the run resumes from their latest common epoch.
     """
@@ -56,7 +61,7 @@ def run_group(configs: Sequence[TrialConfig], progress: ProgressFn | None = None
     try:
         members = build_members(configs, TRAINER_NAMES[kind], ckpt_dirs)
         trainer = TRAINERS[kind](members)
-        _train(members, trainer, progress, t0)
+        _train(members, trainer, progress, t0, errors)
     except UserError:
         raise
     except Exception as e:  # noqa: BLE001 — a run's crash must not stop the sweep
@@ -84,7 +89,8 @@ def run_trial(cfg: TrialConfig, progress: ProgressFn | None = None, ckpt_dir: st
     return run_group([cfg], progress, [ckpt_dir])[0]
 
 
-def _train(members: list[Member], trainer: Trainer, progress: ProgressFn | None, t0: float) -> None:
+def _train(members: list[Member], trainer: Trainer, progress: ProgressFn | None, t0: float,
+           errors: ErrorsFn | None = None) -> None:
     """Epochs ``start..E``: the steps of every live member (epoch 0 has none), then each one's
     end-of-epoch records, the checkpoints due, progress. The run stops when no member is left."""
     opt, sched = trainer.optimizer, trainer.scheduler
@@ -121,6 +127,11 @@ def _train(members: list[Member], trainer: Trainer, progress: ProgressFn | None,
         if (due := saves.due(epoch)) is not None:  # init.pt at epoch 0, resume points, final.pt
             state.save(members, *due, epoch, step, trainer, elapsed)
             saves.saved()
+        if errors is not None:
+            for m in members:
+                latest = {k: v for e, k, v in m.result.records[-64:] if e == epoch and k in ("err/train", "err/test")}
+                if m.alive and latest:
+                    errors(m.cfg.trial_id, epoch, latest.get("err/train"), latest.get("err/test"))
         if progress is not None:
             progress(epoch, epochs)
 

@@ -115,7 +115,8 @@ def test_corrupted_checkpoint_stops_the_sweep_with_exit_2(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("args, needle", [
-    (["sweep", "mnist1d-mlp", "--address", "auto"], "--address and --gpus-per-trial need --executor ray"),
+    (["sweep", "mnist1d-mlp", "--address", "auto"], "--address needs --executor ray"),
+    (["sweep", "mnist1d-mlp", "--gpus-per-trial", "1"], "--gpus-per-trial needs --executor ray, slurm or submitit-local"),
     (["sweep", "mnist1d-mlp", "--set", "checkpoint.every_epochs=-1"], "checkpoint.every_epochs"),
     (["sweep", "mnist1d-mlp", "--set", "checkpoint.epochs=[1,2]", "--set", "device=[\"cpu\",\"auto\"]"],
      "cannot be a grid axis"),

@@ -60,14 +60,14 @@ def test_heartbeat_runs_while_a_trial_trains_in_process(tmp_path, monkeypatch):
     seen = []
     real = runner.run_group
 
-    def slow_trial(cfgs, progress=None, ckpt_dirs=None):
+    def slow_trial(cfgs, *rest):
         probe = Store.open(tmp_path)  # what another sweep process would see
         before = probe.trials("running")[0]["heartbeat"]
         time.sleep(0.5)  # one long epoch, no progress callback
         after = probe.trials("running")[0]["heartbeat"]
         probe.close()
         seen.append((before, after))
-        return real(cfgs, progress, ckpt_dirs)
+        return real(cfgs, *rest)
 
     monkeypatch.setattr(runner, "run_group", slow_trial)
     run_sweep(_sweep("[4]"), tmp_path, InProcessExecutor(), show_progress=False, group=False)

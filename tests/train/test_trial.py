@@ -74,3 +74,16 @@ def test_training_reduces_loss_and_adam_warmup_runs():
     r = run_trial(_tiny(**{"optim.name": "adam", "optim.lr": 1e-3, "optim.warmup_epochs": 1, "optim.epochs": 6}))
     loss = {e: v for e, m, v in r.records if m == "loss/train"}
     assert r.status == "done" and loss[6] < loss[0] and math.isfinite(loss[6])
+
+
+def test_errors_reach_the_display_on_metric_epochs_with_many_metric_rows():
+    """Regression: the running errors were read from the last 64 records only; a metric epoch of a
+    deep net writes far more rows after them (dist_* per layer), and its errors were never shown."""
+    from ddscope.train import run_group
+
+    seen = []
+    cfg = _tiny(**{"model.depth": 40, "model.width": 4, "metrics.groups": ["distance"], "optim.epochs": 2})
+    (result,) = run_group([cfg], errors=lambda tid, e, tr, te: seen.append((e, tr, te)))
+    assert len([r for r in result.records if r[0] == 2]) > 64
+    stored = {m: v for e, m, v in result.records if e == 2}
+    assert [(e, tr, te) for e, tr, te in seen if e == 2] == [(2, stored["err/train"], stored["err/test"])]

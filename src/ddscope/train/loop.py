@@ -36,7 +36,6 @@ from .trainer import Trainer, TrialTrainer
 
 ProgressFn = Callable[[int, int], None]  # (epochs done, epochs total), once per epoch of the run
 TRAINERS: dict[str, type[Trainer]] = {"single": TrialTrainer, "packed": PackedTrainer, "stacked": StackedTrainer}
-TRAINER_NAMES = {"single": "trial", "packed": "packed", "stacked": "stacked"}  # summary["trainer"]
 
 
 ErrorsFn = Callable[[str, int, "float | None", "float | None"], None]  # (trial id, epoch, train error, test error)
@@ -59,7 +58,7 @@ def run_group(configs: Sequence[TrialConfig], progress: ProgressFn | None = None
     t0 = time.perf_counter()
     members: list[Member] = []
     try:
-        members = build_members(configs, TRAINER_NAMES[kind], ckpt_dirs)
+        members = build_members(configs, TRAINERS[kind].kind, ckpt_dirs)
         trainer = TRAINERS[kind](members)
         _train(members, trainer, progress, t0, errors)
     except UserError:
@@ -71,7 +70,7 @@ def run_group(configs: Sequence[TrialConfig], progress: ProgressFn | None = None
         if len(members) != len(configs):  # it crashed while building the members
             wall = time.perf_counter() - t0
             out = [TrialResult(trial_id=c.trial_id, config=c.to_dict(), status="failed", error=error,
-                               summary={"wall_s": wall / len(configs), "trainer": TRAINER_NAMES[kind]})
+                               summary={"wall_s": wall / len(configs), "trainer": TRAINERS[kind].kind})
                    for c in configs]
             if len(configs) > 1:
                 for r in out:
@@ -128,12 +127,23 @@ def _train(members: list[Member], trainer: Trainer, progress: ProgressFn | None,
             state.save(members, *due, epoch, step, trainer, elapsed)
             saves.saved()
         if errors is not None:
-            for m in members:
-                latest = {k: v for e, k, v in m.result.records[-64:] if e == epoch and k in ("err/train", "err/test")}
-                if m.alive and latest:
+            for m in (m for m in members if m.alive):
+                latest = _errors_at(m.result.records, epoch)
+                if latest:
                     errors(m.cfg.trial_id, epoch, latest.get("err/train"), latest.get("err/test"))
         if progress is not None:
             progress(epoch, epochs)
+
+
+def _errors_at(records: list, epoch: int) -> dict[str, float]:
+    """err/train and err/test recorded at ``epoch`` (this epoch's records are the last ones)."""
+    out: dict[str, float] = {}
+    for e, k, v in reversed(records):
+        if e != epoch:
+            break
+        if k in ("err/train", "err/test"):
+            out[k] = v
+    return out
 
 
 __all__ = ["TRAINERS", "run_group", "run_trial"]

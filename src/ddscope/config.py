@@ -106,6 +106,9 @@ class MetricsConfig:
     hess_samples: int = 1000
     hess_matvecs: int = 60
     lanczos_iters: int = 30
+    # tr(H): "auto" = exact tr(GGN) on networks piecewise linear in each parameter, Hutch++ else;
+    # "hutchpp" forces the estimator (e.g. to compare), "ggn" refuses other networks.
+    hess_method: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -134,7 +137,7 @@ PROGRESS_INTERVAL_S = 30.0  # a plain progress line this often when stderr is no
 
 # Keys added after trial ids were first published -> their default (see TrialConfig.trial_id).
 ADDED_KEYS = {("metrics", "num_eval_epochs"): 0, ("data", "path"): "", ("data", "options"): {},
-              ("model", "options"): {}}
+              ("model", "options"): {}, ("metrics", "hess_method"): "auto"}
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ OPTIMIZERS = ("sgd", "adam")
 DEVICES = ("cpu", "cuda", "auto")
 METRIC_GROUPS = ("jacobian", "paths", "lipschitz", "hessian", "theorem2", "distance")
 JAC_OUTPUTS = ("logits", "softmax", "log_softmax", "loss")
+HESS_METHODS = ("auto", "ggn", "hutchpp", "hutchinson")  # = metrics.hessian.TRACE_METHODS less "exact"
 SPLITS = ("train", "train_clean", "train_noisy", "test", "val")
 SUBSETS = ("random", "balanced")
 MNIST1D_MIN_SAMPLES = 20  # two per class: at least one training and one test sample each
@@ -71,6 +72,8 @@ def check_ranges(c) -> None:
             bad("metrics.splits", f"unknown split '{s}'; allowed: {', '.join(SPLITS)}")
     if c.metrics.output not in JAC_OUTPUTS:
         bad("metrics.output", f"must be one of {', '.join(JAC_OUTPUTS)}, got '{c.metrics.output}'")
+    if c.metrics.hess_method not in HESS_METHODS:
+        bad("metrics.hess_method", f"must be one of {', '.join(HESS_METHODS)}, got '{c.metrics.hess_method}'")
     if any(e < 0 for e in c.metrics.epochs):
         bad("metrics.epochs", "epochs must be >= 0")
     if any(e < 0 for e in c.checkpoint.epochs):

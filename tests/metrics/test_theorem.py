@@ -25,7 +25,7 @@ def test_per_sample_grad_sq_matches_loop(nets, name):
 @pytest.mark.parametrize("frozen", ["", "0.weight", "2.bias", "0.bias"])
 def test_linear_shortcut_equals_vmap_and_loop(nets, monkeypatch, frozen):
     # ‖δ_n‖²‖a_n‖² per Linear layer: same numbers as vmap(grad) and the per-sample loop.
-    from ddscope.metrics import theorem as T
+    from ddscope.metrics import persample as T
 
     model = nets.mlp(6, (8, 5), 4)
     if frozen:
@@ -35,7 +35,7 @@ def test_linear_shortcut_equals_vmap_and_loop(nets, monkeypatch, frozen):
     fast = per_sample_grad_sq(model, x, y, chunk_size=4)
     want = R.per_sample_grads_loop(model, x, y).square().sum(1)
     torch.testing.assert_close(fast, want, rtol=1e-10, atol=1e-14)
-    torch.testing.assert_close(T._per_sample_grad_sq_vmap(model, x, y, 4), want, rtol=1e-10, atol=1e-14)
+    torch.testing.assert_close(sum(T._per_sample_grad_sq_vmap(model, x, y, 4).values()), want, rtol=1e-10, atol=1e-14)
     calls = []
     monkeypatch.setattr(T, "_per_sample_grad_sq_vmap", lambda *a: calls.append(1))
     per_sample_grad_sq(model, x, y)

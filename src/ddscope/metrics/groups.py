@@ -23,7 +23,7 @@ from torch import Tensor, nn
 
 from ..config import MetricsConfig
 from .distance import distance_from_init
-from .hessian import auto_hess_batch, hess_top, hess_trace
+from .hessian import auto_hess_batch, hess_top, hess_trace_detail
 from .jacobian import JacNorms, aggregate, jacobian_norms, path_jacobian_norms
 from .lipschitz import lipschitz_upper
 from .theorem import theorem2
@@ -117,11 +117,14 @@ def _hessian_batches(ctx: Context, group: str) -> tuple[Tensor, Tensor, list]:
 
 def _compute_hessian(ctx: Context) -> dict[str, float]:
     _, _, _, batches = _hessian_batches(ctx, "hessian")
-    trace = hess_trace(ctx.model, batches, method=ctx.opt["hess_method"], num_matvecs=ctx.opt["hess_matvecs"],
-                       generator=ctx.gen, vmap_chunk=ctx.opt["hess_vmap"], loss=ctx.opt["loss"])
-    ctx.shared["hess_trace"] = trace  # theorem2's RHS reuses it
-    return {"hess_trace": trace, "hess_top": hess_top(ctx.model, batches, num_iters=ctx.opt["lanczos_iters"],
-                                                      generator=ctx.gen, loss=ctx.opt["loss"])}
+    trace = hess_trace_detail(ctx.model, batches, method=ctx.opt["hess_method"], num_matvecs=ctx.opt["hess_matvecs"],
+                              generator=ctx.gen, vmap_chunk=ctx.opt["hess_vmap"], loss=ctx.opt["loss"],
+                              grad_chunk=ctx.opt["grad_chunk"])
+    ctx.shared["hess_trace"] = trace.value  # theorem2's RHS reuses it
+    return {"hess_trace": trace.value, "hess_trace_exact": float(trace.method in ("ggn", "exact")),
+            **{f"hess_trace/{layer}": v for layer, v in trace.layers.items()},
+            "hess_top": hess_top(ctx.model, batches, num_iters=ctx.opt["lanczos_iters"], generator=ctx.gen,
+                                 loss=ctx.opt["loss"])}
 
 
 def _compute_theorem2(ctx: Context) -> dict[str, float]:
@@ -162,8 +165,9 @@ GROUPS: dict[str, MetricGroup] = {g.name: g for g in (
                 "jac_spec_rms/path_same", "Jacobian norms on paths between training points"),
     MetricGroup("lipschitz", _compute_lipschitz, "lip_upper, lip_layer/<layer>", "lip_upper",
                 "the Lipschitz upper bound and its per-layer factors"),
-    MetricGroup("hessian", _compute_hessian, "hess_trace, hess_top", "hess_trace",
-                "trace and top eigenvalue of the training loss's Hessian"),
+    MetricGroup("hessian", _compute_hessian,
+                "hess_trace, hess_trace_exact (1: exact tr(GGN) or dense, 0: Hutch++), hess_trace/<layer> (exact only), "
+                "hess_top", "hess_trace", "trace and top eigenvalue of the training loss's Hessian"),
     MetricGroup("theorem2", _compute_theorem2, "thm2_lhs, thm2_mid, thm2_rhs and their parts (theorem2())",
                 "thm2_mid", "the Theorem 2 terms"),
     MetricGroup("distance", _compute_distance, "dist_abs/<layer>, dist_rel/<layer>, dist_abs/all, dist_rel/all",

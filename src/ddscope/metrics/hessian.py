@@ -16,18 +16,21 @@ Parameters are flattened in ``model.named_parameters()`` order; the model runs i
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call, grad, jvp, vmap
 
 from ddscope.estimators import hutchinson_trace, hutchpp_trace, lanczos_top_eig
+from ddscope.metrics.ggn import exact_trace_refusal, ggn_trace
 from ddscope.metrics.jacobian import activations_per_sample, eval_mode, memory_budget
 from ddscope.metrics.losses import Loss, loss_fn
 
-TRACE_METHODS = ("hutchpp", "hutchinson", "exact")
+TRACE_METHODS = ("auto", "ggn", "hutchpp", "hutchinson", "exact")
 HVP_MODES = ("auto", "double_backward", "forward_over_reverse")
 # mode="auto": double backward unless the model has convolutions. Measured on the CPU
 # (bench/bench_hessian.py, 1 000 MNIST-1D samples, equal HVPs): on an MLP double backward is
@@ -250,35 +253,94 @@ def auto_hess_batch(model: nn.Module, x: Tensor, probes: int | None, *, mode: st
     return int(min(len(x), max(16, memory_budget(x, HVP_CPU_BYTES) // max(per_sample, 1))))
 
 
-def hess_trace(
+@dataclass(frozen=True)
+class TraceResult:
+    """tr(H) and how it was obtained: ``method`` is ``"ggn"`` (exact: tr(H) = tr(GGN),
+    :mod:`ddscope.metrics.ggn`), ``"hutchpp"``, ``"hutchinson"`` or ``"exact"`` (dim products);
+    ``layers`` = ``{module path: its diagonal block's trace}`` (``"ggn"`` only, else empty);
+    ``refusal`` = why ``"auto"`` did not use the exact formula (``None`` when it did)."""
+
+    value: float
+    method: str
+    layers: dict[str, float] = field(default_factory=dict)
+    refusal: str | None = None
+
+
+def hess_trace(model: nn.Module, batches: Iterable[tuple[Tensor, Tensor]], **kwargs) -> float:
+    """tr(H) = Δ_θ L, the Laplacian of the mean training loss; :func:`hess_trace_detail`'s value."""
+    return hess_trace_detail(model, batches, **kwargs).value
+
+
+def hess_trace_detail(
     model: nn.Module,
     batches: Iterable[tuple[Tensor, Tensor]],
     *,
-    method: str = "hutchpp",
+    method: str = "auto",
     num_matvecs: int = 100,
     generator: torch.Generator | None = None,
     params: Sequence[str] | None = None,
     vmap_chunk: int | None = 8,
     mode: str = "auto",
     loss: Loss = "cross_entropy",
-) -> float:
+    grad_chunk: int = 64,
+) -> TraceResult:
     """tr(H) = Δ_θ L, the Laplacian of the mean training loss (``loss``, as in :func:`loss_hvp`).
 
-    ``"hutchpp"``: Hutch++ (Meyer et al. 2021), exact once ⌊num_matvecs/3⌋ ≥ dim;
-    ``"hutchinson"``: Rademacher Hutchinson (1989), standard error √(2(‖H‖_F²−Σ H_ii²)/m);
-    ``"exact"``: Σ_i e_iᵀ H e_i with dim products (tiny models only; ignores num_matvecs).
+    ``"auto"`` (default): ``"ggn"`` when the network is piecewise linear in each parameter
+    (:func:`~ddscope.metrics.ggn.exact_trace_refusal` is ``None``), else ``"hutchpp"``;
+    ``"ggn"``: exact, tr(H) = tr(GGN) = (1/N) Σ_n Σ_k s_nk ‖∇_θ(v_nkᵀ f(x_n))‖² by C per-sample
+    gradient passes of ``grad_chunk`` samples, with per-layer traces (raises ValueError on a
+    network where it does not hold); ``"hutchpp"``: Hutch++ (Meyer et al. 2021), exact once
+    ⌊num_matvecs/3⌋ ≥ dim; ``"hutchinson"``: Rademacher Hutchinson (1989), standard error
+    √(2(‖H‖_F²−Σ H_ii²)/m); ``"exact"``: Σ_i e_iᵀ H e_i with dim products (tiny models only).
     ``generator=None`` draws probes from a fresh generator seeded 0; ``params``,
     ``vmap_chunk`` and ``mode`` (how the products are taken) as in :func:`loss_hvp`.
     """
     if method not in TRACE_METHODS:
         raise ValueError(f"unknown trace method {method!r}; allowed: {', '.join(TRACE_METHODS)}")
+    resolve_mode(model, mode)  # checked whichever method runs
+    batches = [(x, y) for x, y in batches if len(y)]
+    refusal = None
+    if method in ("auto", "ggn") and batches:
+        refusal = exact_trace_refusal(model, tuple(batches[0][0].shape[1:]))
+        if method == "ggn" and refusal is not None:
+            raise ValueError(f"hess_trace method 'ggn' is exact only for piecewise-linear networks: {refusal}")
+        if refusal is None:
+            x = torch.cat([b[0] for b in batches])
+            y = torch.cat([b[1] for b in batches])
+            with _only_params(model, params):
+                value, layers = ggn_trace(model, x, y, loss=loss, chunk_size=grad_chunk)
+            return TraceResult(value, "ggn", layers)
+        method = "hutchpp"
     matvec, dim = loss_hvp(model, batches, params=params, vmap_chunk=vmap_chunk, mode=mode, loss=loss)
     ref = next(iter(model.parameters()))
     if method == "exact":
         eye = torch.eye(dim, dtype=ref.dtype, device=ref.device)
-        return float(sum(torch.trace(matvec(eye[:, i : i + 256])[i : i + 256]) for i in range(0, dim, 256)))
+        value = float(sum(torch.trace(matvec(eye[:, i : i + 256])[i : i + 256]) for i in range(0, dim, 256)))
+        return TraceResult(value, "exact", refusal=refusal)
     estimator = hutchpp_trace if method == "hutchpp" else hutchinson_trace
-    return estimator(matvec, dim, num_matvecs, generator=generator, dtype=ref.dtype, device=ref.device)
+    value = estimator(matvec, dim, num_matvecs, generator=generator, dtype=ref.dtype, device=ref.device)
+    return TraceResult(value, method, refusal=refusal)
+
+
+@contextlib.contextmanager
+def _only_params(model: nn.Module, params: Sequence[str] | None):
+    """``requires_grad`` off for the parameters outside ``params`` (all kept when ``None``)."""
+    if params is None:
+        yield
+        return
+    named = dict(model.named_parameters())
+    unknown = [n for n in params if n not in named]
+    if unknown:
+        raise ValueError(f"unknown parameter names {unknown}; the model has {list(named)}")
+    flags = {n: p.requires_grad for n, p in named.items()}
+    try:
+        for n, p in named.items():
+            p.requires_grad_(n in set(params))
+        yield
+    finally:
+        for n, p in named.items():
+            p.requires_grad_(flags[n])
 
 
 def hess_top(

@@ -35,7 +35,7 @@ DEFAULT_OPTIONS = {
     "path_k": _CONFIG.path_k,  # points per segment, endpoints included
     "lip_iters": 100,  # Lanczos steps per conv / pooling layer
     "hess_samples": _CONFIG.hess_samples or None,  # training samples for "hessian" and "theorem2" (None: all)
-    "hess_method": "hutchpp",  # hutchpp / hutchinson / exact
+    "hess_method": _CONFIG.hess_method,  # auto (exact tr(GGN) where it equals tr(H), else hutchpp) / ggn / hutchpp / hutchinson / exact
     "hess_matvecs": _CONFIG.hess_matvecs,  # Hessian-vector products for the trace
     "lanczos_iters": _CONFIG.lanczos_iters,  # Lanczos steps for the top Hessian eigenvalue
     "hess_batch": None,  # samples per Hessian-vector-product batch (None: sized from memory, auto_hess_batch)
@@ -83,6 +83,7 @@ def options_from_config(m: MetricsConfig) -> dict:
         "hess_samples": m.hess_samples or None,
         "hess_matvecs": m.hess_matvecs,
         "lanczos_iters": m.lanczos_iters,
+        "hess_method": m.hess_method,
     }
 
 

@@ -17,98 +17,13 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
-from torch.func import functional_call, grad, vmap
 
 from ddscope.metrics.hessian import hess_trace
 from ddscope.metrics.jacobian import eval_mode, jacobian_norms
 from ddscope.metrics.autolip import first_linear_map
 from ddscope.metrics.lipschitz import conv_operator_norm, linear_map_norm, record_input_shapes
 from ddscope.metrics.losses import Loss, loss_fn
-
-
-def per_sample_grad_sq(model: nn.Module, x: Tensor, y: Tensor, *, chunk_size: int = 256,
-                       loss: Loss = "cross_entropy") -> Tensor:
-    """‖∇_θ L_n‖² for every sample, (N,), over all parameters with requires_grad, L_n = ℓ(f(x_n), y_n).
-
-    When every trained parameter belongs to an ``nn.Linear`` called once per forward on a
-    (B, in) input (an MLP), ∇_W L_n = δ_n a_nᵀ and ∇_b L_n = δ_n with a_n the layer's input and
-    δ_n = ∂L_n/∂(W a_n + b), so ‖∇_W L_n‖² = ‖δ_n‖²‖a_n‖² (Goodfellow 2015, "Efficient per-example
-    gradient computations"): one forward and one backward pass per chunk. Otherwise
-    ``vmap(grad(L_n))`` over the samples of a chunk with ``functional_call``. Eval mode either
-    way, so each sample's loss depends on that sample only.
-    """
-    linears = _trained_linears(model)
-    if linears is not None:
-        with eval_mode(model):
-            parts = []
-            for s in range(0, len(x), chunk_size):
-                part = _linear_grad_sq(model, linears, x[s : s + chunk_size], y[s : s + chunk_size], loss)
-                if part is None:  # a layer called twice or on a non-(B, in) input: the shortcut does not apply
-                    break
-                parts.append(part)
-            else:
-                return torch.cat(parts) if parts else x.new_zeros(0)
-    return _per_sample_grad_sq_vmap(model, x, y, chunk_size, loss)
-
-
-def _trained_linears(model: nn.Module) -> list[nn.Linear] | None:
-    """The modules owning parameters with requires_grad, if all of them are ``nn.Linear``."""
-    owners = [m for m in model.modules() if any(p.requires_grad for p in m.parameters(recurse=False))]
-    if not owners or any(type(m) is not nn.Linear for m in owners):
-        return None
-    return owners
-
-
-def _linear_grad_sq(model: nn.Module, linears: list[nn.Linear], x: Tensor, y: Tensor, loss: Loss) -> Tensor | None:
-    """Σ_layers ‖δ_n‖²‖a_n‖² (+ ‖δ_n‖² for a trained bias) for one chunk, (B,); ``None`` when a
-    layer is not called exactly once on a (B, in) input (then the caller falls back to vmap)."""
-    seen: dict[nn.Module, list[tuple[Tensor, Tensor]]] = {m: [] for m in linears}
-
-    def hook(module, args, out):
-        seen[module].append((args[0], out))
-
-    handles = [m.register_forward_hook(hook) for m in linears]
-    try:
-        with torch.enable_grad():
-            # Summed, not averaged: the gradient at sample n's layer output is then δ_n of L_n.
-            total = loss_fn(loss)(model(x), y, "sum")
-    finally:
-        for h in handles:
-            h.remove()
-    calls = [seen[m] for m in linears]
-    if any(len(c) != 1 or c[0][0].dim() != 2 or c[0][0].shape[0] != len(x) for c in calls):
-        return None
-    deltas = torch.autograd.grad(total, [c[0][1] for c in calls])  # δ (B, out) per layer
-    sq = x.new_zeros(len(x))
-    for m, c, delta in zip(linears, calls, deltas):
-        d2 = delta.detach().square().sum(1)
-        if m.weight.requires_grad:
-            sq = sq + d2 * c[0][0].detach().square().sum(1)
-        if m.bias is not None and m.bias.requires_grad:
-            sq = sq + d2
-    return sq
-
-
-def _per_sample_grad_sq_vmap(model: nn.Module, x: Tensor, y: Tensor, chunk_size: int,
-                             loss: Loss = "cross_entropy") -> Tensor:
-    """‖∇_θ L_n‖² by ``vmap(grad(L_n))`` over the samples of each chunk (any model)."""
-    named = dict(model.named_parameters())
-    params = {n: p.detach() for n, p in named.items() if p.requires_grad}
-    fixed = {n: p.detach() for n, p in named.items() if not p.requires_grad}
-    fixed.update({n: b.detach() for n, b in model.named_buffers()})
-    ell = loss_fn(loss)
-
-    def loss_one(params: dict[str, Tensor], xn: Tensor, yn: Tensor) -> Tensor:
-        out = functional_call(model, {**fixed, **params}, (xn.unsqueeze(0),))
-        return ell(out, yn.unsqueeze(0), "sum")
-
-    per_sample = vmap(grad(loss_one), in_dims=(None, 0, 0))
-    result = []
-    with eval_mode(model), torch.no_grad():
-        for start in range(0, len(x), chunk_size):
-            grads = per_sample(params, x[start : start + chunk_size], y[start : start + chunk_size])
-            result.append(sum(g.flatten(1).square().sum(1) for g in grads.values()))  # (B,)
-    return torch.cat(result) if result else x.new_zeros(0)
+from ddscope.metrics.persample import per_sample_grad_sq
 
 
 def per_sample_loss(model: nn.Module, batches: list[tuple[Tensor, Tensor]], loss: Loss = "cross_entropy") -> Tensor:
@@ -191,7 +106,8 @@ def theorem2(
     ``thm2_mid_le_rhs``, and ``loss_max``, ``x_min``, ``theta1_norm``, ``input_grad_sq_mean``.
 
     Args:
-        hess_trace_value: tr(H) on the same data if already computed; otherwise Hutch++ with
+        hess_trace_value: tr(H) on the same data if already computed; otherwise exact for a
+            piecewise-linear network (tr(GGN), :mod:`ddscope.metrics.ggn`), else Hutch++ with
             ``hutch_matvecs`` products over batches of ``hess_batch`` samples.
         chunk_size: samples per pass for the per-sample gradients (memory chunk × #params)
             and the input gradients.
@@ -206,8 +122,8 @@ def theorem2(
     batches = [(x[s : s + step], y[s : s + step]) for s in range(0, len(x), step)]
     losses = per_sample_loss(model, batches, loss)
     if hess_trace_value is None:
-        hess_trace_value = hess_trace(model, batches, method="hutchpp", num_matvecs=hutch_matvecs, generator=generator,
-                                      loss=loss)
+        hess_trace_value = hess_trace(model, batches, method="auto", num_matvecs=hutch_matvecs, generator=generator,
+                                      loss=loss, grad_chunk=chunk_size)
     lhs = float(terms["lhs"].mean())
     mid = float(terms["mid"].mean())
     loss_max = float(losses.max())

@@ -117,8 +117,8 @@ def test_residual_add_scales_and_concatenation_follow_the_rules():
     m1, m2 = AddScale().double(), Cat().double()
     w1 = torch.linalg.matrix_norm(m1.lin.weight.detach(), 2).item()
     w2 = torch.linalg.matrix_norm(m2.lin.weight.detach(), 2).item()
-    assert lipschitz_upper(m1, (5,)).value == pytest.approx(3 * w1 + 1, rel=1e-12)
-    assert lipschitz_upper(m2, (5,)).value == pytest.approx(math.sqrt(w2**2 + 1) / 4, rel=1e-12)
+    assert 3 * w1 + 1 <= lipschitz_upper(m1, (5,)).value <= (3 * w1 + 1) * (1 + 1e-8)  # certified: never below
+    assert math.sqrt(w2**2 + 1) / 4 <= lipschitz_upper(m2, (5,)).value <= math.sqrt(w2**2 + 1) / 4 * (1 + 1e-8)
 
 
 def test_attention_and_layernorm_are_unbounded():

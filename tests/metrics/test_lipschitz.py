@@ -66,7 +66,7 @@ def test_mlp_bound_is_product_of_spectral_norms(nets, widths):
     model = nets.mlp(6, widths, 4)
     want = math.prod(float(torch.linalg.svdvals(m.weight)[0]) for m in model if isinstance(m, nn.Linear))
     got = lipschitz_upper(model, (6,))
-    assert got.value == pytest.approx(want, rel=1e-12)
+    assert want <= got.value <= want * (1 + 1e-8)  # certified: the float64 SVD times (1 + rounding margin)
     assert [t for _, t, _ in got.layers] == ["Linear", "ReLU"] * len(widths) + ["Linear"]
 
 
@@ -123,9 +123,9 @@ def test_bound_on_the_model_families(family, width, shape, kw):
 def test_pools_exact_norms():
     # non-overlapping 2x2 average: each output averages 4 disjoint inputs -> 1/sqrt(4)
     pool = nn.Sequential(nn.AvgPool2d(2))
-    assert lipschitz_upper(pool, (3, 6, 6)).value == pytest.approx(0.5, rel=1e-10)
+    assert 0.5 <= lipschitz_upper(pool, (3, 6, 6)).value <= 0.5 * (1 + 1e-8)
     # global average over 16 pixels -> 1/sqrt(16)
-    assert lipschitz_upper(nn.Sequential(nn.AdaptiveAvgPool2d(1)), (2, 4, 4)).value == pytest.approx(0.25, rel=1e-10)
+    assert 0.25 <= lipschitz_upper(nn.Sequential(nn.AdaptiveAvgPool2d(1)), (2, 4, 4)).value <= 0.25 * (1 + 1e-8)
     # overlapping windows: computed from the dense matrix, not assumed
     for p, shape in [(nn.AvgPool1d(3, stride=1), (1, 7)), (nn.AvgPool2d(3, stride=2, padding=1), (1, 7, 7)),
                      (nn.AdaptiveAvgPool2d((3, 2)), (1, 7, 5))]:
@@ -208,7 +208,7 @@ def test_lipschitz_parts():
     model = _TwoStage().double()
     bound = lipschitz_upper(model, (5,))
     want = float(torch.linalg.svdvals(model.body[0].weight)[0] * torch.linalg.svdvals(model.head.weight)[0])
-    assert bound.value == pytest.approx(want, rel=1e-12)
+    assert want <= bound.value <= want * (1 + 1e-8)
     assert [p for p, _, _ in bound.layers] == ["body.0", "body.1", "head"]
 
 

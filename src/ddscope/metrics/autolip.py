@@ -152,15 +152,13 @@ def _arg(node: fx.Node, i: int, key: str, default=None):
 
 
 def autolip(model: nn.Module, input_shape: tuple[int, ...], leaf: Callable[[str, nn.Module, tuple[int, ...]], float],
-            *, constants: dict[str, float] | None = None, linear_norm: Callable | None = None):
+            *, constants: dict[str, float] | None = None):
     """(bound, layers) of ``model`` by AutoLip over its fx graph; see the module docstring.
 
     Args:
         leaf: ``leaf(path, module, input shape) -> constant`` for leaf modules (and the module
             forms built for functional pools).
         constants: user-declared constants by node name, module path or function name.
-        linear_norm: ``linear_norm(fn, input_shape, dtype, device) -> ‖fn‖₂`` for functional
-            convolutions with parameter weights.
 
     Returns:
         ``(value, [(path or node name, op name, constant)])``, the entries for every operation
@@ -227,13 +225,16 @@ def autolip(model: nn.Module, input_shape: tuple[int, ...], leaf: Callable[[str,
             return float(torch.linalg.matrix_norm(W if W.dim() >= 2 else W[None], 2).max())
         if name in ("conv1d", "conv2d"):
             W = const(_arg(node, 1, "weight"))
-            if node.args[0] is not x or not isinstance(W, Tensor) or linear_norm is None:
+            if node.args[0] is not x or not isinstance(W, Tensor):
                 raise unknown(node, f"'{name}' with an input-dependent weight")
             kw = dict(stride=_arg(node, 3, "stride", 1), padding=_arg(node, 4, "padding", 0),
                       dilation=_arg(node, 5, "dilation", 1), groups=_arg(node, 6, "groups", 1))
-            conv = F.conv1d if name == "conv1d" else F.conv2d
+            # the module form of the call, so it gets the same (certified) constant as a layer
+            cls = nn.Conv1d if name == "conv1d" else nn.Conv2d
             W = W.detach()
-            return linear_norm(lambda X: conv(X, W, None, **kw), shape_of(x), W.dtype, W.device)
+            conv = cls(W.shape[1] * kw["groups"], W.shape[0], tuple(W.shape[2:]), bias=False, device="meta", **kw)
+            conv.weight = nn.Parameter(W, requires_grad=False)
+            return leaf(node.name, conv, shape_of(x))
         if name == "batch_norm":
             var, w = const(_arg(node, 2, "running_var")), const(_arg(node, 3, "weight"))
             if not isinstance(var, Tensor) or bool(_arg(node, 5, "training", False)):

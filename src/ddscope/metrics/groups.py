@@ -24,8 +24,10 @@ from torch import Tensor, nn
 from ..config import MetricsConfig
 from .distance import distance_from_init
 from .hessian import auto_hess_batch, hess_top, hess_trace_detail
-from .jacobian import JacNorms, aggregate, jacobian_norms, path_jacobian_norms
+from .ascent import lipschitz_lower
+from .jacobian import JacNorms, aggregate, jacobian_norms, path_jacobian_norms, top_points
 from .lipschitz import lipschitz_upper
+from .tight import lipschitz_upper_tight
 from .theorem import theorem2
 
 
@@ -76,6 +78,8 @@ def _compute_jacobian(ctx: Context) -> dict[str, float]:
             idx = torch.arange(len(x), device=x.device)
         norms = jacobian_norms(ctx.model, x[idx], y=y[idx], generator=gen, **ctx.jac_kw)
         out.update({f"{k}/{name}": v for k, v in aggregate(norms).items()})
+        if ctx.opt["output"] == "logits":  # lip_lower starts from the largest norms of every split
+            ctx.shared.setdefault("witnesses", []).extend(top_points(norms.spec, x[idx]))
         for sub, mask in mine.items():
             keep = mask.to(idx.device)[idx]  # (n,) which of the measured samples are in `sub`
             if keep.any():
@@ -94,15 +98,49 @@ def _compute_paths(ctx: Context) -> dict[str, float]:
     out: dict[str, float] = {}
     for name, same in (("path_same", True), ("path_any", False)):
         agg = path_jacobian_norms(ctx.model, x, y, n_pairs=ctx.opt["path_pairs"], k=ctx.opt["path_k"],
-                                  same_class=same, generator=ctx.gen, **ctx.jac_kw)
+                                  same_class=same, generator=ctx.gen,
+                                  witnesses=ctx.shared.setdefault("witnesses", []) if ctx.opt["output"] == "logits" else None,
+                                  **ctx.jac_kw)
         out.update({f"{k}/{name}": v for k, v in agg.items()})
     return out
 
 
 def _compute_lipschitz(ctx: Context) -> dict[str, float]:
+    """The bracket lip_lower ≤ Lip(f) ≤ lip_upper_tight ≤ lip_upper (and the Lanczos product)."""
     bound = lipschitz_upper(ctx.model, tuple(ctx.input_shape), num_iters=ctx.opt["lip_iters"],
                             constants=ctx.opt["lip_constants"])
-    return {"lip_upper": bound.value, **{f"lip_layer/{path}": value for path, _, value in bound.layers}}
+    tight = lipschitz_upper_tight(ctx.model, tuple(ctx.input_shape))
+    out = {"lip_upper": bound.value, "lip_upper_lanczos": bound.lanczos_value,
+           # both certified, so the smaller is too (ECLipsE-Fast on MLPs, else the product bound)
+           "lip_upper_tight": bound.value if tight is None else min(tight, bound.value),
+           "lip_upper_tight_eclipse": float(tight is not None),
+           **{f"lip_layer/{path}": value for path, _, value in bound.layers},
+           **{f"lip_layer_lanczos/{path}": value for path, value in bound.lanczos_layers.items()}}
+    if ctx.splits:
+        out.update(_lip_lower(ctx))
+    return out
+
+
+def _lip_lower(ctx: Context) -> dict[str, float]:
+    """lip_lower by ascent from the largest measured norms (or random training points when the
+    Jacobian groups did not run on logits), inside the box spanned by every split's inputs."""
+    xs = [x for x, _ in ctx.splits.values() if len(x)]
+    if not xs:
+        return {}
+    flat = torch.cat([x.flatten(1) for x in xs])
+    lo, hi = flat.min(0).values.reshape(xs[0].shape[1:]), flat.max(0).values.reshape(xs[0].shape[1:])
+    found = sorted(ctx.shared.get("witnesses", []), key=lambda w: -w[0])[: ctx.opt["lip_lower_starts"]]
+    kw = {**ctx.jac_kw, "output": "logits"}
+    kw.pop("loss")
+    if found:
+        starts = torch.stack([p for _, p in found])
+        values = torch.tensor([v for v, _ in found], dtype=starts.dtype, device=starts.device)
+    else:
+        x = next(iter(ctx.splits.values()))[0]
+        starts, values = _subsample(x, x, ctx.opt["lip_lower_starts"], ctx.gen)[0], None
+    low = lipschitz_lower(ctx.model, starts, lo, hi, start_values=values, steps=ctx.opt["lip_lower_steps"],
+                          generator=ctx.gen, **kw)
+    return {"lip_lower": low.value, "lip_lower_dist": low.distance}
 
 
 def _hessian_batches(ctx: Context, group: str) -> tuple[Tensor, Tensor, list]:
@@ -163,8 +201,10 @@ GROUPS: dict[str, MetricGroup] = {g.name: g for g in (
                 "jac_spec_rms/train", "input-Jacobian norms on the data splits"),
     MetricGroup("paths", _compute_paths, "the jacobian keys for <split> = path_same, path_any",
                 "jac_spec_rms/path_same", "Jacobian norms on paths between training points"),
-    MetricGroup("lipschitz", _compute_lipschitz, "lip_upper, lip_layer/<layer>", "lip_upper",
-                "the Lipschitz upper bound and its per-layer factors"),
+    MetricGroup("lipschitz", _compute_lipschitz,
+                "lip_upper, lip_upper_lanczos, lip_upper_tight, lip_upper_tight_eclipse (1: ECLipsE-Fast), "
+                "lip_layer/<layer>, lip_layer_lanczos/<layer> (conv and pools), lip_lower, lip_lower_dist (with data)",
+                "lip_upper", "the Lipschitz bracket: certified lower and upper bounds and the per-layer factors"),
     MetricGroup("hessian", _compute_hessian,
                 "hess_trace, hess_trace_exact (1: exact tr(GGN) or dense, 0: Hutch++), hess_trace/<layer> (exact only), "
                 "hess_top", "hess_trace", "trace and top eigenvalue of the training loss's Hessian"),

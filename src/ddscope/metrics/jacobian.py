@@ -394,16 +394,26 @@ def path_jacobian_norms(
     same_class: bool = True,
     generator: torch.Generator | None = None,
     output: str = "logits",
+    witnesses: list | None = None,
     **kw,
 ) -> dict[str, float]:
     """:func:`aggregate` of the Jacobian norms along training-pair paths (trapezoid rule).
 
     ``jac_spec_rms`` = ( (1/P) Σ_p ∫₀¹ ‖J((1−t)x_i + t x_j)‖₂² dt )^½ etc. For
     ``output="loss"`` every point of a segment is labelled y_i (the label of both ends when
-    ``same_class``). Extra keyword arguments go to :func:`jacobian_norms`.
+    ``same_class``). Extra keyword arguments go to :func:`jacobian_norms`. ``witnesses``: a
+    list that gets :func:`top_points` of the path points (for ``lip_lower``'s starts).
     """
     i, j = path_pairs(y, n_pairs, same_class=same_class, generator=generator)
     points, weights = _segments(x, i, j, k)
     labels = y[i].repeat_interleave(k) if output == "loss" else None
     norms = jacobian_norms(model, points, output=output, y=labels, generator=generator, **kw)
+    if witnesses is not None:
+        witnesses.extend(top_points(norms.spec, points))
     return aggregate(norms, weights)
+
+
+def top_points(spec: Tensor, points: Tensor, k: int = 4) -> list[tuple[float, Tensor]]:
+    """The k points with the largest ‖J‖₂, as (value, point) pairs."""
+    top = spec.topk(min(k, len(spec))).indices
+    return [(float(spec[t]), points[t]) for t in top.tolist()]

@@ -17,9 +17,10 @@ to ~1e-8 relative on small layers (see tests/metrics/test_lipschitz.py).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
@@ -27,6 +28,7 @@ from torch.func import vjp
 
 from ddscope.estimators import lanczos_top_eig, sqrt_clamped
 from ddscope.metrics.autolip import autolip, trace
+from ddscope.metrics.convnorm import ROUNDING_MARGIN, conv_norm_certified
 from ddscope.metrics.jacobian import eval_mode
 from ddscope.models.blocks import Residual
 
@@ -89,6 +91,11 @@ class LipschitzBound:
     value: float
     layers: list[tuple[str, str, float]]
     method: str = "walk"  # "autolip" (the fx graph) or "walk" (the module tree)
+    # The same bound with every conv / average-pool norm its Lanczos estimate (a Ritz value,
+    # from below) instead of its certified value, and those estimates by layer: the gap shows
+    # how much the certificate costs. Equal to ``value`` for networks without such layers.
+    lanczos_value: float | None = None
+    lanczos_layers: dict[str, float] = field(default_factory=dict)
 
 
 def record_input_shapes(model: nn.Module, input_shape: tuple[int, ...]) -> tuple[dict[int, tuple[int, ...]], list[nn.Module]]:
@@ -224,13 +231,23 @@ def max_pool_lipschitz(pool: nn.Module, input_shape: tuple[int, ...]) -> float:
 
 def leaf_lipschitz(
     path: str, module: nn.Module, input_shape: tuple[int, ...], *, num_iters: int = 100, tol: float = 1e-8,
-    generator: torch.Generator | None = None,
+    generator: torch.Generator | None = None, certified: bool = True, estimate: float | None = None,
 ) -> float:
-    """Lipschitz constant (upper bound) of one leaf layer on its input shape; see module doc."""
+    """Lipschitz constant (upper bound) of one leaf layer on its input shape; see module doc.
+
+    ``certified=True``: never below the exact constant (convolutions by
+    :func:`~ddscope.metrics.convnorm.conv_norm_certified`, average pools by their dense matrix
+    or the Schur bound, Linear by a float64 SVD; ``estimate`` = the Lanczos value when the
+    caller has it); ``False``: conv and pool norms are Lanczos estimates (from below)."""
     if isinstance(module, nn.Linear):
-        return float(torch.linalg.matrix_norm(module.weight.detach(), 2))
+        W = module.weight.detach()
+        if not certified:
+            return float(torch.linalg.matrix_norm(W, 2))
+        return float(torch.linalg.matrix_norm(W.to(torch.float64), 2)) * (1 + ROUNDING_MARGIN)
     if isinstance(module, (nn.Conv1d, nn.Conv2d)):
-        return conv_operator_norm(module, input_shape, num_iters=num_iters, tol=tol, generator=generator)
+        lanczos = estimate if estimate is not None else conv_operator_norm(module, input_shape, num_iters=num_iters, tol=tol,
+                                                                           generator=generator)
+        return conv_norm_certified(module, input_shape, estimate=lanczos).value if certified else lanczos
     if isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)):
         if module.running_var is None:
             raise ValueError(f"BatchNorm '{path}' has no running statistics, so it is not a fixed map in eval mode")
@@ -255,11 +272,33 @@ def leaf_lipschitz(
     if isinstance(module, AVG_POOLS):
         # pools act on each channel alike, so the norm on one channel is the norm on all; a
         # parameter-free map on one channel is cheap enough to measure in float64 on the CPU
+        if certified:
+            return avg_pool_certified(module, (1, *input_shape[1:]))
         return linear_map_norm(module, (1, *input_shape[1:]), dtype=torch.float64, device=torch.device("cpu"),
                                num_iters=num_iters, tol=tol, generator=generator)
     if isinstance(module, MAX_POOLS):
         return max_pool_lipschitz(module, input_shape)
     raise ValueError(f"lipschitz_upper: module '{path}' of type {type(module).__name__} is not supported; supported: {SUPPORTED}")
+
+
+POOL_DENSE_MAX = 4096  # spatial positions of one channel up to which an average pool's matrix is formed
+
+
+def avg_pool_certified(pool: nn.Module, shape: tuple[int, ...]) -> float:
+    """‖A‖₂ of an average pool on one channel ``shape`` = (1, *spatial), never below: the dense
+    matrix's float64 SVD up to :data:`POOL_DENSE_MAX` positions, else the Schur test
+    ‖A‖₂ ≤ √(max row sum · max column sum) (A ≥ 0 entrywise)."""
+    dim = math.prod(shape)
+    with torch.no_grad():
+        if dim <= POOL_DENSE_MAX:
+            eye = torch.eye(dim, dtype=torch.float64).view(dim, *shape)
+            cols = pool(eye).reshape(dim, -1)
+            return float(torch.linalg.matrix_norm(cols, 2)) * (1 + ROUNDING_MARGIN)
+        ones = torch.ones(1, *shape, dtype=torch.float64, requires_grad=True)
+        with torch.enable_grad():
+            out = pool(ones)
+            col = torch.autograd.grad(out, ones, torch.ones_like(out))[0]  # Aᵀ1: column sums
+        return math.sqrt(float(out.max()) * float(col.max())) * (1 + ROUNDING_MARGIN)
 
 
 def walk_lipschitz(model: nn.Module, input_shape: tuple[int, ...], leaf_norm: LeafNorm) -> LipschitzBound:
@@ -333,35 +372,57 @@ def lipschitz_upper(
     """
     if method not in ("auto", "autolip", "walk"):
         raise ValueError(f"method must be auto, autolip or walk, got {method!r}")
-    def leaf(path: str, module: nn.Module, shape: tuple[int, ...]) -> float:
-        if constants and path in constants:
-            return float(constants[path])
-        if hasattr(module, "lipschitz_constant"):
-            return float(module.lipschitz_constant)
-        return leaf_lipschitz(path, module, shape, num_iters=num_iters, tol=tol, generator=generator)
+    estimates: dict[tuple, float] = {}  # (path, shape) -> Lanczos value, shared by both passes
+    lanczos_layers: dict[str, float] = {}
 
-    def linear_norm(fn, shape, dtype, device) -> float:
-        return linear_map_norm(fn, shape, dtype=dtype, device=device, num_iters=num_iters, tol=tol, generator=generator)
+    def leaf_with(certified: bool):
+        def leaf(path: str, module: nn.Module, shape: tuple[int, ...]) -> float:
+            if constants and path in constants:
+                return float(constants[path])
+            if hasattr(module, "lipschitz_constant"):
+                return float(module.lipschitz_constant)
+            est = None
+            if isinstance(module, (nn.Conv1d, nn.Conv2d, *AVG_POOLS)):
+                key = (path, tuple(shape))
+                if key not in estimates:
+                    estimates[key] = leaf_lipschitz(path, module, shape, num_iters=num_iters, tol=tol,
+                                                    generator=generator, certified=False)
+                est = estimates[key]
+                lanczos_layers[path] = est
+                if not certified:
+                    return est
+            return leaf_lipschitz(path, module, shape, num_iters=num_iters, tol=tol, generator=generator,
+                                  certified=certified, estimate=est if isinstance(module, (nn.Conv1d, nn.Conv2d)) else None)
+        return leaf
 
     with torch.no_grad():
-        if method == "walk":
-            return walk_lipschitz(model, input_shape, leaf)
-        if method == "autolip":
-            value, layers = autolip(model, tuple(input_shape), leaf, constants=constants, linear_norm=linear_norm)
-            return LipschitzBound(value=float(value), layers=layers, method="autolip")
-        try:
-            trace(model, tuple(input_shape))
-        except Exception as traced:  # noqa: BLE001 — control flow on the input, untraceable calls
-            try:
-                return walk_lipschitz(model, input_shape, leaf)
-            except ValueError as e:
-                raise ValueError(f"{e} (and torch.fx cannot trace the model for AutoLip: "
-                                 f"{type(traced).__name__}: {str(traced).splitlines()[0] if str(traced) else ''})") from None
-        try:
-            value, layers = autolip(model, tuple(input_shape), leaf, constants=constants, linear_norm=linear_norm)
-        except ValueError as auto_error:
-            try:  # a module tree with lipschitz_parts() may still be walked
-                return walk_lipschitz(model, input_shape, leaf)
-            except ValueError:
-                raise auto_error from None
+        bound = _combine(model, tuple(input_shape), leaf_with(True), constants, method)
+        if not lanczos_layers:  # no conv or pool: the Lanczos product is the same number
+            return dataclasses.replace(bound, lanczos_value=bound.value)
+        rough = _combine(model, tuple(input_shape), leaf_with(False), constants, bound.method)
+    return dataclasses.replace(bound, lanczos_value=rough.value, lanczos_layers=dict(lanczos_layers))
+
+
+def _combine(model: nn.Module, input_shape: tuple[int, ...], leaf: LeafNorm, constants, method: str) -> LipschitzBound:
+    """AutoLip or the walk (``method`` as in :func:`lipschitz_upper`) with leaf constants ``leaf``."""
+    if method == "walk":
+        return walk_lipschitz(model, input_shape, leaf)
+    if method == "autolip":
+        value, layers = autolip(model, input_shape, leaf, constants=constants)
         return LipschitzBound(value=float(value), layers=layers, method="autolip")
+    try:
+        trace(model, input_shape)
+    except Exception as traced:  # noqa: BLE001 — control flow on the input, untraceable calls
+        try:
+            return walk_lipschitz(model, input_shape, leaf)
+        except ValueError as e:
+            raise ValueError(f"{e} (and torch.fx cannot trace the model for AutoLip: "
+                             f"{type(traced).__name__}: {str(traced).splitlines()[0] if str(traced) else ''})") from None
+    try:
+        value, layers = autolip(model, input_shape, leaf, constants=constants)
+    except ValueError as auto_error:
+        try:  # a module tree with lipschitz_parts() may still be walked
+            return walk_lipschitz(model, input_shape, leaf)
+        except ValueError:
+            raise auto_error from None
+    return LipschitzBound(value=float(value), layers=layers, method="autolip")

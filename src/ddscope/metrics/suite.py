@@ -34,6 +34,8 @@ DEFAULT_OPTIONS = {
     "path_pairs": _CONFIG.path_pairs,  # pairs per path family
     "path_k": _CONFIG.path_k,  # points per segment, endpoints included
     "lip_iters": 100,  # Lanczos steps per conv / pooling layer
+    "lip_lower_starts": 8,  # ascent chains of lip_lower, from the largest measured ‖J‖₂
+    "lip_lower_steps": 30,  # ascent steps per chain (each 9 Jacobians per chain)
     "hess_samples": _CONFIG.hess_samples or None,  # training samples for "hessian" and "theorem2" (None: all)
     "hess_method": _CONFIG.hess_method,  # auto (exact tr(GGN) where it equals tr(H), else hutchpp) / ggn / hutchpp / hutchinson / exact
     "hess_matvecs": _CONFIG.hess_matvecs,  # Hessian-vector products for the trace

@@ -10,8 +10,8 @@ points: their values are witnesses too, so ``lip_lower`` ≥ every ``jac_spec_ma
 ‖J(x)‖₂. For a ReLU network ‖J(x)‖₂ is piecewise constant (its autograd gradient is 0 almost
 everywhere), so the ascent follows the gradient of the Gaussian smoothing E_ξ‖J(x + σξ)‖₂,
 estimated from ``probes`` antithetic pairs (Nesterov & Spokoiny, "Random gradient-free
-minimization of convex functions", 2017), with a step that grows by 1.5 after a gain and halves
-after a loss. All coordinates are measured in units of the box's width per coordinate.
+minimization of convex functions", 2017), with a step that grows by 1.5 after a gain, stays after
+a tie (a random direction where no probe saw a change) and halves after a loss. All coordinates are measured in units of the box's width per coordinate.
 """
 
 from __future__ import annotations
@@ -85,7 +85,10 @@ def lipschitz_lower(
         fp, fm = norms(plus.reshape(-1, d)).reshape(m, probes), norms(minus.reshape(-1, d)).reshape(m, probes)
         g = ((fp - fm)[..., None] * xi).sum(1)  # (m, d) smoothed-gradient direction
         g_norm = g.norm(dim=1, keepdim=True)
-        direction = torch.where(g_norm > 0, g / g_norm.clamp_min(1e-30), torch.zeros_like(g))
+        # on a plateau (no probe saw a change) a random direction explores instead
+        rand = torch.randn(m, d, generator=gen, device=gen.device).to(starts)
+        rand = rand / rand.norm(dim=1, keepdim=True).clamp_min(1e-30)
+        direction = torch.where(g_norm > 0, g / g_norm.clamp_min(1e-30), rand)
         cand = (z + eta * direction).clamp(0, 1)
         fc = norms(cand)
         # witnesses: the probes and the candidate
@@ -96,10 +99,10 @@ def lipschitz_lower(
         better = top_f > best_f
         best_f = torch.where(better, top_f, best_f)
         best_z = torch.where(better[:, None], pool_z[torch.arange(m), k], best_z)
-        gain = fc > f
-        z = torch.where(gain[:, None], cand, z)
-        f = torch.where(gain, fc, f)
-        eta = torch.where(gain[:, None], eta * 1.5, eta * 0.5).clamp(max=d**0.5)
+        gain, keep = fc > f, fc >= f  # a tie walks along the plateau at the same step
+        z = torch.where(keep[:, None], cand, z)
+        f = torch.where(keep, fc, f)
+        eta = torch.where(gain[:, None], eta * 1.5, torch.where(keep[:, None], eta, eta * 0.5)).clamp(max=d**0.5)
     i = int(best_f.argmax())
     point = (lo + best_z[i] * width).reshape(shape)
     start = starts[int(best_from[i])]

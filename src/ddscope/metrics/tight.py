@@ -3,7 +3,8 @@
 Xu & Sivaranjani, "ECLipsE: Efficient Compositional Lipschitz Constant Estimation for Deep
 Neural Networks", NeurIPS 2024 (Algorithm ECLipsE-Fast). For f = W_l φ(W_{l−1} ⋯ φ(W_1 x)) with
 every activation slope-restricted in [α, β] = [0, 1] (ReLU, LeakyReLU with slope in [0, 1],
-Hardtanh, ReLU6, tanh, sigmoid), the LipSDP-Neuron matrix inequality (Fazlyab et al., NeurIPS
+Hardtanh, ReLU6, tanh; sigmoid = ¼·ψ with ψ in [0, 1], the ¼ moved into the next layer), the
+LipSDP-Neuron matrix inequality (Fazlyab et al., NeurIPS
 2019) is decomposed into one small closed-form step per layer (m = (α + β)/2 = 1/2):
 
     X_0 = I,   λ_i = 1 / (2 m² λ_max(W_i X_{i−1}⁻¹ W_iᵀ)),
@@ -24,9 +25,10 @@ from torch import Tensor, fx, nn
 from ddscope.metrics.autolip import _name, trace
 from ddscope.metrics.convnorm import ROUNDING_MARGIN
 
-# Elementwise with slope in [0, 1] everywhere.
-SLOPE_01 = (nn.ReLU, nn.ReLU6, nn.Hardtanh, nn.Tanh, nn.Sigmoid)
-_SLOPE_01_FUNCTIONS = {"relu", "relu_", "relu6", "hardtanh", "tanh", "sigmoid"}
+# Elementwise with slope in [0, β] everywhere: β·ψ with ψ slope-restricted in [0, 1], and β
+# moved into the next layer's weights.
+SLOPE_01 = {nn.ReLU: 1.0, nn.ReLU6: 1.0, nn.Hardtanh: 1.0, nn.Tanh: 1.0, nn.Sigmoid: 0.25}
+_SLOPE_01_FUNCTIONS = {"relu": 1.0, "relu_": 1.0, "relu6": 1.0, "hardtanh": 1.0, "tanh": 1.0, "sigmoid": 0.25}
 _PASS = (nn.Identity, nn.Flatten, nn.Dropout)
 _PASS_FUNCTIONS = {"flatten", "reshape", "view", "contiguous", "dropout", "float", "double", "to"}
 
@@ -43,7 +45,17 @@ def mlp_chain(model: nn.Module, input_shape: tuple[int, ...]) -> list[Tensor] | 
     modules = dict(gm.named_modules())
     weights: list[Tensor] = []
     pending: Tensor | None = None  # the product of the Linears since the last activation
+    carry = 1.0  # β of the last activation, for the next layer's weights
     seen_linear = False
+
+    def activation(beta: float) -> bool:
+        nonlocal pending, carry
+        if pending is None:
+            return False  # an activation on the input, or two in a row: not this form
+        weights.append(pending * carry)
+        pending, carry = None, beta
+        return True
+
     prev: fx.Node | None = None
     for node in gm.graph.nodes:
         if node.op == "placeholder":
@@ -67,11 +79,9 @@ def mlp_chain(model: nn.Module, input_shape: tuple[int, ...]) -> list[Tensor] | 
                 if m.weight is not None:
                     scale = scale * m.weight.detach().double().cpu()
                 pending = scale[:, None] * pending
-            elif isinstance(m, SLOPE_01) or (isinstance(m, nn.LeakyReLU) and 0 <= m.negative_slope <= 1):
-                if pending is None:
-                    return None  # an activation on the input: not this form
-                weights.append(pending)
-                pending = None
+            elif type(m) in SLOPE_01 or (isinstance(m, nn.LeakyReLU) and 0 <= m.negative_slope <= 1):
+                if not activation(SLOPE_01.get(type(m), 1.0)):
+                    return None
             elif isinstance(m, _PASS) or (isinstance(m, nn.Unflatten) and not seen_linear):
                 continue
             else:
@@ -81,10 +91,8 @@ def mlp_chain(model: nn.Module, input_shape: tuple[int, ...]) -> list[Tensor] | 
             if name in _SLOPE_01_FUNCTIONS or (name in ("leaky_relu", "leaky_relu_")
                                                and 0 <= float(node.args[1] if len(node.args) > 1 else
                                                               node.kwargs.get("negative_slope", 0.01)) <= 1):
-                if pending is None:
+                if not activation(_SLOPE_01_FUNCTIONS.get(name, 1.0)):
                     return None
-                weights.append(pending)
-                pending = None
             elif name in _PASS_FUNCTIONS and not seen_linear or name in ("dropout", "contiguous"):
                 continue
             else:
@@ -92,7 +100,9 @@ def mlp_chain(model: nn.Module, input_shape: tuple[int, ...]) -> list[Tensor] | 
         else:
             return None
     if pending is not None:
-        weights.append(pending)
+        weights.append(pending * carry)
+    elif weights:  # the chain ends in an activation: f = β·I ∘ ψ(⋯), one more (linear) layer
+        weights.append(carry * torch.eye(weights[-1].shape[0], dtype=torch.float64))
     return weights if weights else None
 
 

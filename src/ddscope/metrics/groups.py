@@ -27,6 +27,7 @@ from .hessian import auto_hess_batch, hess_top, hess_trace_detail
 from .ascent import lipschitz_lower
 from .jacobian import JacNorms, aggregate, jacobian_norms, path_jacobian_norms, top_points
 from .lipschitz import lipschitz_upper
+from .spectrum import hess_spectrum, spectrum_metrics
 from .tight import lipschitz_upper_tight
 from .theorem import theorem2
 
@@ -173,6 +174,13 @@ def _compute_theorem2(ctx: Context) -> dict[str, float]:
     return {k: float(v) for k, v in thm.items()}
 
 
+def _compute_spectrum(ctx: Context) -> dict[str, float]:
+    _, _, _, batches = _hessian_batches(ctx, "spectrum")
+    s = hess_spectrum(ctx.model, batches, top_k=ctx.opt["spec_top_k"], probes=ctx.opt["spec_probes"],
+                      steps=ctx.opt["spec_steps"], generator=ctx.gen, loss=ctx.opt["loss"], vmap_chunk=ctx.opt["hess_vmap"])
+    return spectrum_metrics(s)
+
+
 def _compute_distance(ctx: Context) -> dict[str, float]:
     if ctx.init_state is None:
         raise ValueError("metric group 'distance' needs init_state (snapshot_params at step 0)")
@@ -210,6 +218,9 @@ GROUPS: dict[str, MetricGroup] = {g.name: g for g in (
                 "hess_top", "hess_trace", "trace and top eigenvalue of the training loss's Hessian"),
     MetricGroup("theorem2", _compute_theorem2, "thm2_lhs, thm2_mid, thm2_rhs and their parts (theorem2())",
                 "thm2_mid", "the Theorem 2 terms"),
+    MetricGroup("spectrum", _compute_spectrum,
+                "hess_eig/<i> (top-k, 1 = largest), hess_slq_node/<probe>.<step>, hess_slq_weight/<probe>.<step>",
+                "hess_eig/1", "top eigenvalues and spectral density (SLQ) of the training loss's Hessian"),
     MetricGroup("distance", _compute_distance, "dist_abs/<layer>, dist_rel/<layer>, dist_abs/all, dist_rel/all",
                 "dist_rel/all", "distance from initialisation"),
 )}

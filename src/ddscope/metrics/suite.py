@@ -40,6 +40,9 @@ DEFAULT_OPTIONS = {
     "hess_method": _CONFIG.hess_method,  # auto (exact tr(GGN) where it equals tr(H), else hutchpp) / ggn / hutchpp / hutchinson / exact
     "hess_matvecs": _CONFIG.hess_matvecs,  # Hessian-vector products for the trace
     "lanczos_iters": _CONFIG.lanczos_iters,  # Lanczos steps for the top Hessian eigenvalue
+    "spec_top_k": 5,  # eigenvalues of group "spectrum"
+    "spec_probes": 3,  # SLQ probes (each spec_steps Hessian-vector products, batched)
+    "spec_steps": 40,  # Lanczos steps per probe (quadrature nodes)
     "hess_batch": None,  # samples per Hessian-vector-product batch (None: sized from memory, auto_hess_batch)
     "hess_vmap": 8,  # probes per vmapped HVP pass (memory ~ hess_vmap x one batch's HVP)
     "grad_chunk": 64,  # samples per per-sample-gradient pass in theorem2 (memory ~ grad_chunk x #params)
@@ -141,7 +144,7 @@ def measure(
     loss_fn(opt["loss"])
     if "distance" in metrics and init_state is None:
         raise ValueError("metric group 'distance' needs init_state (snapshot_params at step 0)")
-    for group in ("paths", "hessian", "theorem2"):
+    for group in ("paths", "hessian", "theorem2", "spectrum"):
         if group in metrics and "train" not in splits:
             raise ValueError(f"metric group {group!r} needs a 'train' split; got {', '.join(splits) or 'none'}")
     gen = default_generator(generator)

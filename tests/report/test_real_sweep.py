@@ -29,7 +29,7 @@ def test_tiny_sweep_full_report(tmp_path, tiny_overrides):
         assert (rep / f"{name}.png").exists() and (rep / f"{name}.pdf").exists(), name
     ev = pd.read_csv(rep / "evidence.csv")
     want = {"jac_spec_rms/train", "jac_spec_rms/test", "jac_spec_rms/path_same", "lip_upper", "hess_trace",
-            "hess_top", "thm2_lhs", "thm2_mid", "thm2_rhs", "dist_rel/all"}
+            "hess_top", "thm2_lhs", "thm2_mid", "thm2_rhs", "dist_rel/all", "lip_lower", "lip_upper_tight", "lip_gap"}
     assert want <= set(ev["measure"]) <= set(MEASURES)
     a = ev[ev["region"] == "all"]
     assert (a["n_widths"] == 3).all() and (a["n_seeds"].astype(str) == "2").all()
@@ -39,4 +39,15 @@ def test_tiny_sweep_full_report(tmp_path, tiny_overrides):
     assert s["counts"] == {"pending": 0, "running": 0, "done": 6, "failed": 0}
     assert not [m for m in s["missing"] if m.startswith(("Metric group", "Figure"))], s["missing"]
     html = page.read_text()
-    assert html.count("data:image/png;base64") == 8 and "Theorem 2 check per width" in html
+    assert html.count("data:image/png;base64") == 9 and "Theorem 2 check per width" in html
+    assert (rep / "bracket.png").exists()
+    # the bracket, in order, at every epoch of every trial that measured it (the store's own rows)
+    tidy = pd.read_csv(rep / "tidy.csv")
+    wide = tidy.pivot_table(index=["trial_id", "epoch"], columns="metric", values="value")
+    wide = wide[wide["lip_lower"].notna()]
+    assert len(wide) >= 6 * 2
+    spec_max = wide[[c for c in wide.columns if c.startswith("jac_spec_max/")]].max(axis=1)
+    assert (spec_max <= wide["lip_lower"]).all()
+    assert (wide["lip_lower"] <= wide["lip_upper_tight"]).all() and (wide["lip_upper_tight"] <= wide["lip_upper"]).all()
+    assert (wide["lip_upper_tight"] < wide["lip_upper"]).all()  # ECLipsE-Fast is tighter on these MLPs
+    assert (wide["hess_trace_exact"].dropna() == 1).all()  # ReLU MLPs: the exact trace throughout

@@ -66,7 +66,7 @@ def test_partial_store_says_what_is_missing(tmp_path):
         "The sweep is not finished: 2 trial(s) pending",
         "Failed trial (width 8, noise 0.2, seed 1): diverged: loss became nan at epoch 1",
         "Fewer done seeds than planned at noise 20 %, width 8: 1 of 2",
-        "Metric group &#x27;hessian&#x27; (trace and top eigenvalue of the training loss&#x27;s Hessian: hess_trace, "
+        "Metric group &#x27;hessian&#x27; (trace and top eigenvalue of the training loss&#x27;s Hessian: hess_trace, ",
         "hess_top): enabled, but no trial has recorded it yet",
         "Metric group &#x27;distance&#x27; (distance from initialisation: dist_abs/&lt;layer&gt;, dist_rel/&lt;layer&gt;, "
         "dist_abs/all, dist_rel/all): not enabled",

@@ -34,7 +34,7 @@ from ..sweep.table import final_table, tidy
 from . import epochs, figures, html, plots
 from .coverage import missing_items
 from .evidence import MEASURES, evidence_table
-from .summary import conditions, dd_summary, done_rows, representative_widths, theorem2_table, x_axis_of
+from .summary import conditions, dd_summary, done_rows, representative_widths, theorem2_table, with_bracket, x_axis_of
 
 __all__ = ["build_report", "dd_summary", "evidence_table"]
 
@@ -60,6 +60,17 @@ CAPTIONS = {
     "interpolation": ("Interpolation speed", (
         "First epoch at which the train error on the noisy labels is 0, mean ± std over the seeds that got there "
         "(k/n beside a point when only k of n did); triangles at the epoch budget: no seed interpolated.")),
+    "bracket": ("The Lipschitz constant, bracketed", (
+        "Certified bounds on the global Lipschitz constant of the logits at the last epoch (log axis): lip_lower "
+        "is ‖J(x)‖₂ at the best point found by ascent from the largest measured norms inside the data's box (a "
+        "witness, so Lip(f) ≥ lip_lower ≥ every measured max ‖J‖₂); lip_upper multiplies certified layer norms "
+        "(convolutions by their circular embedding or dense SVD, never below the exact norm; dotted: the same "
+        "product with Lanczos estimates); lip_upper_tight is ECLipsE-Fast on MLPs, else lip_upper. Right: the "
+        "gap upper / lower against width — how loose the bracket gets with over-parameterisation.")),
+    "spectrum": ("Hessian spectrum", (
+        "Spectral density of the training loss's Hessian by stochastic Lanczos quadrature (Ghorbani et al. 2019), "
+        "Gaussian-smoothed, for every trial measured with the 'spectrum' group (ddscope spectrum RUN, or the "
+        "group in the schedule), and its top eigenvalues against width.")),
     "theorem2": ("Theorem 2", (
         "LHS = x_min²/‖θ¹‖₂² · (1/N) Σₙ ‖∇ₓLₙ‖², MID = (1/N) Σₙ ‖∇_θLₙ‖², RHS = 2 L_max tr H at the last "
         "epoch (log axis), and the fraction of seeds in which LHS ≤ MID and MID ≤ RHS held.")),
@@ -70,6 +81,7 @@ CAPTIONS = {
         "Relative distance ‖θₗ − θₗ⁰‖_F / ‖θₗ⁰‖_F of each layer's parameters at the last epoch (heat map, mean "
         "over seeds; layers are module paths from input to output), and of the whole network.")),
 }
+OPT_IN_FIGURES = ("spectrum",)  # drawn when asked for; their absence is not a gap in the sweep
 AXIS_COLUMNS = ("model.width", "data.noise", "seed")  # always in the page's final table
 NEEDS = {  # what a figure needs, said when it cannot be drawn
     "double_descent": "err/test",
@@ -77,6 +89,8 @@ NEEDS = {  # what a figure needs, said when it cannot be drawn
     "over_epochs": "jac_spec_rms/train or err/train over epochs",
     "epoch_heatmaps": "jac_spec_rms/train or err/train over epochs",
     "interpolation": "err/train and the trials' interp_epoch",
+    "bracket": "lip_lower and lip_upper (metric group 'lipschitz' with data)",
+    "spectrum": "hess_slq_* (metric group 'spectrum'; ddscope spectrum RUN adds it from checkpoints)",
     "theorem2": "thm2_lhs, thm2_mid, thm2_rhs (metric group 'theorem2')",
     "curvature": "hess_trace, hess_top (metric group 'hessian')",
     "distance": "dist_rel/* (metric group 'distance')",
@@ -135,6 +149,7 @@ def build_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
 
 def _write(out: Path, run_dir: Path, final: pd.DataFrame, long: pd.DataFrame, counts: dict, sweep_cfg: dict) -> None:
     """Every file of the report into the folder ``out``."""
+    final = with_bracket(final)
     final.to_csv(out / "final_table.csv", index=False)
     long.to_csv(out / "tidy.csv", index=False)
 
@@ -156,16 +171,19 @@ def _write(out: Path, run_dir: Path, final: pd.DataFrame, long: pd.DataFrame, co
         "over_epochs": epochs.over_epochs(long, reps),
         "epoch_heatmaps": epochs.epoch_heatmaps(long),
         "interpolation": figures.interpolation_speed(final, budget),
+        "bracket": figures.bracket(final),
         "theorem2": figures.theorem2(final),
         "curvature": figures.curvature(final),
         "distance": figures.distance(final),
+        "spectrum": figures.spectrum(final),
     }
     fig_html, files = {}, {}
     for name, fig in drawn.items():
         title, caption = CAPTIONS[name]
         if fig is None:
             files[name] = None
-            missing.append(f"Figure '{title}' not drawn: the done trials have no {NEEDS[name]}.")
+            if name not in OPT_IN_FIGURES:
+                missing.append(f"Figure '{title}' not drawn: the done trials have no {NEEDS[name]}.")
             fig_html[name] = f"<p class=note>Not drawn: the done trials have no {html.esc(NEEDS[name])}.</p>"
             continue
         png, _pdf = plots.save(fig, out / name)
@@ -211,18 +229,19 @@ def _sections(final: pd.DataFrame, ev: pd.DataFrame, summaries: dict, fig_html: 
         "'peak k': the width of the measure's largest mean ('edge': the narrowest or widest width, so no interior "
         "peak); steps: signed steps along the width grid from the test-error peak / the interpolation threshold to "
         "it. Machine-readable, with p-values: <code>evidence.csv</code>; as Markdown: <code>evidence.md</code>.</p>") + (f"<ul>{legend}</ul>" if legend else "")))
-    for name in ("double_descent", "smoothness", "over_epochs", "epoch_heatmaps", "interpolation", "theorem2"):
+    for name in ("double_descent", "smoothness", "bracket", "over_epochs", "epoch_heatmaps", "interpolation", "theorem2"):
         secs.append((CAPTIONS[name][0], fig_html[name]))
     thm = theorem2_table(final)
     if not thm.empty:
         secs[-1] = (secs[-1][0], secs[-1][1] + "<h3>Theorem 2 check per width</h3>" + html.table(thm))
-    for name in ("curvature", "distance"):
+    for name in ("curvature", "spectrum", "distance"):
         secs.append((CAPTIONS[name][0], fig_html[name]))
     axes = [c for c in final.columns if c in AXIS_COLUMNS or (c.startswith(("data.", "model.", "optim.", "metrics."))
                                                               and final[c].nunique(dropna=False) > 1)]
     cols = [c for c in (*dict.fromkeys(["model.width", "data.noise", *axes]), "seed", "n_train", "params", "status", "err/train", "err/train_clean",
                         "err/train_noisy", "err/test", "loss/train", "loss/test", "interp_epoch", "jac_spec_rms/train",
-                        "jac_spec_rms/test", "jac_spec_rms/path_same", "lip_upper", "hess_trace", "hess_top",
+                        "jac_spec_rms/test", "jac_spec_rms/path_same", "lip_lower", "lip_upper_tight", "lip_upper",
+                        "hess_trace", "hess_top",
                         "dist_rel/all", "wall_s") if c in final.columns]
     secs.append(("Final table (one row per trial)", html.table(final[cols]) +
                  "<p>All columns: <code>final_table.csv</code>; every stored row: <code>tidy.csv</code>; figures as "

@@ -64,6 +64,8 @@ def missing_items(final: pd.DataFrame, counts: dict, metrics: set[str], sweep_cf
         what = f"{row.about}: {row.keys}"
         if row.probe in metrics:
             continue
+        if row.schedule == "off" and (enabled is None or group not in enabled):
+            continue  # an opt-in group (spectrum) nobody asked for is not missing
         if enabled is not None and group not in enabled:
             why = "not enabled in this sweep's config (metrics.groups / metrics.sparse_groups)"
         elif unfinished or not done:

@@ -251,3 +251,83 @@ def distance(final: pd.DataFrame) -> plots.plt.Figure | None:
                      fontsize=9.5)
         style_legend(fig, levels, [], used_levels=used)
         return fig
+
+
+BRACKET: Series = [
+    ("lip_upper", "lip_upper: ∏ of certified layer norms", "-", "D"),
+    ("lip_upper_lanczos", "the same with Lanczos layer norms", ":", "d"),
+    ("lip_upper_tight", "lip_upper_tight (ECLipsE-Fast on MLPs)", "--", "^"),
+    ("lip_lower", "lip_lower: largest ‖J(x)‖₂ found (certified)", "-", "o"),
+    ("jac_spec_max/train", "max ‖J‖₂ at training points", "-.", "s"),
+    ("jac_spec_rms/train", "rms ‖J‖₂ at training points", ":", "x"),
+]
+
+
+def bracket(final: pd.DataFrame) -> plots.plt.Figure | None:
+    """lip_lower ≤ Lip(f) ≤ lip_upper_tight ≤ lip_upper against width (log), with the measured
+    Jacobian norms inside, and the gap lip_upper_tight / lip_lower against width."""
+    if not _has(final, ["lip_lower"]) or not _has(final, ["lip_upper"]):
+        return None
+    levels = noise_levels(final)
+    shown = [s for s in BRACKET if _has(final, [s[0]])]
+    with plots.plt.rc_context(plots.STYLE):
+        fig, axes = subplots(2, width=4.2, height=3.3)
+        used, counts = _panel(axes[0, 0], final, levels, shown, ylabel="Lipschitz constant (log)", logy=True)
+        axes[0, 0].set_title("the bracket: lower ≤ Lip(f) ≤ upper")
+        gaps = [("lip_gap", "lip_upper_tight / lip_lower", "-", "o"), ("lip_gap_product", "lip_upper / lip_lower", "--", "D")]
+        gaps = [g for g in gaps if _has(final, [g[0]])]
+        u2, _ = _panel(axes[0, 1], final, levels, gaps, ylabel="upper / lower (log)", logy=True)
+        axes[0, 1].set_title("gap against width")
+        fig.suptitle("Lipschitz bracket — " + subtitle(levels, counts), fontsize=9.5)
+        style_legend(fig, levels, [(lab, ls, mk) for _, lab, ls, mk in shown + gaps], used_levels=used | u2)
+        return fig
+
+
+def spectrum(final: pd.DataFrame, sigma_rel: float = 0.01) -> plots.plt.Figure | None:
+    """The Hessian's spectral density (SLQ, Gaussian-smoothed, log density) of every trial that
+    has one, one colour per width, and its top eigenvalues against width."""
+    from ..metrics.spectrum import quadrature_from_metrics, spectral_density
+    import torch
+
+    d = done_rows(final)
+    node_cols = [c for c in d.columns if c.startswith("hess_slq_node/")]
+    eig_cols = sorted([c for c in d.columns if c.startswith("hess_eig/")], key=lambda c: int(c.split("/")[1]))
+    if not node_cols or not d[node_cols].notna().any().any():
+        return None
+    rows = d[d[node_cols].notna().any(axis=1)].sort_values("x")
+    cols = [c for c in d.columns if c.startswith(("hess_slq_node/", "hess_slq_weight/"))]
+    quads = [quadrature_from_metrics({c: float(v) for c, v in r[cols].items() if pd.notna(v)}) for _, r in rows.iterrows()]
+    lo = min(float(n[w > 0].min()) for n, w in quads)
+    hi = max(float(n[w > 0].max()) for n, w in quads)
+    span = max(hi - lo, 1e-12)
+    sigma = sigma_rel * span
+    grid = torch.linspace(lo - 5 * sigma, hi + 5 * sigma, 800, dtype=torch.float64)
+    cmap = plots.plt.get_cmap("viridis")
+    widths = rows["x"].astype(float).to_numpy()
+    with plots.plt.rc_context(plots.STYLE):
+        fig, axes = subplots(2, width=4.4, height=3.3)
+        ax = axes[0, 0]
+        for i, ((_, r), (n, w)) in enumerate(zip(rows.iterrows(), quads)):
+            phi = spectral_density(n, w, grid, sigma).clamp_min(1e-12)
+            frac = i / max(len(quads) - 1, 1)
+            label = f"{x_label(final)} {r['x']:g}" + ("" if pd.isna(r.get("seed")) else f", seed {int(r['seed'])}")
+            ax.plot(grid.numpy(), phi.numpy(), color=cmap(frac), lw=1.1, label=label)
+        ax.set_yscale("log")
+        ax.set_xlabel("eigenvalue of H")
+        ax.set_ylabel("density (log)")
+        ax.set_title(f"spectral density (SLQ, σ = {sigma:.2g})")
+        ax.legend(fontsize=6.5)
+        ax = axes[0, 1]
+        if eig_cols:
+            for k, c in enumerate(eig_cols):
+                vals = pd.to_numeric(rows[c], errors="coerce")
+                ax.plot(widths, vals, marker="o", ls="-" if k == 0 else ":", color=cmap(k / max(len(eig_cols) - 1, 1)),
+                        label=f"λ_{k + 1}")
+            ax.set_ylabel("top eigenvalues of H")
+            width_axis(ax, widths, x_label(final))
+            ax.legend(fontsize=6.5)
+            ax.set_title("top eigenvalues")
+        else:
+            plots.no_data(ax, "hess_eig/* not recorded")
+        fig.suptitle("Hessian spectrum at the last epoch measured", fontsize=9.5)
+        return fig

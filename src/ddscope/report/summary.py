@@ -231,6 +231,18 @@ def representative_widths(final: pd.DataFrame, noise=None) -> dict[str, float]:
     return out
 
 
+def with_bracket(final: pd.DataFrame) -> pd.DataFrame:
+    """The table with the bracket's gaps: ``lip_gap`` = lip_upper_tight / lip_lower and
+    ``lip_gap_product`` = lip_upper / lip_lower (where both are recorded)."""
+    out = final.copy()
+    if "lip_lower" in out:
+        lower = pd.to_numeric(out["lip_lower"], errors="coerce")
+        for name, upper in (("lip_gap", "lip_upper_tight"), ("lip_gap_product", "lip_upper")):
+            if upper in out:
+                out[name] = pd.to_numeric(out[upper], errors="coerce") / lower.where(lower > 0)
+    return out
+
+
 def theorem2_table(final: pd.DataFrame) -> pd.DataFrame:
     """Per (condition, width): mean LHS, MID, RHS of Theorem 2 at the last epoch, and in how many of
     the n seeds each inequality held. Empty without Theorem 2 values."""

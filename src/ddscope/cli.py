@@ -285,6 +285,27 @@ def measure(checkpoint, groups, samples, output, device, data_root, as_json):
         console.print(table)
 
 
+@cli.command()
+@click.argument("run_dir", type=click.Path(exists=True))
+@click.option("--width", "widths", multiple=True, type=float,
+              help="Trials of this model.width (repeat the option); default: every done trial.")
+@click.option("--epoch", "epochs", multiple=True, type=int,
+              help="Checkpoint epochs (repeat; need checkpoint.epochs); default: the last (final.pt).")
+@click.option("--samples", type=int, default=None, help="Training samples for the Hessian (0 = all; default: the trial's).")
+@click.option("--device", type=click.Choice(["cpu", "cuda", "auto"]), default="auto", show_default=True)
+def spectrum(run_dir, widths, epochs, samples, device):
+    """Add the Hessian's top eigenvalues and spectral density (SLQ) of chosen trials to a run's
+    store, from their checkpoints; `ddscope report` then draws them."""
+    from .measure import add_spectrum
+
+    if samples is not None and samples < 0:
+        raise UserError(f"--samples must be >= 0 (0 = all), got {samples}")
+    done = add_spectrum(Path(run_dir), widths=widths, epochs=epochs, samples=samples, device=device,
+                        progress=lambda line: click.echo(line, err=True))
+    for d in done:
+        click.echo(f"trial {d['trial_id']} width {d['width']:g} epoch {d['epoch']}: {d['rows']} rows")
+
+
 _SPLIT_COLUMNS = ("train", "train_clean", "train_noisy", "test", "val", "path_same", "path_any")
 
 

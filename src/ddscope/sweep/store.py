@@ -340,6 +340,18 @@ class Store:
             )
         return True
 
+    def add_records(self, trial_id: str, epoch: int, values: dict[str, float]) -> int:
+        """Metric rows measured after the fact (``ddscope spectrum``) for a done trial's epoch;
+        a metric already stored at that epoch is replaced, never duplicated. Returns the count."""
+        with _tx(self.conn):
+            row = self.conn.execute("SELECT status FROM trials WHERE trial_id=?", (trial_id,)).fetchone()
+            if row is None or row[0] != "done":
+                raise UserError(f"trial {trial_id} is not done in {self.path}; only a done trial's rows can be added to")
+            self.conn.executemany(
+                "INSERT OR REPLACE INTO records VALUES (?, ?, ?, ?)",
+                [(trial_id, int(epoch), m, None if (v is None or math.isnan(v)) else float(v)) for m, v in values.items()])
+        return len(values)
+
     def reset_failed(self, only: set[str] | None = None) -> int:
         """Failed trials (of ``only``, if given) back to pending (``--retry-failed``); their
         partial rows are dropped."""

@@ -77,7 +77,8 @@ def bench_width(width: int, args) -> dict:
     model.eval()
     sched = Schedule(cfg)
     n_cheap, n_costly = len(sched.dense), len(sched.sparse)
-    before_cfg = set_key(cfg, {"metrics.hess_method": "hutchpp"})
+    # "before": the preset as it was — Hutch++, Jacobian norms on every point of every split
+    before_cfg = set_key(cfg, {"metrics.hess_method": "hutchpp", "metrics.jac_samples": 0})
     row = {"width": width, "params": sum(p.numel() for p in model.parameters()), "train_epoch_s": t_epoch,
            "train_s": t_epoch * cfg.optim.epochs, "cheap_epochs": n_cheap, "costly_epochs": n_costly}
     for label, c, no_ascent in (("before", before_cfg, True), ("after", cfg, False)):

@@ -7,6 +7,7 @@ batch 100) for ``--epochs`` epochs, computes ‖J(x_n)‖₂ on every training p
 |RMS(subset) / RMS(all) − 1| over ``--draws`` random subsets of ``--subset`` points.
 
     python bench/check_jac_subset.py            # widths 8, 45, 181; 60 epochs; ~1 min
+    python bench/check_jac_subset.py --preset mnist1d-cnn --widths 8 32 100   # the CNN preset's 2 000
 """
 
 from __future__ import annotations
@@ -25,13 +26,14 @@ from ddscope.train import index_batches
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--preset", default="mnist1d-mlp")
     ap.add_argument("--widths", type=int, nargs="+", default=[8, 45, 181])
     ap.add_argument("--epochs", type=int, default=60)
     ap.add_argument("--subset", type=int, default=2000)
     ap.add_argument("--draws", type=int, default=200)
     args = ap.parse_args()
     torch.set_num_threads(1)
-    cfgs = {c.model.width: c for c in load_sweep("mnist1d-mlp").trials()}
+    cfgs = {c.model.width: c for c in load_sweep(args.preset).trials()}
     data = prepare(cfgs[args.widths[0]].data)
     for k in args.widths:
         cfg = cfgs[k]

@@ -39,8 +39,8 @@ def test_tiny_sweep_full_report(tmp_path, tiny_overrides):
     assert s["counts"] == {"pending": 0, "running": 0, "done": 6, "failed": 0}
     assert not [m for m in s["missing"] if m.startswith(("Metric group", "Figure"))], s["missing"]
     html = page.read_text()
-    assert html.count("data:image/png;base64") == 9 and "Theorem 2 check per width" in html
-    assert (rep / "bracket.png").exists()
+    assert html.count("data:image/png;base64") == 10 and "Theorem 2 check per width" in html
+    assert (rep / "bracket.png").exists() and (rep / "bracket_epochs.png").exists()
     # the bracket, in order, at every epoch of every trial that measured it (the store's own rows)
     tidy = pd.read_csv(rep / "tidy.csv")
     wide = tidy.pivot_table(index=["trial_id", "epoch"], columns="metric", values="value")

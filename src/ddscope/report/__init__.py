@@ -67,6 +67,10 @@ CAPTIONS = {
         "(convolutions by their circular embedding or dense SVD, never below the exact norm; dotted: the same "
         "product with Lanczos estimates); lip_upper_tight is ECLipsE-Fast on MLPs, else lip_upper. Right: the "
         "gap upper / lower against width — how loose the bracket gets with over-parameterisation.")),
+    "bracket_epochs": ("The bracket over epochs", (
+        "lip_lower and lip_upper_tight against epoch for the representative widths (as in 'Over epochs'), the "
+        "band between the two certified bounds shaded, mean over seeds: where the true Lipschitz constant can "
+        "be as training proceeds.")),
     "spectrum": ("Hessian spectrum", (
         "Spectral density of the training loss's Hessian by stochastic Lanczos quadrature (Ghorbani et al. 2019), "
         "Gaussian-smoothed, for every trial measured with the 'spectrum' group (ddscope spectrum RUN, or the "
@@ -90,6 +94,7 @@ NEEDS = {  # what a figure needs, said when it cannot be drawn
     "epoch_heatmaps": "jac_spec_rms/train or err/train over epochs",
     "interpolation": "err/train and the trials' interp_epoch",
     "bracket": "lip_lower and lip_upper (metric group 'lipschitz' with data)",
+    "bracket_epochs": "lip_lower over epochs (metric group 'lipschitz' with data)",
     "spectrum": "hess_slq_* (metric group 'spectrum'; ddscope spectrum RUN adds it from checkpoints)",
     "theorem2": "thm2_lhs, thm2_mid, thm2_rhs (metric group 'theorem2')",
     "curvature": "hess_trace, hess_top (metric group 'hessian')",
@@ -172,6 +177,7 @@ def _write(out: Path, run_dir: Path, final: pd.DataFrame, long: pd.DataFrame, co
         "epoch_heatmaps": epochs.epoch_heatmaps(long),
         "interpolation": figures.interpolation_speed(final, budget),
         "bracket": figures.bracket(final),
+        "bracket_epochs": epochs.bracket_over_epochs(long, reps),
         "theorem2": figures.theorem2(final),
         "curvature": figures.curvature(final),
         "distance": figures.distance(final),
@@ -229,7 +235,7 @@ def _sections(final: pd.DataFrame, ev: pd.DataFrame, summaries: dict, fig_html: 
         "'peak k': the width of the measure's largest mean ('edge': the narrowest or widest width, so no interior "
         "peak); steps: signed steps along the width grid from the test-error peak / the interpolation threshold to "
         "it. Machine-readable, with p-values: <code>evidence.csv</code>; as Markdown: <code>evidence.md</code>.</p>") + (f"<ul>{legend}</ul>" if legend else "")))
-    for name in ("double_descent", "smoothness", "bracket", "over_epochs", "epoch_heatmaps", "interpolation", "theorem2"):
+    for name in ("double_descent", "smoothness", "bracket", "bracket_epochs", "over_epochs", "epoch_heatmaps", "interpolation", "theorem2"):
         secs.append((CAPTIONS[name][0], fig_html[name]))
     thm = theorem2_table(final)
     if not thm.empty:

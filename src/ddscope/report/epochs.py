@@ -162,3 +162,39 @@ def epoch_heatmaps(tidy: pd.DataFrame, metrics=("jac_spec_rms/train", "err/train
                 fig.colorbar(mesh, ax=list(axes[:, i]), location="bottom", shrink=0.8, aspect=30, label=metric)
         fig.suptitle("Width × epoch (mean over seeds); rings: interpolation epoch", fontsize=9.5)
         return fig
+
+
+def bracket_over_epochs(tidy: pd.DataFrame, widths: dict) -> plots.plt.Figure | None:
+    """The Lipschitz bracket against epoch for the representative widths ``widths[noise]``: the
+    certified lower bound ``lip_lower`` (solid) and upper bound ``lip_upper_tight`` (dashed),
+    the band between them shaded; mean over seeds, log axis."""
+    d = _done(tidy)
+    d = d[d["metric"].isin(("lip_lower", "lip_upper_tight"))]
+    if d.empty or not (d["metric"] == "lip_lower").any() or not any(widths.values()):
+        return None
+    levels = [lv for lv in _levels(d) if widths.get(lv)]
+    cmap = plots.plt.get_cmap("viridis")
+    max_epoch = float(d["epoch"].max())
+    with plots.plt.rc_context(plots.STYLE):
+        fig, axes = subplots(len(levels), width=5.0 if len(levels) == 1 else 4.0, height=3.0)
+        for j, noise in enumerate(levels):
+            ax, dn, roles = axes[0, j], _at(d, noise), widths[noise]
+            for r, (role, w) in enumerate(roles.items()):
+                color = cmap(0.9 * r / max(1, len(roles) - 1))
+                s = dn[dn["x"].astype(float) == w].groupby(["metric", "epoch"])["value"].mean()
+                if "lip_lower" not in s.index.get_level_values(0):
+                    continue
+                lo = s["lip_lower"]
+                ax.plot(lo.index, lo.values, color=color, marker="o", ms=3, label=f"k = {w:g} ({ROLE_NAMES.get(role, role)})")
+                if "lip_upper_tight" in s.index.get_level_values(0):
+                    hi = s["lip_upper_tight"].reindex(lo.index)
+                    ax.plot(hi.index, hi.values, color=color, ls="--", marker="^", ms=3)
+                    ax.fill_between(lo.index, lo.values, hi.values, color=color, alpha=0.12, lw=0)
+            ax.set_yscale("log")
+            plots.tidy_log_axis(ax)
+            epoch_axis(ax, max_epoch)
+            ax.set_ylabel("Lipschitz constant (log)")
+            ax.set_title("lip_lower (solid) ≤ Lip(f) ≤ lip_upper_tight (dashed)"
+                         + ("" if noise is None else f", {noise_label(noise)}"), fontsize=8.5)
+            ax.legend(fontsize=6.5)
+        return fig

@@ -14,7 +14,8 @@ MODEL_NAMES = ("mlp", "cnn1d", "convnet", "mcnn", "resnet18", "vit")  # = ddscop
 DATA_NAMES = ("mnist1d", "digits", "mnist", "fashion_mnist", "cifar10", "cifar100", "npz")  # = ddscope.data.SOURCES
 OPTIMIZERS = ("sgd", "adam")
 DEVICES = ("cpu", "cuda", "auto")
-METRIC_GROUPS = ("jacobian", "paths", "lipschitz", "hessian", "theorem2", "spectrum", "distance")
+METRIC_GROUPS = ("jacobian", "paths", "lipschitz", "hessian", "theorem2", "spectrum", "complexity", "sharpness",
+                 "distance")
 JAC_OUTPUTS = ("logits", "softmax", "log_softmax", "loss")
 HESS_METHODS = ("auto", "ggn", "hutchpp", "hutchinson")  # = metrics.hessian.TRACE_METHODS less "exact"
 SPLITS = ("train", "train_clean", "train_noisy", "test", "val")

@@ -25,6 +25,8 @@ from ..config import MetricsConfig
 from .distance import distance_from_init
 from .hessian import auto_hess_batch, hess_top, hess_trace_detail
 from .ascent import lipschitz_lower
+from .complexity import complexity_measures
+from .sharpness import sharpness_measures
 from .jacobian import JacNorms, aggregate, jacobian_norms, path_jacobian_norms, top_points
 from .lipschitz import lipschitz_upper
 from .spectrum import hess_spectrum, spectrum_metrics
@@ -181,6 +183,17 @@ def _compute_spectrum(ctx: Context) -> dict[str, float]:
     return spectrum_metrics(s)
 
 
+def _compute_complexity(ctx: Context) -> dict[str, float]:
+    x, y = _subsample(*ctx.split("train", "complexity"), ctx.opt["cm_samples"], ctx.gen)
+    return complexity_measures(ctx.model, x, y, tuple(ctx.input_shape), ctx.init_state, loss=ctx.opt["loss"])
+
+
+def _compute_sharpness(ctx: Context) -> dict[str, float]:
+    x, y = _subsample(*ctx.split("train", "sharpness"), ctx.opt["sharp_samples"], ctx.gen)
+    return sharpness_measures(ctx.model, x, y, ctx.init_state, draws=ctx.opt["sharp_draws"],
+                              depth=ctx.opt["sharp_depth"], generator=ctx.gen)
+
+
 def _compute_distance(ctx: Context) -> dict[str, float]:
     if ctx.init_state is None:
         raise ValueError("metric group 'distance' needs init_state (snapshot_params at step 0)")
@@ -221,6 +234,15 @@ GROUPS: dict[str, MetricGroup] = {g.name: g for g in (
     MetricGroup("spectrum", _compute_spectrum,
                 "hess_eig/<i> (top-k, 1 = largest), hess_slq_node/<probe>.<step>, hess_slq_weight/<probe>.<step>",
                 "hess_eig/1", "top eigenvalues and spectral density (SLQ) of the training loss's Hessian"),
+    MetricGroup("complexity", _compute_complexity,
+                "cm_params, cm_spec_prod, cm_spec_sum, cm_fro_prod, cm_fro_sum, cm_bft, cm_dist_fro, cm_dist_spec "
+                "(with θ⁰), cm_path (ReLU nets), cm_fisher_rao, cm_margin, cm_inv_margin, cm_spec_margin, "
+                "cm_fro_margin, cm_path_margin, cm_bft_margin", "cm_spec_prod",
+                "the norm, margin and Fisher–Rao measures of the generalisation-measure studies"),
+    MetricGroup("sharpness", _compute_sharpness,
+                "cm_pacbayes_sigma, cm_pacbayes_flat, cm_pacbayes_mag_sigma, cm_pacbayes_mag_flat, "
+                "cm_pacbayes_init (with θ⁰)", "cm_pacbayes_flat",
+                "PAC-Bayes sharpness: the Gaussian weight noise the net tolerates"),
     MetricGroup("distance", _compute_distance, "dist_abs/<layer>, dist_rel/<layer>, dist_abs/all, dist_rel/all",
                 "dist_rel/all", "distance from initialisation"),
 )}

@@ -43,6 +43,10 @@ DEFAULT_OPTIONS = {
     "spec_top_k": 5,  # eigenvalues of group "spectrum"
     "spec_probes": 3,  # SLQ probes (each spec_steps Hessian-vector products, batched)
     "spec_steps": 40,  # Lanczos steps per probe (quadrature nodes)
+    "cm_samples": None,  # training points of "complexity" (margins, Fisher–Rao; None: all)
+    "sharp_samples": 1000,  # training points of "sharpness" (each bisection step evaluates sharp_draws nets on them)
+    "sharp_draws": 10,  # Monte-Carlo perturbations per bisection step (Jiang et al.: 10)
+    "sharp_depth": 15,  # bisection steps on σ (Jiang et al.: 15)
     "hess_batch": None,  # samples per Hessian-vector-product batch (None: sized from memory, auto_hess_batch)
     "hess_vmap": 8,  # probes per vmapped HVP pass (memory ~ hess_vmap x one batch's HVP)
     "grad_chunk": 64,  # samples per per-sample-gradient pass in theorem2 (memory ~ grad_chunk x #params)
@@ -144,7 +148,7 @@ def measure(
     loss_fn(opt["loss"])
     if "distance" in metrics and init_state is None:
         raise ValueError("metric group 'distance' needs init_state (snapshot_params at step 0)")
-    for group in ("paths", "hessian", "theorem2", "spectrum"):
+    for group in ("paths", "hessian", "theorem2", "spectrum", "complexity", "sharpness"):
         if group in metrics and "train" not in splits:
             raise ValueError(f"metric group {group!r} needs a 'train' split; got {', '.join(splits) or 'none'}")
     gen = default_generator(generator)

@@ -111,7 +111,7 @@ def test_metric_group_names_and_defaults_agree_with_the_table():
     assert set(m.groups) | set(m.sparse_groups) <= set(GROUPS)
     assert {g.name: g.schedule for g in GROUPS.values()} == {
         "jacobian": "every", "paths": "sparse", "lipschitz": "every", "hessian": "sparse", "theorem2": "sparse",
-        "spectrum": "off", "distance": "every"}
+        "spectrum": "off", "complexity": "off", "sharpness": "off", "distance": "every"}
     for key, value in options_from_config(m).items():
         assert DEFAULT_OPTIONS[key] == value, key
 

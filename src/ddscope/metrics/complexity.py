@@ -60,6 +60,8 @@ from ddscope.metrics.losses import loss_fn
 
 WEIGHT_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 MARGIN_QUANTILE = 0.1  # Jiang et al.: the 10th percentile of the training margins
+# The margin-normalised measures: NaN where the margin γ ≤ 0
+MARGIN_MEASURES = ("cm_inv_margin", "cm_spec_margin", "cm_fro_margin", "cm_path_margin", "cm_bft_margin")
 
 # Modules and functions under which f_{θ∘θ}(𝟙) sums products of squared weights over paths: every
 # map is linear with nonnegative coefficients on nonnegative inputs, or the identity there.
@@ -226,5 +228,5 @@ def complexity_measures(model: nn.Module, x: Tensor, y: Tensor, input_shape: tup
     return out
 
 
-__all__ = ["MARGIN_QUANTILE", "complexity_measures", "fisher_rao_norm", "margins", "norm_measures", "path_norm",
+__all__ = ["MARGIN_MEASURES", "MARGIN_QUANTILE", "complexity_measures", "fisher_rao_norm", "margins", "norm_measures", "path_norm",
            "spectral_norm", "weight_layers"]

@@ -210,7 +210,7 @@ class Tracker:
     def _write(self, status: str) -> None:
         from .train.result import TrialResult
 
-        summary = {"params": self.params, "n_train": len(self.data.x_train), "n_noisy": int(self.data.noisy_mask.sum()),
+        summary = {"params": self.params, "n_train": len(self.data.x_train), "n_test": len(self.data.x_test), "n_noisy": int(self.data.noisy_mask.sum()),
                    "trainer": "tracker", "interp_epoch": self.interp_epoch, "resumed_from_epoch": None,
                    "wall_s": time.perf_counter() - self._t0, "skipped_groups": dict(self.skipped)}
         mask = np.packbits(self.data.noisy_mask.cpu().numpy()).tobytes()

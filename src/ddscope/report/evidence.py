@@ -60,6 +60,25 @@ MEASURES = {
     "input_grad_sq_mean": "mean ‖∇_x L_n‖²",
     "dist_rel/all": "relative distance from initialisation",
     "dist_abs/all": "distance from initialisation",
+    # the generalisation-measure zoo (metric groups 'complexity' and 'sharpness'; Jiang et al. 2020)
+    "cm_params": "number of parameters",
+    "cm_spec_prod": "∏ ‖W_l‖₂²",
+    "cm_spec_sum": "Σ ‖W_l‖₂²",
+    "cm_fro_prod": "∏ ‖W_l‖_F²",
+    "cm_fro_sum": "Σ ‖W_l‖_F² (parameter norm)",
+    "cm_dist_fro": "Σ ‖W_l − W⁰_l‖_F²",
+    "cm_dist_spec": "Σ ‖W_l − W⁰_l‖₂²",
+    "cm_bft": "Bartlett–Foster–Telgarsky spectral complexity",
+    "cm_path": "ℓ₂ path norm",
+    "cm_fisher_rao": "Fisher–Rao norm",
+    "cm_inv_margin": "1 / γ² (γ: 10th-percentile output margin)",
+    "cm_spec_margin": "∏ ‖W_l‖₂² / γ²",
+    "cm_fro_margin": "∏ ‖W_l‖_F² / γ²",
+    "cm_path_margin": "path norm / γ²",
+    "cm_bft_margin": "spectral complexity · ‖X‖_F / (γ N)",
+    "cm_pacbayes_flat": "PAC-Bayes sharpness 1 / σ'²",
+    "cm_pacbayes_init": "PAC-Bayes bound ‖θ − θ⁰‖² / 4σ'² + log(N/σ') + 10",
+    "cm_pacbayes_mag_flat": "magnitude-aware PAC-Bayes sharpness 1 / σ'²",
 }
 
 COLUMNS = [

@@ -79,7 +79,7 @@ def trials_frame(store: Store) -> pd.DataFrame:
     flats = [_flatten(t["config"]) for t in trials]
     varying = varying_keys(flats)
     cols = axes(store, flats)
-    columns = ["trial_id", "status", *cols, "params", "n_train", "interp_epoch", "wall_s", "trainer", "error",
+    columns = ["trial_id", "status", *cols, "params", "n_train", "n_test", "interp_epoch", "wall_s", "trainer", "error",
                "skipped_groups", "condition", "condition_index", "x", "x_axis"]
     xa = x_axis(varying)
     ckeys = condition_keys(flats, varying, xa)
@@ -99,6 +99,7 @@ def trials_frame(store: Store) -> pd.DataFrame:
                 **{c: flat.get(c) for c in cols},
                 "params": s.get("params"),
                 "n_train": s.get("n_train"),
+                "n_test": s.get("n_test"),  # the test error's sample size (the sign-error's Hoeffding weight)
                 "interp_epoch": s.get("interp_epoch"),
                 "wall_s": s.get("wall_s"),
                 "trainer": s.get("trainer"),

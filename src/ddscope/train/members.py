@@ -84,7 +84,7 @@ def build_members(configs: Sequence[TrialConfig], kind: str, ckpt_dirs: Sequence
         model = make_model(c.model, d.input_shape, d.num_classes).to(device)
         result = TrialResult(trial_id=c.trial_id, config=c.to_dict(), status="done")
         result.noisy_mask = np.packbits(d.noisy_mask.cpu().numpy()).tobytes()
-        result.summary.update(n_train=int(d.x_train.shape[0]), n_noisy=int(d.noisy_mask.sum()),
+        result.summary.update(n_train=int(d.x_train.shape[0]), n_test=int(d.x_test.shape[0]), n_noisy=int(d.noisy_mask.sum()),
                               params=count_parameters(model), resumed_from_epoch=None, trainer=kind)
         members.append(Member(cfg=c, data=d, model=model, result=result, index=j, schedule=Schedule(c),
                               folder=None if folder is None else Checkpointer(folder, c),

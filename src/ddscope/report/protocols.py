@@ -1,0 +1,153 @@
+"""The ranking protocols of the generalisation-measure studies, on plain arrays.
+
+Each function scores one complexity measure μ against a target g (the generalisation gap or
+the test error) over a set of trained networks ("nets"); hyper-parameters arrive as integer
+codes, one column per axis (``H``: (n, a)). The arithmetic is checked on hand-computed tables
+(tests/report/test_protocols.py).
+
+* :func:`kendall_tau` — Jiang et al. (ICLR 2020), eq. 2: τ = Σ_{i<j} sgn(μ_i − μ_j) sgn(g_i − g_j)
+  / (n(n−1)/2) (τ_a: ties count 0).
+* :func:`granulated_tau` — Jiang et al., eq. 3: for each axis i, ψ_i = the mean, over the
+  settings of all other axes, of τ over the nets that differ only in axis i; Ψ = mean_i ψ_i.
+  Settings with fewer than two nets (or one value of axis i) are left out.
+* :func:`conditional_mi` — Jiang et al., §5: over ordered pairs of nets (θ, θ') with g ≠ g',
+  V_μ = sgn(μ − μ'), V_g = sgn(g − g') and U_S = (θ_S, θ'_S) the pair's values of the axes in S;
+  Î(S) = I(V_μ; V_g | U_S) / H(V_g | U_S) and K = min over |S| = k of Î (plug-in probabilities,
+  natural logarithms; the ratio does not depend on the base).
+* :func:`sign_error` — Dziugaite et al., "In Search of Robust Measures of Generalization"
+  (NeurIPS 2020): an environment is a pair of hyper-parameter settings that differ in exactly
+  one axis; its samples are the pairs of nets (any replicate of each setting); the sign-error of
+  a pair is (1 − sgn(Δμ) sgn(Δg)) / 2, weighted by w = (ψ(|Δg|) − ½)₊ with the Hoeffding
+  probability ψ(x) = (1 − 2 exp(−2 n_test (x/2)²))₊² that the two gaps truly differ (pairs
+  whose gaps Monte-Carlo noise could swap get no weight); an environment's error is the
+  weighted mean, kept when its effective sample size (Σw)² / Σw² reaches ``min_ess``. The
+  robust score is the worst environment; the mean over environments is reported beside it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+
+HALF = 0.5  # pairs with Hoeffding probability below ½ + weight 0 (Dziugaite et al.'s filter)
+
+
+def kendall_tau(m: np.ndarray, g: np.ndarray) -> float:
+    """Jiang's τ (τ_a) of two equal-length vectors; NaN with fewer than two values."""
+    m, g = np.asarray(m, float), np.asarray(g, float)
+    n = len(m)
+    if n < 2:
+        return math.nan
+    iu = np.triu_indices(n, k=1)
+    return float((np.sign(m[iu[0]] - m[iu[1]]) * np.sign(g[iu[0]] - g[iu[1]])).sum() / len(iu[0]))
+
+
+def granulated_tau(m: np.ndarray, g: np.ndarray, H: np.ndarray) -> tuple[float, list[float]]:
+    """(Ψ, [ψ_i per axis]) — NaN for an axis with no setting where it varies."""
+    m, g, H = np.asarray(m, float), np.asarray(g, float), np.asarray(H)
+    psis = []
+    for i in range(H.shape[1]):
+        others = np.delete(H, i, axis=1)
+        taus = []
+        keys = [tuple(r) for r in others]
+        for key in dict.fromkeys(keys):
+            idx = [n for n, k in enumerate(keys) if k == key]
+            if len(idx) >= 2 and len(set(H[idx, i])) >= 2:
+                taus.append(kendall_tau(m[idx], g[idx]))
+        psis.append(float(np.mean(taus)) if taus else math.nan)
+    defined = [p for p in psis if not math.isnan(p)]
+    return (float(np.mean(defined)) if defined else math.nan), psis
+
+
+def _entropy(counts: np.ndarray) -> float:
+    p = counts[counts > 0] / counts.sum()
+    return float(-(p * np.log(p)).sum())
+
+
+def conditional_mi(m: np.ndarray, g: np.ndarray, H: np.ndarray, k: int) -> float:
+    """K = min over axis subsets S with |S| = k of Î(V_μ; V_g | U_S); NaN when there are fewer
+    than k axes, no pair with distinct targets, or H(V_g | U_S) = 0 for every S."""
+    m, g, H = np.asarray(m, float), np.asarray(g, float), np.asarray(H)
+    n = len(m)
+    if k > H.shape[1] or n < 2:
+        return math.nan
+    i, j = np.nonzero(~np.eye(n, dtype=bool))  # ordered pairs
+    vg = np.sign(g[i] - g[j])
+    keep = vg != 0
+    i, j, vg = i[keep], j[keep], vg[keep]
+    if not len(i):
+        return math.nan
+    vm = np.sign(m[i] - m[j])
+    best = math.nan
+    for S in itertools.combinations(range(H.shape[1]), k):
+        if S:  # U_S: the pair's joint values on S, one code per distinct combination
+            u = np.unique(np.concatenate([H[i][:, S], H[j][:, S]], axis=1), axis=0, return_inverse=True)[1].reshape(-1)
+        else:
+            u = np.zeros(len(i), dtype=int)
+        mi = hg = 0.0
+        for code in np.unique(u):
+            sel = u == code
+            pu = sel.mean()
+            joint = np.zeros((3, 2))
+            np.add.at(joint, (vm[sel].astype(int) + 1, (vg[sel] > 0).astype(int)), 1)
+            h_g = _entropy(joint.sum(0))
+            mi += pu * (_entropy(joint.sum(1)) + h_g - _entropy(joint.reshape(-1)))
+            hg += pu * h_g
+        if hg > 0:
+            ratio = mi / hg
+            best = ratio if math.isnan(best) else min(best, ratio)
+    return best
+
+
+def hoeffding_weight(delta: np.ndarray, n_test: np.ndarray | float) -> np.ndarray:
+    """w = (ψ(|Δg|) − ½)₊, ψ(x) = (1 − 2 exp(−2 n (x/2)²))₊² (module docstring)."""
+    delta = np.abs(np.asarray(delta, float))
+    psi = np.clip(1 - 2 * np.exp(-2 * np.asarray(n_test, float) * (delta / 2) ** 2), 0, None) ** 2
+    return np.clip(psi - HALF, 0, None)
+
+
+def sign_error(m: np.ndarray, g: np.ndarray, H: np.ndarray, n_test: np.ndarray | float, *, min_ess: float = 1.0,
+               weighted: bool = True) -> dict:
+    """Dziugaite et al.'s coupled-network sign-error (module docstring).
+
+    ``H`` holds the hyper-parameter axes only (replicates — seeds — are what an environment's
+    samples are drawn over); ``n_test`` is each net's test-set size (or one number).
+
+    Returns ``{"worst", "mean", "n_env", "by_axis": {axis index: (worst, mean, n_env)}}``;
+    NaNs where no environment is kept.
+    """
+    m, g, H = np.asarray(m, float), np.asarray(g, float), np.asarray(H)
+    n = len(m)
+    nt = np.broadcast_to(np.asarray(n_test, float), (n,))
+    i, j = np.triu_indices(n, k=1)
+    differ = H[i] != H[j]  # (pairs, axes)
+    one = differ.sum(1) == 1
+    i, j, axis = i[one], j[one], differ[one].argmax(1)
+    # the environment: the unordered pair of settings (its two rows of H, in a fixed order)
+    settings, code = np.unique(H, axis=0, return_inverse=True)
+    code = code.reshape(-1)
+    a, b = np.minimum(code[i], code[j]), np.maximum(code[i], code[j])
+    env = a * len(settings) + b
+    dg = g[i] - g[j]
+    w = hoeffding_weight(dg, np.minimum(nt[i], nt[j])) if weighted else np.ones(len(i))
+    err = (1 - np.sign(m[i] - m[j]) * np.sign(dg)) / 2
+    out = {"worst": math.nan, "mean": math.nan, "n_env": 0, "by_axis": {}}
+    per_env = {}  # env -> (error, axis)
+    for e in np.unique(env):
+        sel = env == e
+        sw, sw2 = w[sel].sum(), (w[sel] ** 2).sum()
+        if sw <= 0 or sw * sw / sw2 < min_ess - 1e-12:
+            continue
+        per_env[int(e)] = (float((w[sel] * err[sel]).sum() / sw), int(axis[sel][0]))
+    if per_env:
+        errs = np.array([v for v, _ in per_env.values()])
+        out.update(worst=float(errs.max()), mean=float(errs.mean()), n_env=len(errs))
+        for ax in sorted({a for _, a in per_env.values()}):
+            e_ax = np.array([v for v, a in per_env.values() if a == ax])
+            out["by_axis"][ax] = (float(e_ax.max()), float(e_ax.mean()), len(e_ax))
+    return out
+
+
+__all__ = ["conditional_mi", "granulated_tau", "hoeffding_weight", "kendall_tau", "sign_error"]

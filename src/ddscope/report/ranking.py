@@ -1,0 +1,234 @@
+"""Which complexity measure tracks generalisation? Every measure in the store, ranked by the
+protocols of Jiang et al. (ICLR 2020) and Dziugaite et al. (NeurIPS 2020) over a sweep's grid.
+
+The nets are the done trials at their last epoch (``epochs="final"``, the papers' protocol) or
+every (trial, metric epoch) of the store (``epochs="all"``: training time becomes the axis
+``epoch``). A net is kept when it met the training criterion — training error ≤ ``criterion``
+(1 %: the papers train every net to a fixed fit of its training set; under-fit nets are excluded
+and the table says how many). Targets: the generalisation gap ``err/test − err/train`` and the
+test error ``err/test``.
+
+Axes: every config key that varies in the sweep (the width, ``data.noise``, ``data.n_train``,
+``optim.epochs``, …), with ``epoch`` in the "all" mode. Jiang's τ pools every net; Ψ varies one
+axis at a time, the seed included; the conditional mutual information conditions on the
+hyper-parameter axes (not the seed); the sign-error's environments are pairs of hyper-parameter
+settings differing in one axis, its samples the pairs of their replicates (seeds).
+
+Intervals: a percentile bootstrap over seeds — each replicate draws the seeds with replacement
+(every net of a drawn seed comes along, a seed drawn twice counts as two replicates) and
+recomputes every score. One seed gives no interval.
+
+Regions: ``"all"`` — every net that met the criterion; ``"over-parameterised"`` — those at or
+beyond their condition's test-error peak width (the over-parameterised side of the double
+descent, where the claim that smoothness tracks generalisation is made).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+import pandas as pd
+
+from . import protocols
+from .evidence import MEASURES
+from .summary import at_noise, conditions, dd_peak, done_rows, interp_threshold, mean_by_width
+
+CRITERION = 0.01  # a net enters the ranking when its training error is at most this
+N_BOOT = 200
+MIN_ESS = 1.0  # environments of the sign-error need this effective sample size (the paper: 12, with more seeds)
+K_MAX = 2  # conditional mutual information for |S| = 0 … K_MAX
+TARGETS = {"gap": "generalisation gap err/test − err/train", "test": "test error err/test"}
+REPLICATES = ("seed", "data.seed")
+_CONFIG_SECTIONS = ("data.", "model.", "optim.")
+COLUMNS = ["region", "target", "measure", "n_nets", "n_excluded", "tau", "tau_lo", "tau_hi", "psi", "psi_lo", "psi_hi",
+           *[f"cmi_{k}" for k in range(K_MAX + 1)], "cmi_lo", "cmi_hi", "sign_worst", "sign_worst_lo", "sign_worst_hi",
+           "sign_mean", "sign_mean_lo", "sign_mean_hi", "n_env", "psi_by_axis"]
+
+
+def measures_of(table: pd.DataFrame) -> list[str]:
+    """The measures of the catalogue :data:`~ddscope.report.evidence.MEASURES` (DESIGN.md's
+    metrics and the zoo) with a value in the table, in its order, and the parameter count where
+    the zoo did not record it (a baseline every study ranks)."""
+    d = done_rows(table)
+    out = [m for m in MEASURES if m in d and pd.to_numeric(d[m], errors="coerce").notna().any()]
+    if "cm_params" not in out and "params" in d and pd.to_numeric(d["params"], errors="coerce").notna().any():
+        out.append("params")
+    return out
+
+
+def axes_of(table: pd.DataFrame) -> list[str]:
+    """The varying config axes (and ``epoch`` when the table has several per trial)."""
+    axes = [c for c in table.columns if (c.startswith(_CONFIG_SECTIONS) or c in REPLICATES)
+            and table[c].astype(str).nunique() > 1]
+    if "epoch" in table and table.groupby("trial_id")["epoch"].nunique().max() > 1:
+        axes.append("epoch")
+    return axes
+
+
+def nets_table(final: pd.DataFrame, long: pd.DataFrame | None = None, *, epochs: str = "final") -> pd.DataFrame:
+    """One row per net: the done trials' final rows, or every (trial, epoch) of ``long`` (the
+    tidy table) with the trial's axes and that epoch's metric values."""
+    d = done_rows(final)
+    if epochs == "final":
+        return d.reset_index(drop=True)
+    if epochs != "all":
+        raise ValueError(f"epochs must be 'final' or 'all', got {epochs!r}")
+    if long is None or long.empty:
+        raise ValueError("epochs='all' needs the tidy table")
+    wide = long[long["trial_id"].isin(d["trial_id"])].pivot_table(index=["trial_id", "epoch"], columns="metric",
+                                                                   values="value", aggfunc="last").reset_index()
+    keep = [c for c in d.columns if c not in wide.columns or c == "trial_id"]
+    return wide.merge(d[keep], on="trial_id", how="left")
+
+
+def _codes(nets: pd.DataFrame, axes: list[str]) -> np.ndarray:
+    if not axes:
+        return np.zeros((len(nets), 0), dtype=int)
+    return np.stack([pd.factorize(nets[a].astype(str))[0] for a in axes], axis=1)
+
+
+def scores(nets: pd.DataFrame, measure: str, target: str, axes: list[str]) -> dict:
+    """Every protocol's score of one measure on one set of nets (no intervals)."""
+    g = _target(nets, target)
+    m = pd.to_numeric(nets[measure], errors="coerce").to_numpy(float)
+    ok = np.isfinite(m) & np.isfinite(g)
+    sub = nets[ok]
+    m, g = m[ok], g[ok]
+    hp = [a for a in axes if a not in REPLICATES]
+    H_all, H_hp = _codes(sub, axes), _codes(sub, hp)
+    psi, by_axis = protocols.granulated_tau(m, g, H_all)
+    n_test = pd.to_numeric(sub["n_test"], errors="coerce").fillna(10_000).to_numpy(float) if "n_test" in sub else 10_000
+    se = protocols.sign_error(m, g, H_hp, n_test, min_ess=MIN_ESS)
+    out = {"n_nets": int(ok.sum()), "tau": protocols.kendall_tau(m, g), "psi": psi,
+           "psi_by_axis": {a: p for a, p in zip(axes, by_axis)},
+           "sign_worst": se["worst"], "sign_mean": se["mean"], "n_env": se["n_env"]}
+    for k in range(K_MAX + 1):
+        out[f"cmi_{k}"] = protocols.conditional_mi(m, g, H_hp, k)
+    return out
+
+
+def _target(nets: pd.DataFrame, target: str) -> np.ndarray:
+    test = pd.to_numeric(nets["err/test"], errors="coerce").to_numpy(float)
+    if target == "test":
+        return test
+    return test - pd.to_numeric(nets["err/train"], errors="coerce").to_numpy(float)
+
+
+def _cmi_key(s: dict) -> str:
+    """The CMI reported with intervals: the largest |S| with a value."""
+    for k in range(K_MAX, -1, -1):
+        if not math.isnan(s.get(f"cmi_{k}", math.nan)):
+            return f"cmi_{k}"
+    return "cmi_0"
+
+
+def _bootstrap(nets: pd.DataFrame, measures: list[str], target: str, axes: list[str], n_boot: int,
+               seed: int) -> dict[str, dict[str, tuple[float, float]]]:
+    """Percentile 95 % intervals of τ, Ψ, the CMI and the sign-errors over seeds, per measure."""
+    seeds = sorted(nets["seed"].unique()) if "seed" in nets else []
+    if len(seeds) < 2 or n_boot <= 0:
+        return {}
+    rng = np.random.default_rng(seed)
+    by_seed = {s: nets[nets["seed"] == s] for s in seeds}
+    draws: dict[str, dict[str, list[float]]] = {m: {} for m in measures}
+    for _ in range(n_boot):
+        parts = []
+        for r, s in enumerate(rng.choice(seeds, size=len(seeds), replace=True)):
+            parts.append(by_seed[s].assign(seed=r))  # a seed drawn twice: two replicates
+        boot = pd.concat(parts, ignore_index=True)
+        for m in measures:
+            sc = scores(boot, m, target, axes)
+            for key in ("tau", "psi", "sign_worst", "sign_mean", _cmi_key(sc)):
+                draws[m].setdefault("cmi" if key.startswith("cmi") else key, []).append(sc[key])
+    out = {}
+    for m, per in draws.items():
+        out[m] = {}
+        for key, vals in per.items():
+            v = np.array(vals, float)
+            v = v[np.isfinite(v)]
+            out[m][key] = (float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))) if len(v) else (math.nan, math.nan)
+    return out
+
+
+def over_parameterised(nets: pd.DataFrame, final: pd.DataFrame) -> pd.DataFrame:
+    """The nets at or beyond their condition's test-error peak (else its interpolation threshold)."""
+    keep = []
+    for cond in conditions(done_rows(final)) or [None]:
+        test = mean_by_width(final, "err/test", cond)
+        w_i = interp_threshold(mean_by_width(final, "err/train", cond))
+        w_p = dd_peak(test, w_i)
+        start = w_p if w_p is not None else w_i
+        if start is None:
+            continue
+        part = at_noise(nets, cond)
+        keep.append(part[part["x"].astype(float) >= start])
+    return pd.concat(keep) if keep else nets.iloc[:0]
+
+
+def ranking_table(final: pd.DataFrame, long: pd.DataFrame | None = None, *, epochs: str = "final",
+                  criterion: float | None = CRITERION, n_boot: int = N_BOOT, seed: int = 0) -> pd.DataFrame:
+    """One row per (region, target, measure): every protocol's score and its interval (columns
+    :data:`COLUMNS`), sorted within each (region, target) by Ψ, strongest first. Empty without
+    test errors."""
+    nets = nets_table(final, long, epochs=epochs) if "err/test" in final else pd.DataFrame()
+    if nets.empty or "err/test" not in nets:
+        return pd.DataFrame(columns=COLUMNS)
+    measures = measures_of(nets)
+    train = pd.to_numeric(nets["err/train"], errors="coerce")
+    met = nets[train <= criterion] if criterion is not None else nets
+    excluded = len(nets) - len(met)
+    axes = axes_of(met)
+    rows = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        for region, sub in (("all", met), ("over-parameterised", over_parameterised(met, final))):
+            if len(sub) < 3:
+                continue
+            for target in TARGETS:
+                boot = _bootstrap(sub, measures, target, axes, n_boot, seed)
+                for m in measures:
+                    sc = scores(sub, m, target, axes)
+                    if sc["n_nets"] < 3:
+                        continue
+                    iv = boot.get(m, {})
+                    row = {"region": region, "target": target, "measure": m, "n_excluded": excluded, **sc}
+                    for key in ("tau", "psi", "sign_worst", "sign_mean"):
+                        row[f"{key}_lo"], row[f"{key}_hi"] = iv.get(key, (math.nan, math.nan))
+                    row["cmi_lo"], row["cmi_hi"] = iv.get("cmi", (math.nan, math.nan))
+                    rows.append(row)
+    out = pd.DataFrame(rows, columns=COLUMNS)
+    if out.empty:
+        return out
+    out["_order"] = -out["psi"].abs().fillna(-1)
+    return out.sort_values(["region", "target", "_order"], kind="stable").drop(columns="_order").reset_index(drop=True)
+
+
+def ranking_markdown(table: pd.DataFrame, region: str = "all", target: str = "gap") -> str:
+    """The ranking of one region and target as a Markdown table (intervals where there are seeds)."""
+    t = table[(table["region"] == region) & (table["target"] == target)]
+    if t.empty:
+        return ""
+
+    def iv(r, k, lo, hi):
+        v = r[k]
+        if isinstance(v, float) and math.isnan(v):
+            return "–"
+        s = f"{v:+.2f}" if k in ("tau", "psi") else f"{v:.2f}"
+        if not (isinstance(r[lo], float) and math.isnan(r[lo])):
+            s += f" [{r[lo]:+.2f}, {r[hi]:+.2f}]" if k in ("tau", "psi") else f" [{r[lo]:.2f}, {r[hi]:.2f}]"
+        return s
+
+    lines = ["| measure | nets | τ | Ψ | CMI |S|=0 / 1 / 2 | sign-error worst | sign-error mean | env. |",
+             "|---|---|---|---|---|---|---|---|"[:-1] + "---|"]
+    for _, r in t.iterrows():
+        cmi = " / ".join("–" if math.isnan(r[f"cmi_{k}"]) else f"{r[f'cmi_{k}']:.3f}" for k in range(K_MAX + 1))
+        lines.append(f"| {r['measure']} | {r['n_nets']} | {iv(r, 'tau', 'tau_lo', 'tau_hi')} | "
+                     f"{iv(r, 'psi', 'psi_lo', 'psi_hi')} | {cmi} | {iv(r, 'sign_worst', 'sign_worst_lo', 'sign_worst_hi')} | "
+                     f"{iv(r, 'sign_mean', 'sign_mean_lo', 'sign_mean_hi')} | {r['n_env']} |")
+    return "\n".join(lines)
+
+
+__all__ = ["CRITERION", "TARGETS", "axes_of", "measures_of", "nets_table", "over_parameterised", "ranking_markdown",
+           "ranking_table", "scores"]

@@ -29,10 +29,10 @@ def _console():
     return Console(stderr=True)
 
 
-def _make_report(run_dir: Path, out: Path | None = None) -> Path:
+def _make_report(run_dir: Path, out: Path | None = None, **ranking) -> Path:
     from .report import build_report
 
-    return build_report(run_dir, out)
+    return build_report(run_dir, out, **ranking)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -193,7 +193,11 @@ def demo(**opts):
 @cli.command()
 @click.argument("run_dir", type=click.Path())
 @click.option("--out", type=click.Path(file_okay=False), default=None, help="Report folder (default RUN_DIR/report).")
-def report(run_dir, out):
+@click.option("--rank-epochs", type=click.Choice(["final", "all"]), default="final", show_default=True,
+              help="Nets the measure ranking compares: each trial's last epoch, or every metric epoch (axis 'epoch').")
+@click.option("--criterion", type=click.FloatRange(0, 1), default=0.01, show_default=True,
+              help="Training error at most this for a net to enter the ranking (1 ranks every net).")
+def report(run_dir, out, rank_epochs, criterion):
     """Write the report (PNG/PDF figures, HTML page, CSV) of RUN_DIR from its store."""
     from .sweep.store import Store
 
@@ -202,7 +206,7 @@ def report(run_dir, out):
         check_writable(Path(out), "report folder")
     with _stop_signals() as stopped_by:
         try:
-            path = _make_report(Path(run_dir), Path(out) if out else None)
+            path = _make_report(Path(run_dir), Path(out) if out else None, rank_epochs=rank_epochs, criterion=criterion)
         except KeyboardInterrupt:
             click.echo("ddscope: interrupted: the report was not replaced (any previous one is intact); "
                        f"rerun `ddscope report {run_dir}`", err=True)

@@ -31,7 +31,7 @@ import pandas as pd
 
 from ..sweep.store import Store
 from ..sweep.table import final_table, tidy
-from . import epochs, figures, html, plots
+from . import epochs, figures, html, plots, ranking, ranking_figure
 from .coverage import missing_items
 from .evidence import MEASURES, evidence_table
 from .summary import conditions, dd_summary, done_rows, representative_widths, theorem2_table, with_bracket, x_axis_of
@@ -71,6 +71,11 @@ CAPTIONS = {
         "lip_lower and lip_upper_tight against epoch for the representative widths (as in 'Over epochs'), the "
         "band between the two certified bounds shaded, mean over seeds: where the true Lipschitz constant can "
         "be as training proceeds.")),
+    "ranking": ("Which measure tracks generalisation?", (
+        "Every complexity measure in the store ranked against the generalisation gap (err/test − err/train) and the "
+        "test error by the protocols of Jiang et al. (ICLR 2020: Kendall τ, granulated Ψ, conditional mutual "
+        "information) and Dziugaite et al. (NeurIPS 2020: coupled-pair sign-error, worst and mean environment), over "
+        "the nets that met the training criterion, and over those from the test-error peak on (over-parameterised).")),
     "spectrum": ("Hessian spectrum", (
         "Spectral density of the training loss's Hessian by stochastic Lanczos quadrature (Ghorbani et al. 2019), "
         "Gaussian-smoothed, for every trial measured with the 'spectrum' group (ddscope spectrum RUN, or the "
@@ -85,7 +90,7 @@ CAPTIONS = {
         "Relative distance ‖θₗ − θₗ⁰‖_F / ‖θₗ⁰‖_F of each layer's parameters at the last epoch (heat map, mean "
         "over seeds; layers are module paths from input to output), and of the whole network.")),
 }
-OPT_IN_FIGURES = ("spectrum",)  # drawn when asked for; their absence is not a gap in the sweep
+OPT_IN_FIGURES = ("spectrum", "ranking")  # drawn when asked for (or possible: the ranking section says why not); not a gap
 AXIS_COLUMNS = ("model.width", "data.noise", "seed")  # always in the page's final table
 NEEDS = {  # what a figure needs, said when it cannot be drawn
     "double_descent": "err/test",
@@ -96,6 +101,7 @@ NEEDS = {  # what a figure needs, said when it cannot be drawn
     "bracket": "lip_lower and lip_upper (metric group 'lipschitz' with data)",
     "bracket_epochs": "lip_lower over epochs (metric group 'lipschitz' with data)",
     "spectrum": "hess_slq_* (metric group 'spectrum'; ddscope spectrum RUN adds it from checkpoints)",
+    "ranking": "three nets that met the training criterion, with a test error and a measure",
     "theorem2": "thm2_lhs, thm2_mid, thm2_rhs (metric group 'theorem2')",
     "curvature": "hess_trace, hess_top (metric group 'hessian')",
     "distance": "dist_rel/* (metric group 'distance')",
@@ -123,9 +129,11 @@ def _levels(final: pd.DataFrame) -> list:
     return conditions(done_rows(final))
 
 
-def build_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
+def build_report(run_dir: str | Path, out: str | Path | None = None, *, rank_epochs: str = "final",
+                 criterion: float | None = ranking.CRITERION) -> Path:
     """Write the report of ``run_dir`` to ``out`` (default ``RUN_DIR/report``); returns the path
-    of its ``index.html``."""
+    of its ``index.html``. ``rank_epochs`` and ``criterion``: which nets the measure ranking
+    uses (:func:`ddscope.report.ranking.ranking_table`)."""
     run_dir = Path(run_dir)
     store = Store.open(run_dir)
     try:
@@ -140,7 +148,7 @@ def build_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
     out = Path(tempfile.mkdtemp(prefix=f".{final_out.name}.", suffix=".tmp", dir=final_out.parent))
     os.chmod(out, 0o755)  # mkdtemp makes it private; a report is for reading
     try:
-        _write(out, run_dir, final, long, counts, sweep_cfg)
+        _write(out, run_dir, final, long, counts, sweep_cfg, rank_epochs=rank_epochs, criterion=criterion)
     except BaseException:
         shutil.rmtree(out, ignore_errors=True)
         raise
@@ -152,7 +160,8 @@ def build_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
     return final_out / "index.html"
 
 
-def _write(out: Path, run_dir: Path, final: pd.DataFrame, long: pd.DataFrame, counts: dict, sweep_cfg: dict) -> None:
+def _write(out: Path, run_dir: Path, final: pd.DataFrame, long: pd.DataFrame, counts: dict, sweep_cfg: dict, *,
+           rank_epochs: str = "final", criterion: float | None = ranking.CRITERION) -> None:
     """Every file of the report into the folder ``out``."""
     final = with_bracket(final)
     final.to_csv(out / "final_table.csv", index=False)
@@ -164,6 +173,10 @@ def _write(out: Path, run_dir: Path, final: pd.DataFrame, long: pd.DataFrame, co
     ev = evidence_table(final)
     ev.to_csv(out / "evidence.csv", index=False)
     (out / "evidence.md").write_text(html.evidence_markdown(ev), encoding="utf-8")
+    rank = ranking.ranking_table(final, long if rank_epochs == "all" else None, epochs=rank_epochs,
+                                 criterion=criterion)
+    rank.to_csv(out / "ranking.csv", index=False)
+    (out / "ranking.md").write_text(ranking.ranking_markdown(rank), encoding="utf-8")
     metrics = set(long["metric"].unique()) if not long.empty else set()
     missing = missing_items(final, counts, metrics, sweep_cfg)
 
@@ -182,6 +195,7 @@ def _write(out: Path, run_dir: Path, final: pd.DataFrame, long: pd.DataFrame, co
         "curvature": figures.curvature(final),
         "distance": figures.distance(final),
         "spectrum": figures.spectrum(final),
+        "ranking": ranking_figure.ranking(rank),
     }
     fig_html, files = {}, {}
     for name, fig in drawn.items():
@@ -203,6 +217,9 @@ def _write(out: Path, run_dir: Path, final: pd.DataFrame, long: pd.DataFrame, co
         "double_descent": {str(k): v for k, v in summaries.items()},
         "representative_widths": {str(k): v for k, v in reps.items()},
         "evidence": ev.to_dict(orient="records"), "missing": missing, "figures": files,
+        "ranking": {"epochs": rank_epochs, "criterion": criterion,
+                    "excluded": int(rank["n_excluded"].iloc[0]) if len(rank) else None,
+                    "rows": rank.drop(columns="psi_by_axis").to_dict(orient="records")},
     }), indent=1), encoding="utf-8")
 
     name = sweep_cfg.get("sweep", {}).get("name") or run_dir.name
@@ -210,12 +227,35 @@ def _write(out: Path, run_dir: Path, final: pd.DataFrame, long: pd.DataFrame, co
              + f". Generated {generated} from the store alone; regenerate with "
              f"<code>ddscope report {html.esc(run_dir)}</code>. All values are at each trial's last epoch "
              "unless the axis is epoch.")
-    sections = _sections(final, ev, summaries, fig_html)
+    sections = _sections(final, ev, summaries, fig_html, rank, criterion)
     html.write_page(out / "index.html", title=f"ddscope report — {name}", intro=intro, missing=missing,
                            sections=sections, sweep_cfg=sweep_cfg)
 
 
-def _sections(final: pd.DataFrame, ev: pd.DataFrame, summaries: dict, fig_html: dict) -> list[tuple[str, str]]:
+def _ranking_section(rank: pd.DataFrame, criterion, fig: str) -> str:
+    """The ranking tables (every region and target) under the ranking figure."""
+    if rank.empty:
+        return ("<p class=note>No ranking: fewer than three done trials met the training criterion (train error ≤ "
+                f"{criterion}).</p>")
+    excluded = int(rank["n_excluded"].iloc[0])
+    parts = [fig, f"<p>{excluded} net(s) excluded: training error above {criterion} (the protocols compare nets "
+             "trained to the same fit of their training set, as Jiang et al. and Dziugaite et al. do). τ: Kendall's τ "
+             "over all nets; Ψ: granulated τ, one axis varied at a time (ψ per axis); CMI: conditional mutual "
+             "information between the signs of Δmeasure and Δtarget over pairs of nets, given |S| = 0, 1, 2 "
+             "hyper-parameter axes (minimum over S; 1 = the measure's sign predicts the target's fully, in either "
+             "direction); sign-error: Dziugaite et al.'s coupled pairs (settings differing in one axis, their seeds as "
+             "samples, Hoeffding-weighted), worst and mean over environments — 0.5 is a coin flip. Brackets: 95 % "
+             "bootstrap intervals over seeds. Machine-readable: <code>ranking.csv</code>, <code>ranking.md</code>.</p>"]
+    for region in dict.fromkeys(rank["region"]):
+        for target, what in ranking.TARGETS.items():
+            v = ranking.ranking_view(rank, region, target)
+            if not v.empty:
+                parts.append(f"<h3>{html.esc(region)} nets — {html.esc(what)}</h3>" + html.table(v, left=("measure", "ψ per axis")))
+    return "".join(parts)
+
+
+def _sections(final: pd.DataFrame, ev: pd.DataFrame, summaries: dict, fig_html: dict, rank: pd.DataFrame | None = None,
+              criterion=ranking.CRITERION) -> list[tuple[str, str]]:
     """The page body in reading order: summary, evidence, figures, tables."""
     secs = [("Summary", html.table(html.summary_view(summaries)) + (
         "<p>Interpolation threshold: narrowest width whose mean train error (noisy labels) is 0. Classical "
@@ -242,6 +282,8 @@ def _sections(final: pd.DataFrame, ev: pd.DataFrame, summaries: dict, fig_html: 
         secs[-1] = (secs[-1][0], secs[-1][1] + "<h3>Theorem 2 check per width</h3>" + html.table(thm))
     for name in ("curvature", "spectrum", "distance"):
         secs.append((CAPTIONS[name][0], fig_html[name]))
+    if rank is not None:
+        secs.append((CAPTIONS["ranking"][0], _ranking_section(rank, criterion, fig_html["ranking"])))
     axes = [c for c in final.columns if c in AXIS_COLUMNS or (c.startswith(("data.", "model.", "optim.", "metrics."))
                                                               and final[c].nunique(dropna=False) > 1)]
     cols = [c for c in (*dict.fromkeys(["model.width", "data.noise", *axes]), "seed", "n_train", "params", "status", "err/train", "err/train_clean",

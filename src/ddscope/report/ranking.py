@@ -170,7 +170,7 @@ def over_parameterised(nets: pd.DataFrame, final: pd.DataFrame) -> pd.DataFrame:
 def ranking_table(final: pd.DataFrame, long: pd.DataFrame | None = None, *, epochs: str = "final",
                   criterion: float | None = CRITERION, n_boot: int = N_BOOT, seed: int = 0) -> pd.DataFrame:
     """One row per (region, target, measure): every protocol's score and its interval (columns
-    :data:`COLUMNS`), sorted within each (region, target) by Ψ, strongest first. Empty without
+    :data:`COLUMNS`), sorted within each (region, target) by Ψ, largest first. Empty without
     test errors."""
     nets = nets_table(final, long, epochs=epochs) if "err/test" in final else pd.DataFrame()
     if nets.empty or "err/test" not in nets:
@@ -201,34 +201,56 @@ def ranking_table(final: pd.DataFrame, long: pd.DataFrame | None = None, *, epoc
     out = pd.DataFrame(rows, columns=COLUMNS)
     if out.empty:
         return out
-    out["_order"] = -out["psi"].abs().fillna(-1)
+    out["_order"] = -out["psi"].fillna(-2)  # Jiang et al.'s reading: the most positive Ψ first
     return out.sort_values(["region", "target", "_order"], kind="stable").drop(columns="_order").reset_index(drop=True)
 
 
-def ranking_markdown(table: pd.DataFrame, region: str = "all", target: str = "gap") -> str:
-    """The ranking of one region and target as a Markdown table (intervals where there are seeds)."""
+def _fmt(v: float, lo: float, hi: float, signed: bool) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "–"
+    f = "{:+.2f}" if signed else "{:.2f}"
+    out = f.format(v)
+    if not (isinstance(lo, float) and math.isnan(lo)):
+        out += f" [{f.format(lo)}, {f.format(hi)}]"
+    return out
+
+
+def ranking_view(table: pd.DataFrame, region: str = "all", target: str = "gap") -> pd.DataFrame:
+    """One region and target of :func:`ranking_table` as strings, intervals in brackets."""
     t = table[(table["region"] == region) & (table["target"] == target)]
-    if t.empty:
-        return ""
-
-    def iv(r, k, lo, hi):
-        v = r[k]
-        if isinstance(v, float) and math.isnan(v):
-            return "–"
-        s = f"{v:+.2f}" if k in ("tau", "psi") else f"{v:.2f}"
-        if not (isinstance(r[lo], float) and math.isnan(r[lo])):
-            s += f" [{r[lo]:+.2f}, {r[hi]:+.2f}]" if k in ("tau", "psi") else f" [{r[lo]:.2f}, {r[hi]:.2f}]"
-        return s
-
-    lines = ["| measure | nets | τ | Ψ | CMI |S|=0 / 1 / 2 | sign-error worst | sign-error mean | env. |",
-             "|---|---|---|---|---|---|---|---|"[:-1] + "---|"]
+    rows = []
     for _, r in t.iterrows():
-        cmi = " / ".join("–" if math.isnan(r[f"cmi_{k}"]) else f"{r[f'cmi_{k}']:.3f}" for k in range(K_MAX + 1))
-        lines.append(f"| {r['measure']} | {r['n_nets']} | {iv(r, 'tau', 'tau_lo', 'tau_hi')} | "
-                     f"{iv(r, 'psi', 'psi_lo', 'psi_hi')} | {cmi} | {iv(r, 'sign_worst', 'sign_worst_lo', 'sign_worst_hi')} | "
-                     f"{iv(r, 'sign_mean', 'sign_mean_lo', 'sign_mean_hi')} | {r['n_env']} |")
-    return "\n".join(lines)
+        rows.append({
+            "measure": r["measure"], "nets": int(r["n_nets"]),
+            "τ": _fmt(r["tau"], r["tau_lo"], r["tau_hi"], True),
+            "Ψ": _fmt(r["psi"], r["psi_lo"], r["psi_hi"], True),
+            "ψ per axis": ", ".join(f"{a} {v:+.2f}" for a, v in (r["psi_by_axis"] or {}).items() if not math.isnan(v)),
+            "CMI |S|=0/1/2": " / ".join("–" if math.isnan(r[f"cmi_{k}"]) else f"{r[f'cmi_{k}']:.3f}"
+                                        for k in range(K_MAX + 1)),
+            "sign-error worst": _fmt(r["sign_worst"], r["sign_worst_lo"], r["sign_worst_hi"], False),
+            "sign-error mean": _fmt(r["sign_mean"], r["sign_mean_lo"], r["sign_mean_hi"], False),
+            "environments": int(r["n_env"]),
+        })
+    return pd.DataFrame(rows)
+
+
+def ranking_markdown(table: pd.DataFrame) -> str:
+    """Every region and target of :func:`ranking_table` as GitHub Markdown tables."""
+    if table.empty:
+        return "(no ranking: fewer than three done trials met the training criterion)\n"
+    out = []
+    for region in dict.fromkeys(table["region"]):
+        for target in TARGETS:
+            v = ranking_view(table, region, target)
+            if v.empty:
+                continue
+            excluded = int(table[table["region"] == region]["n_excluded"].iloc[0])
+            out += [f"**{region} nets, target: {TARGETS[target]}** ({excluded} nets excluded by the training "
+                    "criterion)", "", "| " + " | ".join(v.columns) + " |", "|" + "---|" * len(v.columns)]
+            out += ["| " + " | ".join(str(x) for x in row) + " |" for row in v.itertuples(index=False)]
+            out.append("")
+    return "\n".join(out)
 
 
 __all__ = ["CRITERION", "TARGETS", "axes_of", "measures_of", "nets_table", "over_parameterised", "ranking_markdown",
-           "ranking_table", "scores"]
+           "ranking_table", "ranking_view", "scores"]

@@ -26,6 +26,7 @@ codes, one column per axis (``H``: (n, a)). The arithmetic is checked on hand-co
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 
@@ -40,63 +41,82 @@ def kendall_tau(m: np.ndarray, g: np.ndarray) -> float:
     n = len(m)
     if n < 2:
         return math.nan
-    iu = np.triu_indices(n, k=1)
-    return float((np.sign(m[iu[0]] - m[iu[1]]) * np.sign(g[iu[0]] - g[iu[1]])).sum() / len(iu[0]))
+    dm = np.sign(m[:, None] - m[None, :])
+    dg = np.sign(g[:, None] - g[None, :])
+    return float((dm * dg).sum() / (n * (n - 1)))  # each unordered pair counted twice
+
+
+@functools.lru_cache(maxsize=64)
+def _granules(key: bytes, shape: tuple[int, int]) -> tuple[tuple[np.ndarray, ...], ...]:
+    """Per axis i, the index arrays of the settings of the other axes where axis i varies
+    (cached: the bootstrap scores every measure on the same H)."""
+    H = np.frombuffer(key, dtype=np.int64).reshape(shape)
+    out = []
+    for i in range(shape[1]):
+        others = np.delete(H, i, axis=1)
+        code = np.unique(others, axis=0, return_inverse=True)[1].reshape(-1) if others.shape[1] else np.zeros(shape[0], int)
+        groups = []
+        for c in dict.fromkeys(code.tolist()):
+            idx = np.flatnonzero(code == c)
+            if len(idx) >= 2 and len(set(H[idx, i].tolist())) >= 2:
+                groups.append(idx)
+        out.append(tuple(groups))
+    return tuple(out)
 
 
 def granulated_tau(m: np.ndarray, g: np.ndarray, H: np.ndarray) -> tuple[float, list[float]]:
     """(Ψ, [ψ_i per axis]) — NaN for an axis with no setting where it varies."""
-    m, g, H = np.asarray(m, float), np.asarray(g, float), np.asarray(H)
+    m, g = np.asarray(m, float), np.asarray(g, float)
+    H = np.ascontiguousarray(H, dtype=np.int64)
     psis = []
-    for i in range(H.shape[1]):
-        others = np.delete(H, i, axis=1)
-        taus = []
-        keys = [tuple(r) for r in others]
-        for key in dict.fromkeys(keys):
-            idx = [n for n, k in enumerate(keys) if k == key]
-            if len(idx) >= 2 and len(set(H[idx, i])) >= 2:
-                taus.append(kendall_tau(m[idx], g[idx]))
+    for groups in _granules(H.tobytes(), H.shape):
+        taus = [kendall_tau(m[idx], g[idx]) for idx in groups]
         psis.append(float(np.mean(taus)) if taus else math.nan)
     defined = [p for p in psis if not math.isnan(p)]
     return (float(np.mean(defined)) if defined else math.nan), psis
 
 
-def _entropy(counts: np.ndarray) -> float:
-    p = counts[counts > 0] / counts.sum()
-    return float(-(p * np.log(p)).sum())
+def _entropies(counts: np.ndarray) -> np.ndarray:
+    """Entropy (nats) of each row's distribution: counts (U, K) -> (U,); empty rows give 0."""
+    n = counts.sum(1, keepdims=True)
+    p = np.divide(counts, n, out=np.zeros(counts.shape), where=n > 0)
+    return -(p * np.log(np.where(p > 0, p, 1.0))).sum(1)
+
+
+@functools.lru_cache(maxsize=256)
+def _pair_codes(key: bytes, shape: tuple[int, int], S: tuple[int, ...]) -> np.ndarray:
+    """U_S of every ordered pair (row-major over i ≠ j): one code per distinct (θ_S, θ'_S)."""
+    H = np.frombuffer(key, dtype=np.int64).reshape(shape)
+    i, j = np.nonzero(~np.eye(shape[0], dtype=bool))
+    if not S:
+        return np.zeros(len(i), dtype=np.int64)
+    return np.unique(np.concatenate([H[i][:, S], H[j][:, S]], axis=1), axis=0, return_inverse=True)[1].reshape(-1)
 
 
 def conditional_mi(m: np.ndarray, g: np.ndarray, H: np.ndarray, k: int) -> float:
     """K = min over axis subsets S with |S| = k of Î(V_μ; V_g | U_S); NaN when there are fewer
     than k axes, no pair with distinct targets, or H(V_g | U_S) = 0 for every S."""
-    m, g, H = np.asarray(m, float), np.asarray(g, float), np.asarray(H)
+    m, g = np.asarray(m, float), np.asarray(g, float)
+    H = np.ascontiguousarray(H, dtype=np.int64)
     n = len(m)
     if k > H.shape[1] or n < 2:
         return math.nan
     i, j = np.nonzero(~np.eye(n, dtype=bool))  # ordered pairs
     vg = np.sign(g[i] - g[j])
     keep = vg != 0
-    i, j, vg = i[keep], j[keep], vg[keep]
-    if not len(i):
+    if not keep.any():
         return math.nan
-    vm = np.sign(m[i] - m[j])
+    cell = ((np.sign(m[i] - m[j]).astype(int) + 1) * 2 + (vg > 0))[keep]  # (V_μ, V_g) as one of 6 cells
     best = math.nan
     for S in itertools.combinations(range(H.shape[1]), k):
-        if S:  # U_S: the pair's joint values on S, one code per distinct combination
-            u = np.unique(np.concatenate([H[i][:, S], H[j][:, S]], axis=1), axis=0, return_inverse=True)[1].reshape(-1)
-        else:
-            u = np.zeros(len(i), dtype=int)
-        mi = hg = 0.0
-        for code in np.unique(u):
-            sel = u == code
-            pu = sel.mean()
-            joint = np.zeros((3, 2))
-            np.add.at(joint, (vm[sel].astype(int) + 1, (vg[sel] > 0).astype(int)), 1)
-            h_g = _entropy(joint.sum(0))
-            mi += pu * (_entropy(joint.sum(1)) + h_g - _entropy(joint.reshape(-1)))
-            hg += pu * h_g
+        u = _pair_codes(H.tobytes(), H.shape, S)[keep]
+        joint = np.bincount(u * 6 + cell, minlength=(u.max() + 1) * 6).reshape(-1, 3, 2).astype(float)  # (U, V_μ, V_g)
+        pu = joint.sum((1, 2)) / len(u)
+        h_g = _entropies(joint.sum(1))
+        mi = _entropies(joint.sum(2)) + h_g - _entropies(joint.reshape(len(joint), 6))
+        hg = float((pu * h_g).sum())
         if hg > 0:
-            ratio = mi / hg
+            ratio = float((pu * mi).sum()) / hg
             best = ratio if math.isnan(best) else min(best, ratio)
     return best
 

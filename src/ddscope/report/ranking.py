@@ -39,6 +39,7 @@ CRITERION = 0.01  # a net enters the ranking when its training error is at most 
 N_BOOT = 200
 MIN_ESS = 1.0  # environments of the sign-error need this effective sample size (the paper: 12, with more seeds)
 K_MAX = 2  # conditional mutual information for |S| = 0 … K_MAX
+DEFAULT_N_TEST = 10_000  # the test-set size where a store predates n_test (Dziugaite et al.'s)
 TARGETS = {"gap": "generalisation gap err/test − err/train", "test": "test error err/test"}
 REPLICATES = ("seed", "data.seed")
 _CONFIG_SECTIONS = ("data.", "model.", "optim.")
@@ -89,24 +90,35 @@ def _codes(nets: pd.DataFrame, axes: list[str]) -> np.ndarray:
     return np.stack([pd.factorize(nets[a].astype(str))[0] for a in axes], axis=1)
 
 
+class _Nets:
+    """The arrays every protocol reads for one set of nets: targets, axis codes, test-set sizes."""
+
+    def __init__(self, nets: pd.DataFrame, target: str, axes: list[str]):
+        self.frame, self.axes = nets, axes
+        self.g = _target(nets, target)
+        self.hp = [a for a in axes if a not in REPLICATES]
+        self.H_all, self.H_hp = _codes(nets, axes), _codes(nets, self.hp)
+        self.n_test = (pd.to_numeric(nets["n_test"], errors="coerce").fillna(DEFAULT_N_TEST).to_numpy(float)
+                       if "n_test" in nets else np.full(len(nets), DEFAULT_N_TEST))
+
+    def scores(self, measure: str) -> dict:
+        m = pd.to_numeric(self.frame[measure], errors="coerce").to_numpy(float)
+        ok = np.isfinite(m) & np.isfinite(self.g)
+        m, g = m[ok], self.g[ok]
+        H_all, H_hp = self.H_all[ok], self.H_hp[ok]
+        psi, by_axis = protocols.granulated_tau(m, g, H_all)
+        se = protocols.sign_error(m, g, H_hp, self.n_test[ok], min_ess=MIN_ESS)
+        out = {"n_nets": int(ok.sum()), "tau": protocols.kendall_tau(m, g), "psi": psi,
+               "psi_by_axis": dict(zip(self.axes, by_axis)),
+               "sign_worst": se["worst"], "sign_mean": se["mean"], "n_env": se["n_env"]}
+        for k in range(K_MAX + 1):
+            out[f"cmi_{k}"] = protocols.conditional_mi(m, g, H_hp, k)
+        return out
+
+
 def scores(nets: pd.DataFrame, measure: str, target: str, axes: list[str]) -> dict:
     """Every protocol's score of one measure on one set of nets (no intervals)."""
-    g = _target(nets, target)
-    m = pd.to_numeric(nets[measure], errors="coerce").to_numpy(float)
-    ok = np.isfinite(m) & np.isfinite(g)
-    sub = nets[ok]
-    m, g = m[ok], g[ok]
-    hp = [a for a in axes if a not in REPLICATES]
-    H_all, H_hp = _codes(sub, axes), _codes(sub, hp)
-    psi, by_axis = protocols.granulated_tau(m, g, H_all)
-    n_test = pd.to_numeric(sub["n_test"], errors="coerce").fillna(10_000).to_numpy(float) if "n_test" in sub else 10_000
-    se = protocols.sign_error(m, g, H_hp, n_test, min_ess=MIN_ESS)
-    out = {"n_nets": int(ok.sum()), "tau": protocols.kendall_tau(m, g), "psi": psi,
-           "psi_by_axis": {a: p for a, p in zip(axes, by_axis)},
-           "sign_worst": se["worst"], "sign_mean": se["mean"], "n_env": se["n_env"]}
-    for k in range(K_MAX + 1):
-        out[f"cmi_{k}"] = protocols.conditional_mi(m, g, H_hp, k)
-    return out
+    return _Nets(nets, target, axes).scores(measure)
 
 
 def _target(nets: pd.DataFrame, target: str) -> np.ndarray:
@@ -137,9 +149,9 @@ def _bootstrap(nets: pd.DataFrame, measures: list[str], target: str, axes: list[
         parts = []
         for r, s in enumerate(rng.choice(seeds, size=len(seeds), replace=True)):
             parts.append(by_seed[s].assign(seed=r))  # a seed drawn twice: two replicates
-        boot = pd.concat(parts, ignore_index=True)
+        boot = _Nets(pd.concat(parts, ignore_index=True), target, axes)
         for m in measures:
-            sc = scores(boot, m, target, axes)
+            sc = boot.scores(m)
             for key in ("tau", "psi", "sign_worst", "sign_mean", _cmi_key(sc)):
                 draws[m].setdefault("cmi" if key.startswith("cmi") else key, []).append(sc[key])
     out = {}
@@ -183,13 +195,15 @@ def ranking_table(final: pd.DataFrame, long: pd.DataFrame | None = None, *, epoc
     rows = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        for region, sub in (("all", met), ("over-parameterised", over_parameterised(met, final))):
-            if len(sub) < 3:
-                continue
+        over = over_parameterised(met, final)
+        for region, sub in (("all", met), ("over-parameterised", over)):
+            if len(sub) < 3 or (region != "all" and len(sub) == len(met)):
+                continue  # too few nets, or the criterion already kept only over-parameterised ones
             for target in TARGETS:
                 boot = _bootstrap(sub, measures, target, axes, n_boot, seed)
+                here = _Nets(sub, target, axes)
                 for m in measures:
-                    sc = scores(sub, m, target, axes)
+                    sc = here.scores(m)
                     if sc["n_nets"] < 3:
                         continue
                     iv = boot.get(m, {})

@@ -15,7 +15,7 @@ from ddscope.train import TrialResult
 from .synthetic import SWEEP, WIDTHS, finish, synthetic_store, trial_config, trial_id
 
 FIGURES = ("double_descent", "smoothness", "over_epochs", "epoch_heatmaps", "interpolation", "theorem2",
-           "curvature", "distance")
+           "curvature", "distance", "ranking")
 
 
 def test_full_report_files_and_numbers(tmp_path):

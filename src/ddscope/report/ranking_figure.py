@@ -39,9 +39,10 @@ def ranking(table: pd.DataFrame) -> plots.plt.Figure | None:
                 if t.empty:
                     plots.no_data(ax, "no score")
                     continue
-                # strongest at the top: largest |τ|, |Ψ|; smallest sign-error
-                t = t.sort_values(col, key=(lambda s: s) if lower else (lambda s: -s.abs()), ascending=True)[::-1]
+                # best at the top: the largest τ, Ψ (Jiang et al.'s reading); the smallest sign-error
+                t = t.sort_values(col, ascending=lower, kind="stable")
                 y = range(len(t))
+                ax.invert_yaxis()
                 lo, hi = t[f"{col}_lo"].to_numpy(float), t[f"{col}_hi"].to_numpy(float)
                 v = t[col].to_numpy(float)
                 err = [[max(0.0, a - b) if not math.isnan(b) else 0.0 for a, b in zip(v, lo)],

@@ -1,8 +1,8 @@
 """Benchmark 4: cost of the default metric schedule relative to training, for the demo sweep.
 
 The demo (``ddscope demo``) runs the ``mnist1d-mlp`` preset: 16 widths, 500 epochs, the dense
-metric groups (jacobian, lipschitz, distance) at 14 epochs and the sparse ones (paths, hessian,
-theorem2) at 6. Each trial is trained with its full default schedule; the time spent inside
+metric groups (jacobian, lipschitz, distance) at 10 epochs and the sparse ones (paths, hessian,
+theorem2, and the measure zoo: complexity, sharpness) at 5. Each trial is trained with its full default schedule; the time spent inside
 ``measure_epoch`` (the metric suite) is clocked apart from the rest (training steps, per-epoch
 losses/errors), so
 
@@ -35,7 +35,6 @@ from ddscope.models import make_model
 from ddscope.train import metric_epochs, run_trial
 
 RESULTS = Path(__file__).resolve().parent / "results"
-GROUPS = ("jacobian", "lipschitz", "distance", "paths", "hessian", "theorem2")
 
 
 class MetricClock:
@@ -73,6 +72,11 @@ def timed(run) -> dict:
             "metric_calls": clock.calls}
 
 
+def schedule_groups(cfg) -> list[str]:
+    """The preset's metric groups, dense then sparse (the preset is the one source of them)."""
+    return list(dict.fromkeys((*cfg.metrics.groups, *cfg.metrics.sparse_groups)))
+
+
 def breakdown(cfgs) -> dict:
     """Seconds per call of each metric group, per width, at initialisation (one call each)."""
     data = prepare(cfgs[0].data)
@@ -81,7 +85,7 @@ def breakdown(cfgs) -> dict:
         torch.manual_seed(cfg.seed)
         model = make_model(cfg.model, data.input_shape, data.num_classes)
         init = {k: v.detach().clone() for k, v in model.named_parameters()}
-        for g in GROUPS:
+        for g in schedule_groups(cfg):
             t = time.perf_counter()
             train_mod.measure_epoch(cfg, model, data, init, 1, [g])
             out[g][cfg.model.width] = time.perf_counter() - t
@@ -123,9 +127,9 @@ def main() -> None:
     if args.breakdown:
         bd = breakdown(cfgs)
         total = {g: sum(v.values()) for g, v in bd.items()}
-        n_calls = {g: len(dense) if g in m.groups else len(sparse) for g in GROUPS}
+        n_calls = {g: len(dense) if g in m.groups else len(sparse) for g in schedule_groups(cfgs[0])}
         print("per-group cost at init (s per call, summed over widths) x calls in the schedule:")
-        for g in GROUPS:
+        for g in schedule_groups(cfgs[0]):
             print(f"  {g:10s} {total[g]:7.2f} s x {n_calls[g]:2d} = {total[g] * n_calls[g]:7.1f} s"
                   f"   (widest: {max(bd[g].values()):.2f} s)")
         out["breakdown"] = {"per_width_s": bd, "per_call_sum_s": total, "calls": n_calls}

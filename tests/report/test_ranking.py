@@ -62,6 +62,12 @@ def test_known_relations_score_as_they_must(tables):
     assert mono["cmi_0"] == pytest.approx(1.0) and anti["cmi_0"] == pytest.approx(1.0)
     assert mono["sign_worst"] == pytest.approx(0.0) and anti["sign_mean"] == pytest.approx(1.0)
     assert mono["n_env"] > 0
+    # environments per hyper-parameter axis (seeds are the samples, not an axis)
+    assert set(mono["sign_by_axis"]) == {"model.width", "data.noise"}
+    assert all(worst == 0.0 for worst, _, _ in mono["sign_by_axis"].values())
+    assert sum(n for _, _, n in anti["sign_by_axis"].values()) == anti["n_env"]
+    # every score has its interval, the CMI at each |S| too
+    assert mono["cmi_0_lo"] <= mono["cmi_0"] + 1e-12 and not math.isnan(mono["cmi_1_hi"])
     # seeds fix the order within a condition (spread < gaps): no replicate finds a sign error; a
     # seed drawn twice ties with itself along the seed axis, which only lowers Ψ's lower end
     assert (mono["sign_worst_lo"], mono["sign_worst_hi"]) == (0.0, 0.0)
@@ -135,3 +141,9 @@ def test_no_net_meets_the_criterion(tables):
     underfit = final[pd.to_numeric(final["err/train"]) > 0.01]
     assert ranking_table(underfit).empty
     assert not ranking_table(underfit, criterion=1.0, n_boot=0).empty
+
+
+def test_a_table_without_training_errors_has_no_ranking(tables):
+    """A Tracker run that logged test errors only: no gap, no criterion — an empty table, not a KeyError."""
+    _, final, _ = tables
+    assert ranking_table(final.drop(columns=["err/train"])).empty

@@ -219,7 +219,7 @@ def _write(out: Path, run_dir: Path, final: pd.DataFrame, long: pd.DataFrame, co
         "evidence": ev.to_dict(orient="records"), "missing": missing, "figures": files,
         "ranking": {"epochs": rank_epochs, "criterion": criterion,
                     "excluded": int(rank["n_excluded"].iloc[0]) if len(rank) else None,
-                    "rows": rank.drop(columns="psi_by_axis").to_dict(orient="records")},
+                    "rows": rank.drop(columns=["psi_by_axis", "sign_by_axis"]).to_dict(orient="records")},
     }), indent=1), encoding="utf-8")
 
     name = sweep_cfg.get("sweep", {}).get("name") or run_dir.name
@@ -250,7 +250,7 @@ def _ranking_section(rank: pd.DataFrame, criterion, fig: str) -> str:
         for target, what in ranking.TARGETS.items():
             v = ranking.ranking_view(rank, region, target)
             if not v.empty:
-                parts.append(f"<h3>{html.esc(region)} nets — {html.esc(what)}</h3>" + html.table(v, left=("measure", "ψ per axis")))
+                parts.append(f"<h3>{html.esc(region)} nets — {html.esc(what)}</h3>" + html.table(v, left=("measure", "ψ per axis", "worst per axis")))
     return "".join(parts)
 
 

@@ -44,8 +44,9 @@ TARGETS = {"gap": "generalisation gap err/test − err/train", "test": "test err
 REPLICATES = ("seed", "data.seed")
 _CONFIG_SECTIONS = ("data.", "model.", "optim.")
 COLUMNS = ["region", "target", "measure", "n_nets", "n_excluded", "tau", "tau_lo", "tau_hi", "psi", "psi_lo", "psi_hi",
-           *[f"cmi_{k}" for k in range(K_MAX + 1)], "cmi_lo", "cmi_hi", "sign_worst", "sign_worst_lo", "sign_worst_hi",
-           "sign_mean", "sign_mean_lo", "sign_mean_hi", "n_env", "psi_by_axis"]
+           *[f"cmi_{k}{s}" for k in range(K_MAX + 1) for s in ("", "_lo", "_hi")], "sign_worst", "sign_worst_lo",
+           "sign_worst_hi", "sign_mean", "sign_mean_lo", "sign_mean_hi", "n_env", "psi_by_axis", "sign_by_axis"]
+SCORED = ("tau", "psi", *[f"cmi_{k}" for k in range(K_MAX + 1)], "sign_worst", "sign_mean")  # with intervals
 
 
 def measures_of(table: pd.DataFrame) -> list[str]:
@@ -110,7 +111,9 @@ class _Nets:
         se = protocols.sign_error(m, g, H_hp, self.n_test[ok], min_ess=MIN_ESS)
         out = {"n_nets": int(ok.sum()), "tau": protocols.kendall_tau(m, g), "psi": psi,
                "psi_by_axis": dict(zip(self.axes, by_axis)),
-               "sign_worst": se["worst"], "sign_mean": se["mean"], "n_env": se["n_env"]}
+               "sign_worst": se["worst"], "sign_mean": se["mean"], "n_env": se["n_env"],
+               # per hyper-parameter axis: (worst, mean, environments)
+               "sign_by_axis": {self.hp[a]: v for a, v in se["by_axis"].items()}}
         for k in range(K_MAX + 1):
             out[f"cmi_{k}"] = protocols.conditional_mi(m, g, H_hp, k)
         return out
@@ -128,17 +131,9 @@ def _target(nets: pd.DataFrame, target: str) -> np.ndarray:
     return test - pd.to_numeric(nets["err/train"], errors="coerce").to_numpy(float)
 
 
-def _cmi_key(s: dict) -> str:
-    """The CMI reported with intervals: the largest |S| with a value."""
-    for k in range(K_MAX, -1, -1):
-        if not math.isnan(s.get(f"cmi_{k}", math.nan)):
-            return f"cmi_{k}"
-    return "cmi_0"
-
-
 def _bootstrap(nets: pd.DataFrame, measures: list[str], target: str, axes: list[str], n_boot: int,
                seed: int) -> dict[str, dict[str, tuple[float, float]]]:
-    """Percentile 95 % intervals of τ, Ψ, the CMI and the sign-errors over seeds, per measure."""
+    """Percentile 95 % intervals of every score in :data:`SCORED` over seeds, per measure."""
     seeds = sorted(nets["seed"].unique()) if "seed" in nets else []
     if len(seeds) < 2 or n_boot <= 0:
         return {}
@@ -152,8 +147,8 @@ def _bootstrap(nets: pd.DataFrame, measures: list[str], target: str, axes: list[
         boot = _Nets(pd.concat(parts, ignore_index=True), target, axes)
         for m in measures:
             sc = boot.scores(m)
-            for key in ("tau", "psi", "sign_worst", "sign_mean", _cmi_key(sc)):
-                draws[m].setdefault("cmi" if key.startswith("cmi") else key, []).append(sc[key])
+            for key in SCORED:
+                draws[m].setdefault(key, []).append(sc[key])
     out = {}
     for m, per in draws.items():
         out[m] = {}
@@ -185,8 +180,8 @@ def ranking_table(final: pd.DataFrame, long: pd.DataFrame | None = None, *, epoc
     :data:`COLUMNS`), sorted within each (region, target) by Ψ, largest first. Empty without
     test errors."""
     nets = nets_table(final, long, epochs=epochs) if "err/test" in final else pd.DataFrame()
-    if nets.empty or "err/test" not in nets:
-        return pd.DataFrame(columns=COLUMNS)
+    if nets.empty or "err/test" not in nets or "err/train" not in nets:
+        return pd.DataFrame(columns=COLUMNS)  # the targets and the criterion need both errors
     measures = measures_of(nets)
     train = pd.to_numeric(nets["err/train"], errors="coerce")
     met = nets[train <= criterion] if criterion is not None else nets
@@ -208,9 +203,8 @@ def ranking_table(final: pd.DataFrame, long: pd.DataFrame | None = None, *, epoc
                         continue
                     iv = boot.get(m, {})
                     row = {"region": region, "target": target, "measure": m, "n_excluded": excluded, **sc}
-                    for key in ("tau", "psi", "sign_worst", "sign_mean"):
+                    for key in SCORED:
                         row[f"{key}_lo"], row[f"{key}_hi"] = iv.get(key, (math.nan, math.nan))
-                    row["cmi_lo"], row["cmi_hi"] = iv.get("cmi", (math.nan, math.nan))
                     rows.append(row)
     out = pd.DataFrame(rows, columns=COLUMNS)
     if out.empty:
@@ -239,10 +233,11 @@ def ranking_view(table: pd.DataFrame, region: str = "all", target: str = "gap") 
             "τ": _fmt(r["tau"], r["tau_lo"], r["tau_hi"], True),
             "Ψ": _fmt(r["psi"], r["psi_lo"], r["psi_hi"], True),
             "ψ per axis": ", ".join(f"{a} {v:+.2f}" for a, v in (r["psi_by_axis"] or {}).items() if not math.isnan(v)),
-            "CMI |S|=0/1/2": " / ".join("–" if math.isnan(r[f"cmi_{k}"]) else f"{r[f'cmi_{k}']:.3f}"
-                                        for k in range(K_MAX + 1)),
+            "CMI |S|=0 / 1 / 2": " / ".join(_fmt(r[f"cmi_{k}"], r[f"cmi_{k}_lo"], r[f"cmi_{k}_hi"], False)
+                                            for k in range(K_MAX + 1)),
             "sign-error worst": _fmt(r["sign_worst"], r["sign_worst_lo"], r["sign_worst_hi"], False),
             "sign-error mean": _fmt(r["sign_mean"], r["sign_mean_lo"], r["sign_mean_hi"], False),
+            "worst per axis": ", ".join(f"{a} {w:.2f}" for a, (w, _, _) in (r["sign_by_axis"] or {}).items()),
             "environments": int(r["n_env"]),
         })
     return pd.DataFrame(rows)

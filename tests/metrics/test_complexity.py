@@ -5,7 +5,6 @@ Fisher–Rao, numpy for margins, an independent grid search for the PAC-Bayes σ
 from __future__ import annotations
 
 import copy
-import itertools
 import math
 
 import numpy as np

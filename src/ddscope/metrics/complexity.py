@@ -47,6 +47,7 @@ are in :mod:`ddscope.metrics.sharpness`.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import operator
 
@@ -209,10 +210,8 @@ def complexity_measures(model: nn.Module, x: Tensor, y: Tensor, input_shape: tup
     """Every measure of the module docstring on training inputs ``x`` and the labels ``y`` the net
     was fit on; the path norm (and its margin form) only where it is defined."""
     out = norm_measures(model, input_shape, init_state)
-    try:
+    with contextlib.suppress(ValueError):  # not a ReLU network of weight layers: no path norm, the rest stands
         out["cm_path"] = path_norm(model, input_shape)
-    except ValueError:
-        pass  # not a ReLU network of weight layers: no path norm, the other measures stand
     out["cm_fisher_rao"] = fisher_rao_norm(model, x, y, loss=loss)
     m = margins(model, x, y).double()
     gamma = float(torch.quantile(m, MARGIN_QUANTILE))

@@ -296,3 +296,19 @@ def test_rescaling_invariance_breaks_the_plain_norms_not_the_function():
     assert na["cm_fro_prod"] == pytest.approx(nb["cm_fro_prod"], rel=1e-9)
     assert path_norm(a, (4,)) == pytest.approx(path_norm(b, (4,)), rel=1e-12)
     assert na["cm_spec_sum"] != pytest.approx(nb["cm_spec_sum"], rel=1e-3)
+
+
+def test_margin_normalised_measures_on_a_net_with_positive_margin():
+    model, x, y = _fitted_mlp(seed=4)
+    out = complexity_measures(model, x, y, (5,), snapshot_params(mlp(d=5, widths=(16,), classes=4, seed=4)))
+    logits = model(x).detach().numpy()
+    yy = y.numpy()
+    ref = np.array([logits[n, yy[n]] - np.delete(logits[n], yy[n]).max() for n in range(len(yy))])
+    gamma = float(np.percentile(ref, 10))
+    assert gamma > 0 and out["cm_margin"] == pytest.approx(gamma, rel=1e-12)
+    assert out["cm_inv_margin"] == pytest.approx(1 / gamma**2)
+    assert out["cm_spec_margin"] == pytest.approx(out["cm_spec_prod"] / gamma**2)
+    assert out["cm_fro_margin"] == pytest.approx(out["cm_fro_prod"] / gamma**2)
+    assert out["cm_path_margin"] == pytest.approx(path_norm(model, (5,)) / gamma**2)
+    x_fro = math.sqrt(float((x**2).sum()))
+    assert out["cm_bft_margin"] == pytest.approx(out["cm_bft"] * x_fro / (gamma * len(x)))

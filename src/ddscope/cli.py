@@ -195,8 +195,9 @@ def demo(**opts):
 @click.option("--out", type=click.Path(file_okay=False), default=None, help="Report folder (default RUN_DIR/report).")
 @click.option("--rank-epochs", type=click.Choice(["final", "all"]), default="final", show_default=True,
               help="Nets the measure ranking compares: each trial's last epoch, or every metric epoch (axis 'epoch').")
-@click.option("--criterion", type=click.FloatRange(0, 1), default=0.01, show_default=True,
-              help="Training error at most this for a net to enter the ranking (1 ranks every net).")
+@click.option("--criterion", type=click.FloatRange(0, 1), default=None,
+              help="Training error at most this for a net to enter the ranking (default: the papers' 1 %; 1 ranks "
+                   "every net).")
 def report(run_dir, out, rank_epochs, criterion):
     """Write the report (PNG/PDF figures, HTML page, CSV) of RUN_DIR from its store."""
     from .sweep.store import Store
@@ -206,7 +207,8 @@ def report(run_dir, out, rank_epochs, criterion):
         check_writable(Path(out), "report folder")
     with _stop_signals() as stopped_by:
         try:
-            path = _make_report(Path(run_dir), Path(out) if out else None, rank_epochs=rank_epochs, criterion=criterion)
+            given = {} if criterion is None else {"criterion": criterion}  # the default lives in report.ranking
+            path = _make_report(Path(run_dir), Path(out) if out else None, rank_epochs=rank_epochs, **given)
         except KeyboardInterrupt:
             click.echo("ddscope: interrupted: the report was not replaced (any previous one is intact); "
                        f"rerun `ddscope report {run_dir}`", err=True)

@@ -20,6 +20,7 @@ from ddscope.metrics.complexity import (
     margins,
     norm_measures,
     path_norm,
+    spectral_norm,
 )
 from ddscope.metrics.sharpness import pacbayes_sigma, sharpness_measures
 from ddscope.reference import conv_operator_norm_dense, dense_matrix, per_sample_grads_loop
@@ -312,3 +313,15 @@ def test_margin_normalised_measures_on_a_net_with_positive_margin():
     assert out["cm_path_margin"] == pytest.approx(path_norm(model, (5,)) / gamma**2)
     x_fro = math.sqrt(float((x**2).sum()))
     assert out["cm_bft_margin"] == pytest.approx(out["cm_bft"] * x_fro / (gamma * len(x)))
+
+
+def test_spectral_norm_of_a_conv3d_and_of_a_kernel_difference_against_dense_matrices():
+    torch.manual_seed(2)
+    conv = nn.Conv3d(2, 3, 3, stride=2, padding=1).double()
+    shape = (2, 5, 4, 4)
+    dense = dense_matrix(lambda X: conv._conv_forward(X, conv.weight.detach(), None), shape)
+    assert spectral_norm(conv, shape) == pytest.approx(float(torch.linalg.matrix_norm(dense, 2)), rel=1e-6)
+    delta = torch.randn_like(conv.weight)
+    dense_d = dense_matrix(lambda X: conv._conv_forward(X, delta, None), shape)
+    assert spectral_norm(conv, shape, weight=delta) == pytest.approx(float(torch.linalg.matrix_norm(dense_d, 2)),
+                                                                     rel=1e-6)

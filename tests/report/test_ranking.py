@@ -147,3 +147,22 @@ def test_a_table_without_training_errors_has_no_ranking(tables):
     """A Tracker run that logged test errors only: no gap, no criterion — an empty table, not a KeyError."""
     _, final, _ = tables
     assert ranking_table(final.drop(columns=["err/train"])).empty
+
+
+def test_the_cli_passes_the_ranking_options(tables, tmp_path, capsys):
+    import json
+
+    from tests.clirun import cli_inline
+
+    run, _, _ = tables
+    code, _, err = cli_inline(capsys, "report", str(run), "--out", str(tmp_path / "a"))
+    assert code == 0, err
+    r = json.loads((tmp_path / "a" / "summary.json").read_text())["ranking"]
+    assert (r["epochs"], r["criterion"], r["excluded"]) == ("final", 0.01, 42 - 27)
+    code, _, err = cli_inline(capsys, "report", str(run), "--out", str(tmp_path / "b"), "--criterion", "1",
+                              "--rank-epochs", "all")
+    assert code == 0, err
+    r = json.loads((tmp_path / "b" / "summary.json").read_text())["ranking"]
+    assert (r["epochs"], r["criterion"], r["excluded"]) == ("all", 1.0, 0)
+    code, _, err = cli_inline(capsys, "report", str(run), "--criterion", "2")
+    assert code == 2 and "criterion" in err

@@ -56,7 +56,7 @@ from torch import Tensor, nn
 from torch.func import functional_call, jvp
 
 from ddscope.metrics.jacobian import eval_mode
-from ddscope.metrics.lipschitz import conv_operator_norm, record_input_shapes
+from ddscope.metrics.lipschitz import linear_map_norm, record_input_shapes
 from ddscope.metrics.losses import loss_fn
 
 WEIGHT_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -86,21 +86,15 @@ def _matrix(w: Tensor) -> Tensor:
 
 
 def spectral_norm(layer: nn.Module, input_shape: tuple[int, ...], weight: Tensor | None = None) -> float:
-    """‖W‖₂ of a Linear layer (its matrix) or of a conv layer's operator on ``input_shape``
-    (``weight`` replaces the layer's own, e.g. W − W⁰)."""
+    """‖W‖₂ of a Linear layer (its matrix) or of a conv layer's operator on ``input_shape`` (the
+    layer's own stride, padding, dilation and groups; Lanczos on the operator, as
+    :func:`~ddscope.metrics.lipschitz.conv_operator_norm`); ``weight`` replaces the layer's
+    kernel, e.g. W − W⁰."""
     w = (layer.weight if weight is None else weight).detach()
     if isinstance(layer, nn.Linear):
         return float(torch.linalg.matrix_norm(w.double(), ord=2))
-    if isinstance(layer, nn.Conv3d):  # no Lanczos operator for 3-d kernels here: the dense matrix
-        raise ValueError("spectral norms of Conv3d layers are not supported")
-    conv = layer
-    if weight is not None:  # the same layer geometry with another kernel
-        conv = type(layer)(layer.in_channels, layer.out_channels, layer.kernel_size, stride=layer.stride,
-                           padding=layer.padding, dilation=layer.dilation, groups=layer.groups, bias=False,
-                           padding_mode=layer.padding_mode).to(device=w.device, dtype=w.dtype)
-        with torch.no_grad():
-            conv.weight.copy_(w)
-    return conv_operator_norm(conv, tuple(input_shape), generator=torch.Generator(w.device).manual_seed(0))
+    return linear_map_norm(lambda X: layer._conv_forward(X, w, None), tuple(input_shape), dtype=w.dtype,
+                           device=w.device, generator=torch.Generator(w.device).manual_seed(0))
 
 
 def norm_measures(model: nn.Module, input_shape: tuple[int, ...], init_state: dict[str, Tensor] | None = None) -> dict[str, float]:

@@ -121,7 +121,9 @@ class Tracker:
         self.data = TrialData(x_train=x_tr, y_train=y_tr, y_train_clean=y_tr if y_train_clean is None else y_train_clean,
                               noisy_mask=mask.to(y_tr.device), x_test=x_te, y_test=y_te, x_val=x_va, y_val=y_va,
                               num_classes=classes, name=name)
-        updates = {"data.name": "ddscope.api:tracked_tensors", "data.noise": 0.0, "metrics.groups": list(groups),
+        # data.noise is the fraction of noisy labels the mask marks (what tables and titles show)
+        noise = round(float(mask.float().mean()), 6) if len(mask) else 0.0
+        updates = {"data.name": "ddscope.api:tracked_tensors", "data.noise": noise, "metrics.groups": list(groups),
                    **({"optim.epochs": int(epochs)} if epochs else {}),
                    "metrics.sparse_groups": [], **{f"metrics.{k}": v for k, v in (metrics or {}).items()},
                    **dict(labels or {})}
@@ -130,6 +132,7 @@ class Tracker:
         self.groups = list(groups)
         self.records: list[tuple[int, str, float]] = []
         self.skipped: dict[str, str] = {}
+        self.notes: dict[str, str] = {}
         self.init_state: dict[str, Tensor] | None = None
         self.interp_epoch: int | None = None
         self.params = 0
@@ -181,7 +184,8 @@ class Tracker:
                 if split == "train" and err_v == 0.0 and self.interp_epoch is None:
                     self.interp_epoch = epoch
             if self.groups:
-                rows += measure_epoch(self.cfg, model, self.data, self.init_state, epoch, self.groups, self.skipped)
+                rows += measure_epoch(self.cfg, model, self.data, self.init_state, epoch, self.groups, self.skipped,
+                                      self.notes)
         finally:
             model.train(was_training)
         self.records = [r for r in self.records if r[0] != epoch] + rows
@@ -212,7 +216,8 @@ class Tracker:
 
         summary = {"params": self.params, "n_train": len(self.data.x_train), "n_test": len(self.data.x_test), "n_noisy": int(self.data.noisy_mask.sum()),
                    "trainer": "tracker", "interp_epoch": self.interp_epoch, "resumed_from_epoch": None,
-                   "wall_s": time.perf_counter() - self._t0, "skipped_groups": dict(self.skipped)}
+                   "wall_s": time.perf_counter() - self._t0, "skipped_groups": dict(self.skipped),
+                   "metric_notes": dict(self.notes)}
         mask = np.packbits(self.data.noisy_mask.cpu().numpy()).tobytes()
         result = TrialResult(trial_id=self.cfg.trial_id, config=self.cfg.to_dict(), status=status,
                              records=list(self.records),

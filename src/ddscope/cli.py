@@ -281,6 +281,8 @@ def measure(checkpoint, groups, samples, output, device, data_root, as_json):
                                  data_root=data_root)
     for group, why in out["skipped"].items():
         click.echo(f"ddscope: metric group '{group}' skipped: {why}", err=True)
+    for group, why in out.get("notes", {}).items():
+        click.echo(f"ddscope: metric group '{group}': {why}", err=True)
     if as_json:
         click.echo(json.dumps(out, indent=2))
         return

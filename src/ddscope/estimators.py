@@ -89,7 +89,8 @@ def hutchinson_trace(
     dtype: torch.dtype | None = None,
     device: torch.device | str | None = None,
     block_size: int | None = None,
-) -> float:
+    return_se: bool = False,
+) -> float | tuple[float, float]:
     """Hutchinson's trace estimator with Rademacher probes (Hutchinson, 1989).
 
     tr(A) ≈ (1/m) Σ_{i=1}^m z_iᵀ A z_i,  z_i ∈ {±1}^dim i.i.d.
@@ -103,12 +104,24 @@ def hutchinson_trace(
         generator: source of the probes (``None``: fresh generator seeded 0).
         dtype, device: of the probes (inferred for a dense matrix; default float32 on CPU).
         block_size: apply A to at most this many probes at once (``None``: all at once).
+        return_se: also return the standard error s/√m, s the sample deviation of the
+            m values z_iᵀ A z_i (the estimate's own error bar, from its probes).
     """
     A, dim, dtype, device = _resolve(matvec, dim, dtype, device)
     if num_matvecs < 1:
         raise ValueError(f"num_matvecs must be >= 1, got {num_matvecs}")
     Z = rademacher((dim, num_matvecs), generator=generator, dtype=dtype, device=device)  # (dim, m)
-    return float((Z * _apply_blocked(A, Z, block_size)).sum() / num_matvecs)
+    samples = (Z * _apply_blocked(A, Z, block_size)).sum(0)  # (m,) z_iᵀ A z_i
+    value = float(samples.sum() / num_matvecs)
+    return (value, _standard_error(samples)) if return_se else value
+
+
+def _standard_error(samples: Tensor) -> float:
+    """s/√m of m i.i.d. samples (the estimate's standard error); NaN for one sample."""
+    m = samples.numel()
+    if m < 2:
+        return math.nan
+    return float(samples.to(torch.float64).std(unbiased=True) / math.sqrt(m))
 
 
 def hutchpp_trace(
@@ -120,7 +133,8 @@ def hutchpp_trace(
     dtype: torch.dtype | None = None,
     device: torch.device | str | None = None,
     block_size: int | None = None,
-) -> float:
+    return_se: bool = False,
+) -> float | tuple[float, float]:
     """Hutch++ trace estimator (Meyer, Musco, Musco & Woodruff, SOSA 2021).
 
     With m products split into s = ⌊m/3⌋ sketch probes S, s basis products and g = m − 2s
@@ -132,7 +146,9 @@ def hutchpp_trace(
     the remainder, so for PSD A the relative error is O(1/m) instead of O(1/√m). When s ≥ dim
     the basis Q spans the whole space and the estimate is exact up to rounding.
 
-    Args: as :func:`hutchinson_trace`; ``num_matvecs`` must be ≥ 3.
+    Args: as :func:`hutchinson_trace`; ``num_matvecs`` must be ≥ 3. ``return_se``: the standard
+    error of the Hutchinson part on the complement (the low-rank part is exact); 0 once Q spans
+    the whole space.
     """
     A, dim, dtype, device = _resolve(matvec, dim, dtype, device)
     if num_matvecs < 3:
@@ -145,8 +161,14 @@ def hutchpp_trace(
     Q, _ = torch.linalg.qr(_apply_blocked(A, S, block_size))  # (dim, min(dim, s)), orthonormal
     low_rank = torch.trace(Q.T @ _apply_blocked(A, Q, block_size))
     G = G - Q @ (Q.T @ G)  # project the Hutchinson probes onto the complement of range(Q)
-    remainder = (G * _apply_blocked(A, G, block_size)).sum() / g
-    return float(low_rank + remainder)
+    samples = (G * _apply_blocked(A, G, block_size)).sum(0)  # (g,) Hutchinson on the complement
+    value = float(low_rank + samples.sum() / g)
+    if not return_se:
+        return value
+    # tr(QᵀAQ) is computed exactly; only the remainder is random. When Q spans everything the
+    # projected probes are zero (up to rounding) and so is the error.
+    se = 0.0 if Q.shape[1] >= dim else _standard_error(samples)
+    return value, se
 
 
 def batched_lanczos_top_eig(

@@ -68,7 +68,8 @@ def measure_checkpoint(path: str | Path, groups, *, samples: int | None = None, 
         theta0, source = build(None), "regenerated from the trial seed"
     init_state = {k: v.detach().clone() for k, v in theta0.named_parameters()}
     skipped: dict[str, str] = {}
-    records = measure_epoch(cfg, model, data, init_state, state["epoch"], list(groups), skipped)
+    notes: dict[str, str] = {}
+    records = measure_epoch(cfg, model, data, init_state, state["epoch"], list(groups), skipped, notes)
     return {
         "checkpoint": str(path),
         "trial_id": trial_id,
@@ -76,6 +77,7 @@ def measure_checkpoint(path: str | Path, groups, *, samples: int | None = None, 
         "init": source,
         "values": {metric: value for _, metric, value in records},
         "skipped": skipped,
+        "notes": notes,
     }
 
 

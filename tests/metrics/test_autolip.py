@@ -137,7 +137,7 @@ def test_an_unknown_operation_is_one_error_naming_it_and_how_to_declare_it():
         def forward(self, x):
             return self.lin(torch.cumsum(x, dim=1))
 
-    with pytest.raises(ValueError, match=r"no Lipschitz constant for the operation 'cumsum' at graph node 'cumsum'.*"
+    with pytest.raises(ValueError, match=r"no Lipschitz constant for 1 operation\(s\): the operation 'cumsum' at graph node 'cumsum'.*"
                                          r"constants=\{'cumsum': L\}"):
         lipschitz_upper(Odd(), (4,))
     # Declared: ‖cumsum‖₂ on R⁴ is the norm of the lower-triangular ones matrix.
@@ -167,6 +167,16 @@ def test_untraceable_models_fall_back_to_the_module_walk():
             return super().forward(-x)
 
     model = Branchy(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
+    # A Sequential subclass with its own forward computes another function than its children's
+    # chain: the walk refuses to read the children (here -x would be harmless; x / 10 would not).
+    with pytest.raises(ValueError, match=r"Branchy.*own forward"):
+        lipschitz_upper(model, (3,))
+
+    class Declared(Branchy):
+        def lipschitz_parts(self):  # the user's statement: the forward is this chain (up to an isometry)
+            return list(self)
+
+    model = Declared(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
     bound = lipschitz_upper(model, (3,))
     assert bound.method == "walk"
     ws = [torch.linalg.matrix_norm(model[i].weight.detach(), 2).item() for i in (0, 2)]

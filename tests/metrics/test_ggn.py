@@ -173,7 +173,7 @@ REFUSED = {
     "gelu": (lambda: nn.Sequential(nn.Linear(4, 5), nn.GELU(), nn.Linear(5, 3)), "GELU"),
     "tanh-function": (lambda: _Functional(torch.tanh), "tanh"),
     "layernorm": (lambda: nn.Sequential(nn.Linear(4, 5), nn.LayerNorm(5), nn.ReLU(), nn.Linear(5, 3)), "LayerNorm"),
-    "shared-weights": (_Twice, "more than once"),
+    "shared-weights": (_Twice, "tied or shared weights"),
     "product": (_Gated, "multiplies two"),
 }
 
@@ -198,9 +198,11 @@ def test_refused_where_it_does_not_hold_and_hutchpp_runs_instead(name):
     x = torch.randn(6, 4, generator=g, dtype=torch.float64)
     y = torch.randint(0, 3, (6,), generator=g)
     H = R.dense_hessian(model, [(x, y)])
-    got = hess_trace_detail(model, [(x, y)], num_matvecs=3 * H.shape[0])  # Hutch++ exact at 3·dim products
-    assert got.method == "hutchpp" and got.refusal == reason and got.layers == {}
+    got = hess_trace_detail(model, [(x, y)], num_matvecs=3 * H.shape[0])  # dim ≤ products: the exact trace
+    assert got.method == "exact" and got.exact and got.se == 0 and got.refusal == reason and got.layers == {}
     assert got.value == pytest.approx(float(torch.trace(H)), rel=1e-8)
+    est = hess_trace_detail(model, [(x, y)], num_matvecs=H.shape[0] - 1)  # fewer products: Hutch++ with its error
+    assert est.method == "hutchpp" and not est.exact and est.refusal == reason and est.se > 0
     # and tr(GGN) really differs from tr(H) on these networks: the refusal is needed
     if name != "shared-weights":
         assert abs(ggn_trace(model, x, y)[0] - float(torch.trace(H))) > 1e-6 * abs(float(torch.trace(H)))

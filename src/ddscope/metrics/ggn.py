@@ -28,7 +28,8 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor, fx, nn
-from torch.func import hessian, vmap
+from torch.func import functional_call, hessian, jvp, vjp, vmap
+from torch.nn.utils import parametrize
 
 from ddscope.metrics.autolip import _name, trace
 from ddscope.metrics.jacobian import eval_mode
@@ -54,6 +55,8 @@ _PL_FUNCTIONS = {
     "float", "double", "to", "linear", "conv1d", "conv2d", "conv3d", "max", "amax", "clone", "detach",
 }
 _PRODUCTS = {"mul", "mul_", "imul", "truediv", "div", "div_", "itruediv", "matmul", "mm", "bmm"}
+_DIVISIONS = {"truediv", "div", "div_", "itruediv"}
+_SHAPE_ATTRS = {"shape", "ndim", "dtype", "device", "is_cuda", "requires_grad"}
 
 
 def exact_trace_refusal(model: nn.Module, input_shape: tuple[int, ...]) -> str | None:
@@ -65,43 +68,73 @@ def exact_trace_refusal(model: nn.Module, input_shape: tuple[int, ...]) -> str |
     the piecewise-linear list, and a product or quotient has at most one operand that depends on
     the parameters (a product of two parameter-dependent tensors may be quadratic in one θ_i).
     """
+    for path, m in model.named_modules():
+        if parametrize.is_parametrized(m):
+            return f"module '{path}' ({type(m).__name__}) has a parametrisation (its weight is a nonlinear function of its parameters)"
+        if m._forward_pre_hooks and next(m.parameters(recurse=False), None) is not None:
+            return (f"module '{path}' ({type(m).__name__}) has a forward pre-hook that may recompute its weight "
+                    "(weight_norm / spectral_norm)")
     try:
         gm = trace(model, tuple(input_shape))
     except Exception as e:  # noqa: BLE001 — control flow on the input: the graph cannot be read
         return f"torch.fx cannot trace the model ({type(e).__name__}), so its operations cannot be checked"
     modules = dict(gm.named_modules())
-    calls: dict[str, int] = {}
+    param_names = {id(p): n for n, p in model.named_parameters(remove_duplicate=False)}
+    uses: dict[int, str] = {}  # id(parameter) -> the call that used it (each parameter used once)
     param_dep: set[str] = set()  # nodes whose value depends on a parameter
+    input_dep: set[str] = set()  # nodes whose value depends on the input
+
+    def use(p: nn.Parameter, where: str) -> str | None:
+        if id(p) in uses:
+            return (f"parameter '{param_names.get(id(p), '?')}' is used by {uses[id(p)]} and by {where} "
+                    "(tied or shared weights)")
+        uses[id(p)] = where
+        return None
+
     for node in gm.graph.nodes:
         args: list[fx.Node] = []
         fx.node.map_arg((node.args, node.kwargs), args.append)
         dep = [a for a in args if a.name in param_dep]
-        if node.op in ("placeholder", "output"):
+        if node.op == "output":
             continue
+        if node.op == "placeholder":
+            input_dep.add(node.name)
+            continue
+        if any(a.name in input_dep for a in args):
+            input_dep.add(node.name)
         if node.op == "get_attr":
-            if isinstance(getattr_path(gm, node.target), nn.Parameter):
-                if len(node.users) > 1:
-                    return f"parameter '{node.target}' is read {len(node.users)} times"
+            obj = getattr_path(gm, node.target)
+            if isinstance(obj, nn.Parameter):
+                if (why := use(obj, f"graph node '{node.name}'")) is not None:
+                    return why
                 param_dep.add(node.name)
             continue
+        # A value that depends on parameters only (a weight, a view of it) may enter the network
+        # once: read twice, θ_i would appear in two places and f could be quadratic in it.
+        for a in dep:
+            if a.name not in input_dep and len(a.users) > 1:
+                return f"parameter-derived value '{a.name}' is used {len(a.users)} times (shared weights)"
         if node.op == "call_module":
             m = modules[node.target]
             if not isinstance(m, PIECEWISE_LINEAR):
                 return f"module '{node.target}' ({type(m).__name__}) is not piecewise linear"
             if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)) and m.running_var is None:
                 return f"BatchNorm '{node.target}' has no running statistics (batch statistics are not affine)"
-            if next(m.parameters(), None) is not None:
-                calls[node.target] = calls.get(node.target, 0) + 1
-                if calls[node.target] > 1:
-                    return f"module '{node.target}' ({type(m).__name__}) is called more than once (shared weights)"
-                param_dep.add(node.name)
-            elif dep:
+            own = list(m.parameters())
+            for p in own:
+                if (why := use(p, f"module '{node.target}'")) is not None:
+                    return why
+            if own or dep:
                 param_dep.add(node.name)
             continue
         name = _name(node)
+        if name == "getattr" and len(node.args) > 1 and node.args[1] in _SHAPE_ATTRS:
+            continue  # x.shape, x.ndim: integers, not a function of θ
         if name in _PRODUCTS:
             if len(dep) > 1:
                 return f"'{name}' at graph node '{node.name}' multiplies two parameter-dependent tensors"
+            if dep and name in _DIVISIONS and (len(node.args) < 2 or node.args[1] in dep):
+                return f"'{name}' at graph node '{node.name}' divides by a parameter-dependent tensor"
         elif name not in _PL_FUNCTIONS:
             return f"operation '{name}' at graph node '{node.name}' is not piecewise linear"
         if dep:

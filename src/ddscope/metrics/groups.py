@@ -47,6 +47,7 @@ class Context:
     opt: dict
     gen: torch.Generator
     shared: dict = field(default_factory=dict)
+    notes: dict[str, str] = field(default_factory=dict)  # group -> what ran otherwise than asked
 
     @property
     def jac_kw(self) -> dict:
@@ -83,6 +84,7 @@ def _compute_jacobian(ctx: Context) -> dict[str, float]:
         out.update({f"{k}/{name}": v for k, v in aggregate(norms).items()})
         if ctx.opt["output"] == "logits":  # lip_lower starts from the largest norms of every split
             ctx.shared.setdefault("witnesses", []).extend(top_points(norms.spec, x[idx]))
+            _measured(ctx, f"jac_spec_max/{name}", out[f"jac_spec_max/{name}"])
         for sub, mask in mine.items():
             keep = mask.to(idx.device)[idx]  # (n,) which of the measured samples are in `sub`
             if keep.any():
@@ -105,23 +107,62 @@ def _compute_paths(ctx: Context) -> dict[str, float]:
                                   witnesses=ctx.shared.setdefault("witnesses", []) if ctx.opt["output"] == "logits" else None,
                                   **ctx.jac_kw)
         out.update({f"{k}/{name}": v for k, v in agg.items()})
+        if ctx.opt["output"] == "logits":
+            _measured(ctx, f"jac_spec_max/{name}", agg["jac_spec_max"])
     return out
+
+
+def _measured(ctx: Context, key: str, value: float) -> None:
+    """Remember a measured ‖J‖₂ of the logits: every upper bound is checked against it."""
+    ctx.shared.setdefault("measured_max", {})[key] = value
 
 
 def _compute_lipschitz(ctx: Context) -> dict[str, float]:
-    """The bracket lip_lower ≤ Lip(f) ≤ lip_upper_tight ≤ lip_upper (and the Lanczos product)."""
-    bound = lipschitz_upper(ctx.model, tuple(ctx.input_shape), num_iters=ctx.opt["lip_iters"],
-                            constants=ctx.opt["lip_constants"])
+    """The bracket lip_lower ≤ Lip(f) ≤ lip_upper_tight ≤ lip_upper (and the Lanczos product).
+
+    lip_lower needs no bound, so it is measured whether or not the upper bound exists. Every
+    upper bound is then checked against every ‖J(x)‖₂ measured on the logits (the splits, the
+    paths, the ascent's witness): a "certificate" below a measured norm is false, so it is not
+    stored, and the violation is an error of the group (``skipped``) naming both numbers."""
+    out = _lip_lower(ctx) if ctx.splits else {}
+    try:
+        bound = lipschitz_upper(ctx.model, tuple(ctx.input_shape), num_iters=ctx.opt["lip_iters"],
+                                constants=ctx.opt["lip_constants"])
+    except ValueError:
+        if not out:
+            raise
+        ctx.shared["partial"] = out  # the suite keeps lip_lower and reports the refusal
+        raise
     tight = lipschitz_upper_tight(ctx.model, tuple(ctx.input_shape))
-    out = {"lip_upper": bound.value, "lip_upper_lanczos": bound.lanczos_value,
-           # both certified, so the smaller is too (ECLipsE-Fast on MLPs, else the product bound)
-           "lip_upper_tight": bound.value if tight is None else min(tight, bound.value),
-           "lip_upper_tight_eclipse": float(tight is not None),
-           **{f"lip_layer/{path}": value for path, _, value in bound.layers},
-           **{f"lip_layer_lanczos/{path}": value for path, value in bound.lanczos_layers.items()}}
-    if ctx.splits:
-        out.update(_lip_lower(ctx))
+    upper = {"lip_upper": bound.value,
+             # both certified, so the smaller is too (ECLipsE-Fast on MLPs, else the product bound)
+             "lip_upper_tight": bound.value if tight is None else min(tight, bound.value)}
+    measured = {k: v for k, v in ctx.shared.get("measured_max", {}).items()}
+    if "lip_lower" in out:
+        measured["lip_lower"] = out["lip_lower"]
+    worst = max(measured.items(), key=lambda kv: kv[1], default=None)
+    if worst is not None:
+        bad = {k: v for k, v in upper.items() if v < worst[1] * (1 - CERTIFICATE_RTOL)}
+        if bad:
+            ctx.shared["partial"] = out
+            raise CertificateViolated(
+                "; ".join(f"{k} = {v:.6g} is below the measured {worst[0]} = {worst[1]:.6g}" for k, v in bad.items())
+                + " — the bound is false on this model and is not stored")
+    out.update(upper)
+    out.update({"lip_upper_lanczos": bound.lanczos_value,
+                "lip_upper_tight_eclipse": float(tight is not None),
+                **{f"lip_layer/{path}": value for path, _, value in bound.layers},
+                **{f"lip_layer_lanczos/{path}": value for path, value in bound.lanczos_layers.items()}})
     return out
+
+
+# A certified bound may sit below a measured norm only by the measurement's rounding (float32
+# Jacobians: ~1e-6 relative); anything more is a false certificate.
+CERTIFICATE_RTOL = 1e-4
+
+
+class CertificateViolated(ValueError):
+    """A stored upper bound would be below a measured ‖J‖₂ or lip_lower of the same function."""
 
 
 def _lip_lower(ctx: Context) -> dict[str, float]:
@@ -161,8 +202,10 @@ def _compute_hessian(ctx: Context) -> dict[str, float]:
     trace = hess_trace_detail(ctx.model, batches, method=ctx.opt["hess_method"], num_matvecs=ctx.opt["hess_matvecs"],
                               generator=ctx.gen, vmap_chunk=ctx.opt["hess_vmap"], loss=ctx.opt["loss"],
                               grad_chunk=ctx.opt["grad_chunk"])
-    ctx.shared["hess_trace"] = trace.value  # theorem2's RHS reuses it
-    return {"hess_trace": trace.value, "hess_trace_exact": float(trace.method in ("ggn", "exact")),
+    ctx.shared["hess_trace"] = trace  # theorem2's RHS reuses it
+    if trace.refusal is not None and ctx.opt["hess_method"] == "auto":
+        ctx.notes["hessian"] = f"hess_trace is {'exact (all dim products)' if trace.exact else 'an estimate (' + trace.method + ')'}: tr(GGN) was not used because {trace.refusal}"
+    return {"hess_trace": trace.value, "hess_trace_exact": float(trace.exact), "hess_trace_se": trace.se,
             **{f"hess_trace/{layer}": v for layer, v in trace.layers.items()},
             "hess_top": hess_top(ctx.model, batches, num_iters=ctx.opt["lanczos_iters"], generator=ctx.gen,
                                  loss=ctx.opt["loss"])}
@@ -170,7 +213,8 @@ def _compute_hessian(ctx: Context) -> dict[str, float]:
 
 def _compute_theorem2(ctx: Context) -> dict[str, float]:
     xh, yh, hb, _ = _hessian_batches(ctx, "theorem2")
-    thm = theorem2(ctx.model, xh, yh, hess_trace_value=ctx.shared.get("hess_trace"),
+    shared = ctx.shared.get("hess_trace")
+    thm = theorem2(ctx.model, xh, yh, hess_trace_value=shared,
                    hutch_matvecs=ctx.opt["hess_matvecs"], chunk_size=ctx.opt["grad_chunk"], hess_batch=hb,
                    generator=ctx.gen, loss=ctx.opt["loss"])
     return {k: float(v) for k, v in thm.items()}
@@ -227,7 +271,8 @@ GROUPS: dict[str, MetricGroup] = {g.name: g for g in (
                 "lip_layer/<layer>, lip_layer_lanczos/<layer> (conv and pools), lip_lower, lip_lower_dist (with data)",
                 "lip_upper", "the Lipschitz bracket: certified lower and upper bounds and the per-layer factors"),
     MetricGroup("hessian", _compute_hessian,
-                "hess_trace, hess_trace_exact (1: exact tr(GGN) or dense, 0: Hutch++), hess_trace/<layer> (exact only), "
+                "hess_trace, hess_trace_exact (1: verified tr(GGN) or dense, 0: an estimate), hess_trace_se (its standard "
+                "error, 0 when exact), hess_trace/<layer> (exact only), "
                 "hess_top", "hess_trace", "trace and top eigenvalue of the training loss's Hessian"),
     MetricGroup("theorem2", _compute_theorem2, "thm2_lhs, thm2_mid, thm2_rhs and their parts (theorem2())",
                 "thm2_mid", "the Theorem 2 terms"),

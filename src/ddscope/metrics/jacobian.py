@@ -160,13 +160,15 @@ def linear_stem(model: nn.Module) -> tuple[nn.Module, nn.Linear, nn.Module] | No
     h-dimensional output of the first layer, and the C×h×d product with W becomes C×h×h (an MLP
     on CIFAR inputs: 3072 -> 512).
     """
-    if not isinstance(model, nn.Sequential):
+    # Only the stock chain: a subclass that overrides forward (say, standardising its input
+    # before super().forward) computes another function than its children's composition.
+    if not isinstance(model, nn.Sequential) or type(model).forward is not nn.Sequential.forward:
         return None
     mods = list(model)
     k = 0
-    while k < len(mods) and isinstance(mods[k], (nn.Flatten, nn.Identity)):
+    while k < len(mods) and type(mods[k]) in (nn.Flatten, nn.Identity):
         k += 1
-    if k >= len(mods) - 1 or not isinstance(mods[k], nn.Linear):
+    if k >= len(mods) - 1 or type(mods[k]) is not nn.Linear:
         return None
     first = mods[k]
     if first.out_features >= first.in_features:
@@ -235,6 +237,8 @@ def jacobian_norms(
     tol: float = 1e-6,
     generator: torch.Generator | None = None,
     loss: Loss = "cross_entropy",
+    verify: bool = True,
+    _stem: bool = True,
 ) -> JacNorms:
     """Spectral and Frobenius norms of the input Jacobian at every sample.
 
@@ -264,6 +268,9 @@ def jacobian_norms(
             (:func:`auto_chunk_size`).
         num_iters, tol: for the iterative methods.
         generator: start vectors of the iterative methods (``None``: seeded 0).
+        verify: check sample 0 against its Jacobian by plain autograd (:func:`probe_mismatch`):
+            a fast path that disagrees is dropped for the plain batched one; a disagreement
+            that remains raises ValueError. One sample's C backward passes.
     """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; allowed: {', '.join(METHODS)}")
@@ -283,7 +290,7 @@ def jacobian_norms(
                 rows = C if method == "exact" else min(num_iters, C)
                 chunk_size = auto_chunk_size(model, x, rows)
         chunk_size = chunk_size or MIN_CHUNK
-        stem = linear_stem(model) if method == "exact" else None
+        stem = linear_stem(model) if method == "exact" and _stem else None
         if stem is not None:
             pre, first, rest = stem
             with torch.no_grad():
@@ -304,7 +311,47 @@ def jacobian_norms(
     if not spec:
         empty = x.new_zeros(0)
         return JacNorms(empty, empty)
-    return JacNorms(torch.cat(spec), torch.cat(fro))
+    norms = JacNorms(torch.cat(spec), torch.cat(fro))
+    if verify:
+        y0 = None if y is None else y[:1]
+        with eval_mode(model):
+            why = probe_mismatch(output_fn(model, output, y0, loss), x[:1], norms, method)
+        if why is not None and stem is not None:  # the fast path is not this model's function: the plain one
+            return jacobian_norms(model, x, output=output, y=y, method=method, chunk_size=chunk_size, num_iters=num_iters,
+                                  tol=tol, generator=generator, loss=loss, verify=verify, _stem=False)
+        if why is not None:
+            raise ValueError(f"jacobian_norms: the batched Jacobian disagrees with plain autograd on sample 0 ({why})")
+    return norms
+
+
+# Relative agreement the sample-0 probe asks for, by dtype: the batched and the plain Jacobian
+# are the same products in another order, so they agree to a few hundred ulps of ‖J‖.
+PROBE_RTOL = {torch.float64: 1e-8, torch.float32: 2e-3, torch.float16: 5e-2, torch.bfloat16: 5e-2}
+
+
+def probe_mismatch(fn: Callable[[Tensor], Tensor], x0: Tensor, norms: JacNorms, method: str) -> str | None:
+    """``None`` when sample 0's batched norms match its Jacobian by plain autograd, else why not.
+
+    J(x₀) (C × d) is formed row by row with ``torch.autograd.grad`` on the model's own call
+    (no torch.func transform, no fast path), and its spectral and Frobenius norms compared with
+    the batched values within :data:`PROBE_RTOL`. Power iteration approaches ‖J‖₂ from below, so
+    only its overshoot is checked."""
+    rows = _rows_autograd(fn, x0)  # (C, 1, ...)
+    J = rows.reshape(rows.shape[0], -1).to(torch.float64)
+    spec = float(torch.linalg.matrix_norm(J, 2)) if J.numel() else 0.0
+    fro = float(J.norm())
+    rtol = PROBE_RTOL.get(x0.dtype, 2e-3)
+    scale = max(fro, 1e-30)
+    got_s, got_f = float(norms.spec[0]), float(norms.fro[0])
+    if abs(got_f - fro) > rtol * scale:
+        return f"‖J‖_F {got_f:.6g} batched vs {fro:.6g} plain"
+    if method == "power" or method == "lanczos":
+        ok = got_s <= spec + rtol * scale
+    else:
+        ok = abs(got_s - spec) <= rtol * scale
+    if not ok:
+        return f"‖J‖₂ {got_s:.6g} batched vs {spec:.6g} plain"
+    return None
 
 
 def aggregate(norms: JacNorms, weights: Tensor | None = None) -> dict[str, float]:

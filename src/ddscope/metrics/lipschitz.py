@@ -27,55 +27,36 @@ from torch import Tensor, nn
 from torch.func import vjp
 
 from ddscope.estimators import lanczos_top_eig, sqrt_clamped
-from ddscope.metrics.autolip import autolip, trace
+from ddscope.metrics.activations import activation_constant
+from ddscope.metrics.autolip import autolip, conv_transpose_adjoint, declared_constant, trace, unbounded_reason
 from ddscope.metrics.convnorm import ROUNDING_MARGIN, conv_norm_certified
 from ddscope.metrics.jacobian import eval_mode
 from ddscope.models.blocks import Residual
 
+# Leaf types whose forward is a rearrangement or the identity in eval mode: constant 1.
 ONE_LIPSCHITZ = (
-    nn.ReLU, nn.Identity, nn.Flatten, nn.Unflatten, nn.Tanh, nn.Dropout, nn.Dropout1d, nn.Dropout2d,
-    nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout,
-)  # in eval mode: |f(a) − f(b)| ≤ |a − b| elementwise, or a reshape, or the identity
-# Not globally Lipschitz, so the product bound is +inf: LayerNorm's Jacobian grows without bound
-# as the input's variance goes to 0 (eps only caps it at 1/sqrt(eps)·‖γ‖∞, not a useful bound);
-# dot-product self-attention is not Lipschitz at all (Kim, Papamakarios & Mnih, ICML 2021).
-# Modules may declare themselves so with a class attribute ``lipschitz_unbounded = "reason"``.
-UNBOUNDED = (nn.LayerNorm, nn.MultiheadAttention)
-# GELU's largest slope, max_x d/dx[x·Φ(x)] = Φ(√2) + √2·φ(√2) ≈ 1.1289 (at x = √2).
-GELU_LIPSCHITZ = 0.5 * (1 + math.erf(1.0)) + math.sqrt(2) * math.exp(-1.0) / math.sqrt(2 * math.pi)
-
-
-def _gelu_tanh_slope(x: float) -> float:
-    """d/dx of the tanh form ½x(1 + tanh(u)), u = √(2/π)(x + 0.044715x³)."""
-    c = math.sqrt(2 / math.pi)
-    t = math.tanh(c * (x + 0.044715 * x**3))
-    return 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * c * (1 + 3 * 0.044715 * x * x)
-
-
-def _max_slope(f, lo: float, hi: float) -> float:
-    """max f on [lo, hi] for a unimodal f: a grid, then golden-section search to rounding."""
-    xs = [lo + (hi - lo) * i / 400 for i in range(401)]
-    k = max(range(len(xs)), key=lambda i: f(xs[i]))
-    a, b = xs[max(k - 1, 0)], xs[min(k + 1, len(xs) - 1)]
-    r = (math.sqrt(5) - 1) / 2
-    for _ in range(100):
-        c, d = b - r * (b - a), a + r * (b - a)
-        a, b = (a, d) if f(c) > f(d) else (c, b)
-    return f((a + b) / 2)
-
-
-# The tanh approximation's largest slope (≈ 1.1289931, at x ≈ 1.4), computed, not typed in.
-GELU_TANH_LIPSCHITZ = _max_slope(_gelu_tanh_slope, 0.0, 4.0)
-# SiLU x·σ(x): largest slope σ(x)(1 + x(1 − σ(x))) ≈ 1.0998 (at x ≈ 2.4), computed.
-SILU_LIPSCHITZ = _max_slope(lambda x: (1 / (1 + math.exp(-x))) * (1 + x * (1 - 1 / (1 + math.exp(-x)))), 0.0, 8.0)
-AVG_POOLS = (nn.AvgPool1d, nn.AvgPool2d, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d)
-MAX_POOLS = (nn.MaxPool1d, nn.MaxPool2d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d)
-SUPPORTED = (
-    "Sequential, Residual, modules defining lipschitz_parts(), Linear, Conv1d, Conv2d, BatchNorm1d, "
-    "BatchNorm2d, ReLU, LeakyReLU(|slope| <= 1), ELU(alpha <= 1), Tanh, Sigmoid, Identity, Dropout*, "
-    "Flatten, Unflatten, GELU, SiLU, AvgPool1d/2d, AdaptiveAvgPool1d/2d, MaxPool1d/2d, AdaptiveMaxPool1d/2d; "
-    "LayerNorm, MultiheadAttention and modules with lipschitz_unbounded give +inf"
+    nn.Identity, nn.Flatten, nn.Unflatten, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout,
+    nn.FeatureAlphaDropout,
 )
+AVG_POOLS = (nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d)
+MAX_POOLS = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d)
+CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+CONV_TRANSPOSES = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
+SUPPORTED = (
+    "Sequential, Residual, modules defining lipschitz_parts(), Linear, Conv1d/2d/3d, ConvTranspose1d/2d/3d, "
+    "BatchNorm1d/2d/3d, the activations of ddscope.metrics.activations (ReLU, ReLU6, LeakyReLU, ELU, SELU, CELU, "
+    "PReLU, Tanh, Sigmoid, Hardsigmoid, Hardswish, Softplus, GELU, SiLU, Mish, Softmax, LogSoftmax, ...), Identity, "
+    "Dropout*, Flatten, Unflatten, average and max pools (1d/2d/3d, adaptive); LayerNorm, GroupNorm, InstanceNorm, "
+    "attention, recurrent layers and modules with lipschitz_unbounded give +inf"
+)
+
+
+def stock(module: nn.Module, cls: type | tuple[type, ...]) -> bool:
+    """``module`` is an instance of ``cls`` whose ``forward`` is the class's own: a subclass that
+    overrides ``forward`` computes another function, and reading its weights would bound that
+    other function (parametrisations keep the stock forward and read ``weight`` through it)."""
+    classes = cls if isinstance(cls, tuple) else (cls,)
+    return any(isinstance(module, c) and type(module).forward is c.forward for c in classes)
 
 LeafNorm = Callable[[str, nn.Module, tuple[int, ...]], float]
 
@@ -173,8 +154,8 @@ def conv_operator_norm(
         conv: the layer.
         input_shape: (C_in, L) or (C_in, H, W), without the batch dimension.
     """
-    if not isinstance(conv, (nn.Conv1d, nn.Conv2d)):
-        raise ValueError(f"conv_operator_norm takes Conv1d or Conv2d, got {type(conv).__name__}")
+    if not isinstance(conv, CONVS):
+        raise ValueError(f"conv_operator_norm takes Conv1d, Conv2d or Conv3d, got {type(conv).__name__}")
     if len(input_shape) != conv.weight.dim() - 1 or input_shape[0] != conv.in_channels:
         raise ValueError(f"input_shape {tuple(input_shape)} does not fit {conv}")
     W = conv.weight.detach()
@@ -239,44 +220,43 @@ def leaf_lipschitz(
     :func:`~ddscope.metrics.convnorm.conv_norm_certified`, average pools by their dense matrix
     or the Schur bound, Linear by a float64 SVD; ``estimate`` = the Lanczos value when the
     caller has it); ``False``: conv and pool norms are Lanczos estimates (from below)."""
-    if isinstance(module, nn.Linear):
+    if stock(module, nn.Linear):
         W = module.weight.detach()
         if not certified:
             return float(torch.linalg.matrix_norm(W, 2))
         return float(torch.linalg.matrix_norm(W.to(torch.float64), 2)) * (1 + ROUNDING_MARGIN)
-    if isinstance(module, (nn.Conv1d, nn.Conv2d)):
+    if stock(module, CONVS):
         lanczos = estimate if estimate is not None else conv_operator_norm(module, input_shape, num_iters=num_iters, tol=tol,
                                                                            generator=generator)
         return conv_norm_certified(module, input_shape, estimate=lanczos).value if certified else lanczos
-    if isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)):
+    if stock(module, CONV_TRANSPOSES):  # the adjoint of a convolution on this layer's output shape
+        with torch.no_grad():
+            out_shape = tuple(module(torch.zeros(1, *input_shape, dtype=module.weight.dtype,
+                                                 device=module.weight.device)).shape[1:])
+        adj = conv_transpose_adjoint(module.weight, module.stride, module.padding, module.dilation, module.groups,
+                                     len(module.kernel_size))
+        return leaf_lipschitz(path, adj, out_shape, num_iters=num_iters, tol=tol, generator=generator, certified=certified)
+    if stock(module, (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)):
         if module.running_var is None:
             raise ValueError(f"BatchNorm '{path}' has no running statistics, so it is not a fixed map in eval mode")
         scale = (module.running_var + module.eps).rsqrt()
         if module.weight is not None:
             scale = scale * module.weight.detach().abs()
         return float(scale.max())
-    if isinstance(module, ONE_LIPSCHITZ):
+    if stock(module, ONE_LIPSCHITZ):
         return 1.0
-    if isinstance(module, nn.LeakyReLU) and abs(module.negative_slope) <= 1:
-        return 1.0
-    if isinstance(module, nn.ELU) and 0 <= module.alpha <= 1:
-        return 1.0
-    if isinstance(module, nn.Sigmoid):
-        return 0.25
-    if isinstance(module, nn.GELU):
-        return GELU_LIPSCHITZ if module.approximate == "none" else GELU_TANH_LIPSCHITZ
-    if isinstance(module, nn.SiLU):
-        return SILU_LIPSCHITZ
-    if isinstance(module, UNBOUNDED) or getattr(module, "lipschitz_unbounded", None):
+    if unbounded_reason(module) is not None:
         return math.inf
-    if isinstance(module, AVG_POOLS):
+    if type(module).__module__.startswith("torch.nn") and (c := activation_constant(module, tuple(input_shape))) is not None:
+        return c
+    if stock(module, AVG_POOLS):
         # pools act on each channel alike, so the norm on one channel is the norm on all; a
         # parameter-free map on one channel is cheap enough to measure in float64 on the CPU
         if certified:
             return avg_pool_certified(module, (1, *input_shape[1:]))
         return linear_map_norm(module, (1, *input_shape[1:]), dtype=torch.float64, device=torch.device("cpu"),
                                num_iters=num_iters, tol=tol, generator=generator)
-    if isinstance(module, MAX_POOLS):
+    if stock(module, MAX_POOLS):
         return max_pool_lipschitz(module, input_shape)
     raise ValueError(f"lipschitz_upper: module '{path}' of type {type(module).__name__} is not supported; supported: {SUPPORTED}")
 
@@ -315,8 +295,13 @@ def walk_lipschitz(model: nn.Module, input_shape: tuple[int, ...], leaf_norm: Le
         if getattr(module, "lipschitz_unbounded", None):  # checked before its parts: no bound exists
             layers.append((path, type(module).__name__, math.inf))
             return math.inf
-        if isinstance(module, nn.Sequential):
-            return math.prod(walk(child, paths[id(child)]) for child in module)
+        if isinstance(module, nn.Sequential) and type(module).forward is nn.Sequential.forward:
+            return math.prod(walk(child, paths[id(child)]) for child in module)  # the stock chain only
+        if isinstance(module, nn.Sequential) and not hasattr(module, "lipschitz_parts"):
+            raise ValueError(
+                f"lipschitz_upper: '{path}' ({type(module).__name__}) is an nn.Sequential subclass with its own "
+                "forward, so its children's chain is not its function; define lipschitz_parts() returning the "
+                "submodules in the order its forward applies them, or declare a lipschitz_constant")
         if hasattr(module, "lipschitz_parts"):
             parts = list(module.lipschitz_parts())
             for part in parts:
@@ -377,12 +362,13 @@ def lipschitz_upper(
 
     def leaf_with(certified: bool):
         def leaf(path: str, module: nn.Module, shape: tuple[int, ...]) -> float:
-            if constants and path in constants:
-                return float(constants[path])
+            c = declared_constant(constants or {}, path, type(module), type(module).__name__)
+            if c is not None:
+                return c
             if hasattr(module, "lipschitz_constant"):
                 return float(module.lipschitz_constant)
             est = None
-            if isinstance(module, (nn.Conv1d, nn.Conv2d, *AVG_POOLS)):
+            if stock(module, (*CONVS, *AVG_POOLS)):
                 key = (path, tuple(shape))
                 if key not in estimates:
                     estimates[key] = leaf_lipschitz(path, module, shape, num_iters=num_iters, tol=tol,
@@ -392,7 +378,7 @@ def lipschitz_upper(
                 if not certified:
                     return est
             return leaf_lipschitz(path, module, shape, num_iters=num_iters, tol=tol, generator=generator,
-                                  certified=certified, estimate=est if isinstance(module, (nn.Conv1d, nn.Conv2d)) else None)
+                                  certified=certified, estimate=est if stock(module, CONVS) else None)
         return leaf
 
     with torch.no_grad():

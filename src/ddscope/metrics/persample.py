@@ -59,8 +59,14 @@ def _concat(parts: list[dict[str, Tensor]], x: Tensor) -> dict[str, Tensor]:
 
 def _trained_linears(model: nn.Module) -> list[nn.Linear] | None:
     """The modules owning parameters with requires_grad, if all of them are ``nn.Linear``."""
-    owners = [m for m in model.modules() if any(p.requires_grad for p in m.parameters(recurse=False))]
+    owners = [m for m in model.modules(remove_duplicate=False)
+              if any(p.requires_grad for p in m.parameters(recurse=False))]
     if not owners or any(type(m) is not nn.Linear for m in owners):
+        return None
+    # A parameter shared by two layers (tied weights) gets the sum of both layers' gradients, whose
+    # square is not the sum of their squares: only the generic per-sample path is right then.
+    ids = [id(p) for m in owners for p in m.parameters(recurse=False)]
+    if len(ids) != len(set(ids)) or len(set(map(id, owners))) != len(owners):
         return None
     return owners
 
@@ -116,7 +122,8 @@ def _per_sample_grad_sq_vmap(model: nn.Module, x: Tensor, y: Tensor, chunk_size:
     with eval_mode(model), torch.no_grad():
         for start in range(0, len(x), chunk_size):
             grads = per_sample(params, x[start : start + chunk_size], y[start : start + chunk_size])
-            parts.append({n: g.flatten(1).square().sum(1) for n, g in grads.items()})  # (B,) each
+            # reshape, not flatten(1): a 0-d parameter's per-sample gradient is (B,)
+            parts.append({n: g.reshape(len(g), -1).square().sum(1) for n, g in grads.items()})  # (B,) each
     return _concat(parts, x)
 
 

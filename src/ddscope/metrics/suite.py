@@ -56,30 +56,48 @@ DEFAULT_OPTIONS = {
 
 
 class Measurement(dict):
-    """``{key: float}`` of the groups that ran, and ``skipped``: ``{group: reason}`` for the
-    groups that could not run on this model (the others were computed all the same)."""
+    """``{key: float}`` of the groups that ran, ``skipped``: ``{group: reason}`` for the groups
+    that could not run on this model (the others were computed all the same), and ``notes``:
+    ``{group: what}`` where a group ran otherwise than asked — an estimate because exactness was
+    not proven, a bound withheld because it failed its check."""
 
-    def __init__(self, values=(), skipped: dict[str, str] | None = None):
+    def __init__(self, values=(), skipped: dict[str, str] | None = None, notes: dict[str, str] | None = None):
         super().__init__(values)
         self.skipped: dict[str, str] = dict(skipped or {})
+        self.notes: dict[str, str] = dict(notes or {})
 
 
 class MetricSkipped(UserWarning):
     """A metric group could not run on the model; the others were computed."""
 
 
+class MetricNote(UserWarning):
+    """A metric group ran otherwise than asked (an estimate where exactness was not proven)."""
+
+
 @contextlib.contextmanager
 def math_attention():
     """Scaled dot-product attention on the math backend: fused kernels lack forward-mode AD and
-    double backward, which Hessian products and Theorem 2 need; the math backend is the same
-    function written with differentiable operations."""
+    double backward, which Hessian products, Theorem 2 and the Fisher–Rao norm need; the math
+    backend is the same function written with differentiable operations. ``nn.MultiheadAttention``'s
+    eval-mode fast path (``_native_multi_head_attention``, no forward-mode AD) is switched off too."""
+    mha = getattr(torch.backends, "mha", None)
+    fast = mha.get_fastpath_enabled() if mha is not None and hasattr(mha, "get_fastpath_enabled") else None
     try:
         from torch.nn.attention import SDPBackend, sdpa_kernel
     except ImportError:  # torch < 2.3 has no sdpa_kernel: nothing to switch
-        yield
-        return
-    with sdpa_kernel(SDPBackend.MATH):
-        yield
+        sdpa_kernel = None
+    try:
+        if fast is not None:
+            mha.set_fastpath_enabled(False)
+        if sdpa_kernel is None:
+            yield
+        else:
+            with sdpa_kernel(SDPBackend.MATH):
+                yield
+    finally:
+        if fast is not None:
+            mha.set_fastpath_enabled(fast)
 
 
 def options_from_config(m: MetricsConfig) -> dict:
@@ -163,7 +181,10 @@ def measure(
             try:
                 out.update(group.compute(ctx))
             except Exception as e:  # noqa: BLE001 — one group that cannot run must not lose the others
+                out.update(ctx.shared.pop("partial", {}))  # what the group could measure (lip_lower without a bound)
                 lines = str(e).strip().splitlines()
                 skipped[name] = f"{type(e).__name__}: {lines[0] if lines else ''}"
                 warnings.warn(f"metric group '{name}' skipped: {skipped[name]}", MetricSkipped, stacklevel=2)
-    return Measurement({k: float(v) for k, v in out.items()}, skipped)
+    for name, why in ctx.notes.items():
+        warnings.warn(f"metric group '{name}': {why}", MetricNote, stacklevel=2)
+    return Measurement({k: float(v) for k, v in out.items()}, skipped, ctx.notes)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from ddscope.metrics.hessian import hess_trace
+from ddscope.metrics.hessian import TraceResult, hess_trace_detail
 from ddscope.metrics.jacobian import eval_mode, jacobian_norms
 from ddscope.metrics.autolip import first_linear_map
 from ddscope.metrics.lipschitz import conv_operator_norm, linear_map_norm, record_input_shapes
@@ -92,7 +92,7 @@ def theorem2(
     x: Tensor,
     y: Tensor,
     *,
-    hess_trace_value: float | None = None,
+    hess_trace_value: "float | TraceResult | None" = None,
     hutch_matvecs: int = 100,
     chunk_size: int = 256,
     hess_batch: int | None = None,
@@ -102,11 +102,13 @@ def theorem2(
     """The three sides of Theorem 2 on the data set (x, y).
 
     Keys: ``thm2_lhs`` = x_min²/‖θ¹‖₂² · ``input_grad_sq_mean``, ``thm2_mid`` = (1/N) Σ ‖∇_θ L_n‖²,
-    ``thm2_rhs`` = 2 · ``loss_max`` · tr(H), the two comparisons ``thm2_lhs_le_mid``,
+    ``thm2_rhs`` = 2 · ``loss_max`` · tr(H) and ``thm2_rhs_se`` its standard error (from an
+    estimated trace's; 0 when exact), the two comparisons ``thm2_lhs_le_mid``,
     ``thm2_mid_le_rhs``, and ``loss_max``, ``x_min``, ``theta1_norm``, ``input_grad_sq_mean``.
 
     Args:
-        hess_trace_value: tr(H) on the same data if already computed; otherwise exact for a
+        hess_trace_value: tr(H) on the same data if already computed (a number, taken as exact,
+            or a :class:`~ddscope.metrics.hessian.TraceResult` with its error); otherwise exact for a
             piecewise-linear network (tr(GGN), :mod:`ddscope.metrics.ggn`), else Hutch++ with
             ``hutch_matvecs`` products over batches of ``hess_batch`` samples.
         chunk_size: samples per pass for the per-sample gradients (memory chunk × #params)
@@ -122,16 +124,19 @@ def theorem2(
     batches = [(x[s : s + step], y[s : s + step]) for s in range(0, len(x), step)]
     losses = per_sample_loss(model, batches, loss)
     if hess_trace_value is None:
-        hess_trace_value = hess_trace(model, batches, method="auto", num_matvecs=hutch_matvecs, generator=generator,
-                                      loss=loss, grad_chunk=chunk_size)
+        hess_trace_value = hess_trace_detail(model, batches, method="auto", num_matvecs=hutch_matvecs,
+                                             generator=generator, loss=loss, grad_chunk=chunk_size)
+    trace, se = ((hess_trace_value.value, hess_trace_value.se) if isinstance(hess_trace_value, TraceResult)
+                 else (float(hess_trace_value), 0.0))
     lhs = float(terms["lhs"].mean())
     mid = float(terms["mid"].mean())
     loss_max = float(losses.max())
-    rhs = 2.0 * loss_max * float(hess_trace_value)
+    rhs = 2.0 * loss_max * trace
     return {
         "thm2_lhs": lhs,
         "thm2_mid": mid,
         "thm2_rhs": rhs,
+        "thm2_rhs_se": 2.0 * loss_max * se,  # from tr(H)'s standard error (0 when the trace is exact)
         "thm2_lhs_le_mid": lhs <= mid,
         "thm2_mid_le_rhs": mid <= rhs,
         "loss_max": loss_max,

@@ -58,6 +58,12 @@ def missing_items(final: pd.DataFrame, counts: dict, metrics: set[str], sweep_cf
             skipped.setdefault(group, []).append(why)
     for group, whys in skipped.items():
         out.append(f"Metric group '{group}' could not run on {len(whys)} trial(s)' model: {whys[0][:200]}")
+    noted: dict[str, list[str]] = {}
+    for groups in (final["metric_notes"] if "metric_notes" in final else []):
+        for group, why in (groups or {}).items() if isinstance(groups, dict) else ():
+            noted.setdefault(group, []).append(why)
+    for group, whys in noted.items():
+        out.append(f"Metric group '{group}' ran otherwise than asked on {len(whys)} trial(s): {whys[0][:200]}")
     for group, row in GROUPS.items():
         if group in skipped:
             continue

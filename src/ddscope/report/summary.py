@@ -171,12 +171,24 @@ def dd_summary(final: pd.DataFrame, noise=None) -> dict:
         widest_train_err=float(train.iloc[-1]) if len(train) else None,
     )
     out["double_descent"], out["verdict"] = verdict(out, c)
-    for metric in [m for m in final.columns if m.startswith(("jac_spec_rms/", "lip_upper", "hess_", "dist_rel/all"))]:
+    for metric in [m for m in final.columns if m.startswith(("jac_spec_rms/", "lip_upper", "hess_", "dist_rel/all"))
+                   and is_measure(m)]:
         mp = peak_width(mean_by_width(final, metric, noise))
         if mp is not None:
             out[f"peak/{metric}"] = mp
             out[f"grid_steps/{metric}"] = grid_steps(widths, mp, w_p)
     return out
+
+
+# Keys that describe how a measure was obtained, not a measure: 0/1 flags and standard errors.
+# They have no peak and are never ranked.
+FLAG_SUFFIXES = ("_exact", "_eclipse", "_se")
+
+
+def is_measure(key: str) -> bool:
+    """False for the flags and standard errors of :data:`FLAG_SUFFIXES` (``hess_trace_exact``,
+    ``lip_upper_tight_eclipse``, ``hess_trace_se``, ``thm2_rhs_se``)."""
+    return not key.split("/")[0].endswith(FLAG_SUFFIXES)
 
 
 def verdict(s: dict, test_curve: pd.DataFrame) -> tuple[bool, str]:

@@ -80,7 +80,7 @@ def trials_frame(store: Store) -> pd.DataFrame:
     varying = varying_keys(flats)
     cols = axes(store, flats)
     columns = ["trial_id", "status", *cols, "params", "n_train", "n_test", "interp_epoch", "wall_s", "trainer", "error",
-               "skipped_groups", "condition", "condition_index", "x", "x_axis"]
+               "skipped_groups", "metric_notes", "condition", "condition_index", "x", "x_axis"]
     xa = x_axis(varying)
     ckeys = condition_keys(flats, varying, xa)
     combos = sorted({tuple(f.get(k) for k in ckeys) for f in flats}, key=lambda c: [_order(v) for v in c])
@@ -105,6 +105,7 @@ def trials_frame(store: Store) -> pd.DataFrame:
                 "trainer": s.get("trainer"),
                 "error": t["error"],
                 "skipped_groups": s.get("skipped_groups") or {},  # group -> why it could not run
+                "metric_notes": s.get("metric_notes") or {},  # group -> what ran otherwise than asked
                 "condition": ", ".join(condition_label(k, v) for k, v in zip(ckeys, combo)) or "all trials",
                 "condition_index": combos.index(combo),
                 "x": x,
@@ -117,7 +118,7 @@ def trials_frame(store: Store) -> pd.DataFrame:
 def tidy(store: Store) -> pd.DataFrame:
     """Long table: trial_id, axes..., epoch, metric, value."""
     recs = pd.DataFrame(list(store.records()), columns=["trial_id", "epoch", "metric", "value"])
-    trials = trials_frame(store).drop(columns=["error", "wall_s", "trainer", "skipped_groups"])
+    trials = trials_frame(store).drop(columns=["error", "wall_s", "trainer", "skipped_groups", "metric_notes"])
     return recs.merge(trials, on="trial_id", how="left")
 
 

@@ -83,10 +83,13 @@ def record_errors(model: nn.Module, data: TrialData, schedule: Schedule, epoch: 
 
 
 def measure_epoch(cfg: TrialConfig, model, data: TrialData, init_state, epoch: int,
-                  groups, skipped: dict[str, str] | None = None) -> list[tuple[int, str, float]]:
+                  groups, skipped: dict[str, str] | None = None,
+                  notes: dict[str, str] | None = None) -> list[tuple[int, str, float]]:
     """The metric ``groups`` of ``model`` at ``epoch`` as records, with the options of
     ``cfg.metrics``; the same numbers whether called in training or on a checkpoint later.
-    Groups that cannot run on this model are left out, with their reasons put in ``skipped``."""
+    Groups that cannot run on this model are left out, with their reasons put in ``skipped``;
+    ``notes`` gets what ran differently than asked (an estimate where an exact value was not
+    proven, a certificate that failed its check), ``{group: why}``."""
     m = cfg.metrics
     # "train" is always measured: it is the poster's statistic and paths/Hessian sample from it.
     # The clean / noisy subsets are masks of it: they reuse its per-sample Jacobian norms, and
@@ -104,6 +107,8 @@ def measure_epoch(cfg: TrialConfig, model, data: TrialData, init_state, epoch: i
                      init_state=init_state, options=options_from_config(m), generator=gen)
     if skipped is not None:
         skipped.update(values.skipped)
+    if notes is not None:
+        notes.update(values.notes)
     return [(epoch, k, float(v)) for k, v in values.items()]
 
 

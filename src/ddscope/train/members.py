@@ -103,7 +103,8 @@ def log_epoch(member: Member, epoch: int, step: int) -> None:
         groups = member.schedule.groups(epoch)
         if groups:
             skipped = member.result.summary.setdefault("skipped_groups", {})  # group -> why it could not run
-            rec.extend(measure_epoch(member.cfg, model, member.data, member.init_state, epoch, groups, skipped))
+            notes = member.result.summary.setdefault("metric_notes", {})  # group -> what ran differently
+            rec.extend(measure_epoch(member.cfg, model, member.data, member.init_state, epoch, groups, skipped, notes))
     except Diverged as e:
         member.fail(f"diverged: {e}", e.epoch)
     except Exception:  # noqa: BLE001 — one member's crash must not stop the group

@@ -111,7 +111,13 @@ def dense_hessian(model: nn.Module, batches: Iterable[tuple[Tensor, Tensor]]) ->
     names, theta = flat_params(model)
     loss = flat_loss_fn(model, names, len(x))
     with eval_mode(model):
-        return torch.func.hessian(lambda flat: loss(flat, x, y))(theta)
+        try:
+            return torch.func.hessian(lambda flat: loss(flat, x, y))(theta)
+        except (NotImplementedError, RuntimeError):  # an op without forward-mode AD: reverse over reverse
+            leaf = theta.clone().requires_grad_()
+            g = torch.autograd.grad(loss(leaf, x, y), leaf, create_graph=True)[0]
+            rows = [torch.autograd.grad(g[i], leaf, retain_graph=True, allow_unused=True)[0] for i in range(len(g))]
+            return torch.stack([r if r is not None else torch.zeros_like(theta) for r in rows])
 
 
 def per_sample_grads_loop(model: nn.Module, x: Tensor, y: Tensor) -> Tensor:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
+import torch
 from torch import nn
 
 
@@ -59,6 +60,10 @@ GELU_TANH_LIPSCHITZ = _max_slope(_gelu_tanh_slope, 0.0, 4.0)
 SILU_LIPSCHITZ = _max_slope(lambda x: _sig(x) * (1 + x * (1 - _sig(x))), 0.0, 8.0)  # ≈ 1.0998
 MISH_LIPSCHITZ = _max_slope(_mish_slope, 0.0, 8.0)  # ≈ 1.0886
 
+# Hardsigmoid's slope is 1/6, but PyTorch's kernels multiply by 1/6 rounded to float32
+# (0.16666667163…), so the function it computes has that slope: the larger of the two.
+HARDSIGMOID_LIPSCHITZ = max(1 / 6, float(torch.tensor(1 / 6, dtype=torch.float32)))
+
 # Discontinuous maps: no finite ℓ2 constant.
 UNBOUNDED_REASON = {
     nn.Hardshrink: "Hardshrink jumps at ±lambda", nn.Threshold: "Threshold jumps at its threshold",
@@ -89,7 +94,7 @@ def activation_constant(m: nn.Module, shape: tuple[int, ...] | None = None) -> f
     if t is nn.Sigmoid:
         return 0.25
     if t is nn.Hardsigmoid:
-        return 1 / 6
+        return HARDSIGMOID_LIPSCHITZ
     if t is nn.Hardswish:
         return 1.5  # slope (2x + 3)/6 on (−3, 3), up to 3/2 at x → 3; 1 beyond
     if t is nn.SiLU:
@@ -124,7 +129,7 @@ FUNCTIONAL: dict[str, Callable[[tuple, dict], nn.Module]] = {
     **{n: (lambda a, k: nn.Sigmoid()) for n in ("sigmoid", "sigmoid_")},
     "softsign": lambda a, k: nn.Softsign(),
     "tanhshrink": lambda a, k: nn.Tanhshrink(),
-    "logsigmoid": lambda a, k: nn.LogSigmoid(),
+    **{n: (lambda a, k: nn.LogSigmoid()) for n in ("logsigmoid", "log_sigmoid")},
     "softplus": lambda a, k: nn.Softplus(),
     "softshrink": lambda a, k: nn.Softshrink(),
     "hardshrink": lambda a, k: nn.Hardshrink(),

@@ -68,6 +68,7 @@ _ADD = {"add", "add_", "iadd", "sub", "sub_", "isub", "radd", "rsub"}
 _SCALE = {"mul", "mul_", "imul", "neg", "neg_", "truediv", "div", "div_", "itruediv", "floordiv"}
 _CAT = {"cat", "concat", "concatenate", "stack", "hstack", "vstack", "dstack"}
 _SHAPE = {"size", "dim", "numel", "shape", "ndim", "device", "dtype", "is_cuda", "requires_grad"}  # no tensor of x
+_SHAPE_ONLY_SECOND = {"expand_as", "view_as", "reshape_as", "type_as"}  # the second argument: its shape only
 _REDUCE_MAX = {"max", "amax", "min", "amin", "logsumexp", "norm", "vector_norm"}  # 1-Lipschitz over a dim
 _UNBOUNDED = {
     "layer_norm": "LayerNorm is not globally Lipschitz",
@@ -155,7 +156,11 @@ class _ShapeProxy(MetaProxy):
 
     def __iter__(self):
         meta = getattr(self, "_tensor_meta", None)
-        return iter(meta) if isinstance(meta, (torch.Size, tuple)) else super().__iter__()
+        if isinstance(meta, torch.Size):  # b, n, k = x.shape: integers
+            return iter(meta)
+        if isinstance(meta, (tuple, list)):  # a, b = x.chunk(2): proxies of the parts, never their meta values
+            return iter([self[i] for i in range(len(meta))])
+        return super().__iter__()
 
 
 class _ShapeTracer(MetaTracer):
@@ -183,7 +188,22 @@ def trace(model: nn.Module, input_shape: tuple[int, ...] | None = None) -> fx.Gr
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         graph = _ShapeTracer().trace(ghost, meta_args={arg: torch.zeros(2, *input_shape, device="meta")})
-    return fx.GraphModule(model, graph)
+    # The graph's attributes are the model's own, except the tensor constants tracing created
+    # (``torch.tensor(...)`` in forward), which live on the ghost (with their real values).
+    root: dict[str, object] = {}
+    for node in graph.nodes:
+        if node.op in ("get_attr", "call_module"):
+            try:
+                root[node.target] = _getattr_path(model, node.target)
+            except AttributeError:
+                root[node.target] = _getattr_path(ghost, node.target)
+    return fx.GraphModule(root, graph)
+
+
+def _getattr_path(obj, target: str):
+    for part in target.split("."):
+        obj = getattr(obj, part)
+    return obj
 
 
 def traced_values(model: nn.Module, input_shape: tuple[int, ...]) -> tuple[fx.GraphModule, _Record]:
@@ -611,9 +631,11 @@ def autolip(model: nn.Module, input_shape: tuple[int, ...], leaf: Callable[[str,
             return (w.L.get(out.name, 0.0), w.layers)
         d: list[fx.Node] = []
         fx.node.map_arg((node.args, node.kwargs), lambda a: d.append(a) if a.name in w.L else None)
+        name = _name(node)
+        if name in _SHAPE_ONLY_SECOND and d:  # x.expand_as(y): y gives only a shape
+            d = [a for a in d if a is node.args[0]]
         if not d or node.op == "get_attr":
             continue  # a constant
-        name = _name(node)
         if name in _SHAPE or (name == "getattr" and len(node.args) > 1 and node.args[1] in _SHAPE):
             continue  # x.shape, x.size(0): integers, not a function of x's values
         if name == "getattr" and len(node.args) > 1 and node.args[1] in ("T", "mT", "data"):

@@ -43,7 +43,11 @@ PIECEWISE_LINEAR = (
     nn.Flatten, nn.Unflatten, nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d,
     nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d, nn.BatchNorm1d,
     nn.BatchNorm2d, nn.BatchNorm3d, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d,
-)
+    nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d, nn.Upsample, nn.ZeroPad1d, nn.ZeroPad2d, nn.ZeroPad3d,
+    nn.ConstantPad1d, nn.ConstantPad2d, nn.ConstantPad3d, nn.ReflectionPad1d, nn.ReflectionPad2d, nn.ReflectionPad3d,
+    nn.ReplicationPad1d, nn.ReplicationPad2d, nn.ReplicationPad3d, nn.PixelShuffle, nn.PixelUnshuffle,
+    nn.AdaptiveAvgPool3d, nn.AdaptiveMaxPool3d,
+)  # (Upsample and interpolation are linear in their input whatever the mode)
 # Functions and methods linear or piecewise linear in all their tensor arguments together.
 _PL_FUNCTIONS = {
     "add", "add_", "iadd", "radd", "sub", "sub_", "isub", "rsub", "neg", "cat", "concat", "stack", "flatten",
@@ -53,6 +57,10 @@ _PL_FUNCTIONS = {
     "adaptive_avg_pool1d", "adaptive_avg_pool2d", "adaptive_max_pool1d", "adaptive_max_pool2d", "mean", "sum",
     "dropout", "chunk", "split", "narrow", "select", "movedim", "swapaxes", "size", "dim", "numel", "shape",
     "float", "double", "to", "linear", "conv1d", "conv2d", "conv3d", "max", "amax", "clone", "detach",
+    "conv_transpose1d", "conv_transpose2d", "conv_transpose3d", "pad", "interpolate", "upsample", "expand",
+    "expand_as", "repeat", "repeat_interleave", "tile", "broadcast_to", "flip", "roll", "index_select", "unbind",
+    "pixel_shuffle", "pixel_unshuffle", "view_as", "reshape_as", "ravel", "unflatten", "min", "amin",
+    "max_pool3d_with_indices", "adaptive_avg_pool3d", "adaptive_max_pool3d", "tensor_split",
 }
 _PRODUCTS = {"mul", "mul_", "imul", "truediv", "div", "div_", "itruediv", "matmul", "mm", "bmm"}
 _DIVISIONS = {"truediv", "div", "div_", "itruediv"}

@@ -27,7 +27,7 @@ from torch.func import functional_call, grad, jvp, vmap
 
 from ddscope.estimators import default_generator, hutchinson_trace, hutchpp_trace, lanczos_top_eig
 from ddscope.metrics.ggn import exact_trace_refusal, ggn_trace, output_hessian_factors
-from ddscope.metrics.jacobian import activations_per_sample, eval_mode, memory_budget
+from ddscope.metrics.jacobian import activations_per_sample, eval_mode, math_attention, memory_budget
 from ddscope.metrics.losses import Loss, loss_fn
 
 TRACE_METHODS = ("auto", "ggn", "hutchpp", "hutchinson", "exact")
@@ -175,7 +175,7 @@ def _forward_over_reverse(model, batches, loss, theta: Tensor, vmap_chunk: int |
 
     def matvec(V: Tensor) -> Tensor:
         V = V.to(theta)
-        with eval_mode(model), torch.no_grad():
+        with eval_mode(model), math_attention(), torch.no_grad():
             if V.dim() == 1:
                 return hvp(V)
             try:
@@ -217,7 +217,7 @@ def _double_backward(model, batches, loss, theta: Tensor, vmap_chunk: int | None
         vector = V.dim() == 1
         V = V[:, None] if vector else V
         out = torch.zeros_like(V)
-        with eval_mode(model):
+        with eval_mode(model), math_attention():
             if keep and not cache:
                 cache.extend(_batch_graph(loss, theta, x, y) for x, y in nonempty)
             for i, (x, y) in enumerate(nonempty):
@@ -367,7 +367,7 @@ def gauss_newton_matvec(model: nn.Module, x: Tensor, y: Tensor, *, params: Seque
         V, s = output_hessian_factors(f(theta), y, loss)  # (N, K, C), (N, K)
 
     def matvec(v: Tensor) -> Tensor:
-        with eval_mode(model):
+        with eval_mode(model), math_attention():
             try:
                 with torch.no_grad():
                     _, jv = jvp(f, (theta,), (v,))

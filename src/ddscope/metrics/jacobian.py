@@ -90,6 +90,31 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
             m.training = flag
 
 
+@contextlib.contextmanager
+def math_attention():
+    """Scaled dot-product attention on the math backend: fused kernels lack forward-mode AD and
+    double backward, which Hessian products, Theorem 2 and the Fisher–Rao norm need; the math
+    backend is the same function written with differentiable operations. ``nn.MultiheadAttention``'s
+    eval-mode fast path (``_native_multi_head_attention``, no forward-mode AD) is switched off too."""
+    mha = getattr(torch.backends, "mha", None)
+    fast = mha.get_fastpath_enabled() if mha is not None and hasattr(mha, "get_fastpath_enabled") else None
+    try:
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+    except ImportError:  # torch < 2.3 has no sdpa_kernel: nothing to switch
+        sdpa_kernel = None
+    try:
+        if fast is not None:
+            mha.set_fastpath_enabled(False)
+        if sdpa_kernel is None:
+            yield
+        else:
+            with sdpa_kernel(SDPBackend.MATH):
+                yield
+    finally:
+        if fast is not None:
+            mha.set_fastpath_enabled(fast)
+
+
 @dataclass(frozen=True)
 class JacNorms:
     """Per-sample norms of the input Jacobian: ``spec`` = ‖J(x_n)‖₂, ``fro`` = ‖J(x_n)‖_F, (N,)."""

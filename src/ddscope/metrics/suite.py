@@ -8,7 +8,6 @@ their defaults from :class:`~ddscope.config.MetricsConfig` (one source of each d
 
 from __future__ import annotations
 
-import contextlib
 import warnings
 from collections.abc import Sequence
 
@@ -18,6 +17,7 @@ from torch import Tensor, nn
 from ddscope.config import MetricsConfig
 from ddscope.estimators import default_generator
 from ddscope.metrics.groups import GROUPS, Context
+from ddscope.metrics.jacobian import math_attention
 from ddscope.metrics.losses import loss_fn
 
 METRIC_GROUPS = tuple(GROUPS)  # the table's names (validate.METRIC_GROUPS is kept equal by a test)
@@ -73,31 +73,6 @@ class MetricSkipped(UserWarning):
 
 class MetricNote(UserWarning):
     """A metric group ran otherwise than asked (an estimate where exactness was not proven)."""
-
-
-@contextlib.contextmanager
-def math_attention():
-    """Scaled dot-product attention on the math backend: fused kernels lack forward-mode AD and
-    double backward, which Hessian products, Theorem 2 and the Fisher–Rao norm need; the math
-    backend is the same function written with differentiable operations. ``nn.MultiheadAttention``'s
-    eval-mode fast path (``_native_multi_head_attention``, no forward-mode AD) is switched off too."""
-    mha = getattr(torch.backends, "mha", None)
-    fast = mha.get_fastpath_enabled() if mha is not None and hasattr(mha, "get_fastpath_enabled") else None
-    try:
-        from torch.nn.attention import SDPBackend, sdpa_kernel
-    except ImportError:  # torch < 2.3 has no sdpa_kernel: nothing to switch
-        sdpa_kernel = None
-    try:
-        if fast is not None:
-            mha.set_fastpath_enabled(False)
-        if sdpa_kernel is None:
-            yield
-        else:
-            with sdpa_kernel(SDPBackend.MATH):
-                yield
-    finally:
-        if fast is not None:
-            mha.set_fastpath_enabled(fast)
 
 
 def options_from_config(m: MetricsConfig) -> dict:

@@ -9,6 +9,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
+from ddscope.report import protocols
 from ddscope.report.protocols import conditional_mi, granulated_tau, hoeffding_weight, kendall_tau, sign_error
 
 
@@ -115,3 +116,38 @@ def test_sign_error_weights_and_two_axes():
     assert out["n_env"] == 3 and out["worst"] == 0.0
     unweighted = sign_error(m, g, H, 10_000, weighted=False)
     assert unweighted["n_env"] == 4 and unweighted["worst"] == 1.0
+
+
+# ---- the PGDL scoring program's convention --------------------------------------------------------
+
+def _pgdl_grid():
+    """Two axes on a complete 2 × 2 grid, two replicates per point; g orders the points, the
+    replicate only breaks ties inside a point."""
+    H = np.array([[a, b] for a in (0, 1) for b in (0, 1) for _ in (0, 1)])
+    g = np.array([10 * (2 * a + b) + 0.1 * r for a in (0, 1) for b in (0, 1) for r in (0, 1)], float)
+    return H, g
+
+
+def test_pgdl_cmi_on_a_hand_computed_table():
+    H, g = _pgdl_grid()
+    # m = g: in the 4 cells of pairs within one point, the signs agree (self-pairs are −/− ties):
+    # I = H(V_g) there; every other cell has one V_g value (I = H = 0). Ratio 1.
+    assert protocols.conditional_mi_pgdl(g, g, H) == pytest.approx(1.0)
+    # m = −g: a within-point cell holds (V_g, V_m) = (−,−) twice (self-pairs), (+,−), (−,+):
+    # I = ½ ln(32/27), H(V_g) = H(¾, ¼); the other 12 cells add 0 to both means.
+    want = 0.5 * math.log(32 / 27) / -(0.75 * math.log(0.75) + 0.25 * math.log(0.25))
+    assert protocols.conditional_mi_pgdl(-g, g, H) == pytest.approx(want)
+    # ddscope's convention on the same table differs (no self-pairs, p(u)-weighted cells)
+    assert protocols.conditional_mi(-g, g, H, 2) != pytest.approx(want)
+
+
+def test_pgdl_cmi_on_an_incomplete_grid():
+    H, g = _pgdl_grid()
+    keep = ~((H[:, 0] == 1) & (H[:, 1] == 1))  # one grid point missing: cells without pairs
+    assert math.isnan(protocols.conditional_mi_pgdl(-g[keep], g[keep], H[keep]))
+    # a third axis copying the first: the S that contain it have empty cells; the minimum is over
+    # the defined S, here (a, b) alone, and (b, c) which equals it
+    H3 = np.concatenate([H, H[:, :1]], axis=1)
+    want = protocols.conditional_mi_pgdl(-g, g, H)
+    assert protocols.conditional_mi_pgdl(-g, g, H3) == pytest.approx(want)
+    assert math.isnan(protocols.conditional_mi_pgdl(g, g, H[:, :1]))  # |S| = 2 needs two axes

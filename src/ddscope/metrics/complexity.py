@@ -10,7 +10,8 @@ kernel reshaped to (C_out, C_in·k), as in the paper. With γ the margin below a
 initialisation:
 
 ==========================  ===================================================================
-``cm_params``                number of parameters [20]
+``cm_params``                number of parameters [20] — every parameter, biases and
+                             normalisation parameters included (Jiang et al. count the weights)
 ``cm_spec_prod``             ∏_l ‖W_l‖₂²  [32]
 ``cm_spec_sum``              Σ_l ‖W_l‖₂²  (the paper's "sum" d·(∏‖W_l‖₂²)^{1/d} is a monotone
                              function of the product at fixed depth, so ranks equal; this plain
@@ -32,7 +33,10 @@ initialisation:
                              AISTATS 2019) over every parameter; the paper's factor (d+1)² is
                              constant at fixed depth [45]
 ``cm_margin``                γ = 10th percentile over the training points of
-                             f_y(x) − max_{c≠y} f_c(x), on the labels the net was fit on
+                             f_y(x) − max_{c≠y} f_c(x), on the labels the net was fit on —
+                             interpolated (``torch.quantile``); the authors' code takes the
+                             order statistic ``kthvalue(N // 10)``, which can differ by one
+                             neighbouring margin
 ``cm_inv_margin``            1/γ²  [22]
 ``cm_spec_margin``           ∏_l ‖W_l‖₂² / γ²  [31]
 ``cm_fro_margin``            ∏_l ‖W_l‖_F² / γ²  [36]

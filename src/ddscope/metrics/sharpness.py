@@ -11,7 +11,8 @@ found by bisection on σ ∈ (0, 2] (``depth`` halvings, the search stopping onc
 within 0.01 of δ, as in the paper's protocol), the expectation over ``draws`` perturbations:
 
 * PAC-Bayes sharpness: u ~ N(0, σ² I); ``cm_pacbayes_flat`` = 1/σ'² [53] and the bound
-  ``cm_pacbayes_init`` = ‖θ − θ⁰‖² / (4σ'²) + log(N/σ') + 10 [48];
+  ``cm_pacbayes_init`` = ‖θ − θ⁰‖² / (4σ'²) + log(N/σ') + 10 [48] — ‖θ − θ⁰‖ over every
+  parameter, biases included (Jiang et al. take the weights), and u perturbs every parameter;
 * magnitude-aware: u_i ~ N(0, σ² θ_i² + ε²), ε = 10⁻³; ``cm_pacbayes_mag_flat`` = 1/σ'² [61].
 
 Common random numbers: the ``draws`` standard normal directions z are drawn once and u = σ·z

@@ -14,6 +14,9 @@ codes, one column per axis (``H``: (n, a)). The arithmetic is checked on hand-co
   V_μ = sgn(μ − μ'), V_g = sgn(g − g') and U_S = (θ_S, θ'_S) the pair's values of the axes in S;
   Î(S) = I(V_μ; V_g | U_S) / H(V_g | U_S) and K = min over |S| = k of Î (plug-in probabilities,
   natural logarithms; the ratio does not depend on the base).
+* :func:`conditional_mi_pgdl` — the same quantity with the PGDL scoring program's conventions
+  (self-pairs, binary signs with ties negative, unweighted cells, |S| = 2 only), for comparison
+  with published PGDL numbers; the ranking reports both, labelled.
 * :func:`sign_error` — Dziugaite et al., "In Search of Robust Measures of Generalization"
   (NeurIPS 2020): an environment is a pair of hyper-parameter settings that differ in exactly
   one axis; its samples are the pairs of nets (any replicate of each setting); the sign-error of
@@ -121,6 +124,55 @@ def conditional_mi(m: np.ndarray, g: np.ndarray, H: np.ndarray, k: int) -> float
     return best
 
 
+def conditional_mi_pgdl(m: np.ndarray, g: np.ndarray, H: np.ndarray) -> float:
+    """The conditional mutual information as the PGDL competition's scoring program computes it
+    (Jiang et al., NeurIPS 2020 competition), for comparison with published PGDL numbers:
+
+    * every ordered pair of nets (θ, θ'), the pairs of a net with itself included;
+    * binary signs: V_g = + when g > g' and − otherwise (ties, self-pairs included, count −);
+      V_μ likewise;
+    * S = a pair of distinct hyper-parameter axes only (|S| = 2); the cells are *all*
+      combinations (v, v') of each axis's values for both nets — empty ones included;
+    * per cell, I(V_μ; V_g) and H(V_g) of its 2 × 2 table; their plain (unweighted) means over
+      the cells; the score of S is mean I / mean H, and the result the minimum over S.
+
+    An incomplete grid leaves some cells without a pair: their table is empty, the program's
+    arithmetic gives NaN for that S (0/0), and here too such an S is NaN; the minimum is taken
+    over the S that are defined (NaN when none is). ddscope's own :func:`conditional_mi` differs
+    by excluding i = j, dropping gap ties, keeping the measure's sign 3-valued, weighting the
+    cells by p(u) and offering |S| = 0, 1, 2.
+    """
+    m, g = np.asarray(m, float), np.asarray(g, float)
+    H = np.asarray(H, dtype=np.int64)
+    n = len(m)
+    if H.ndim != 2 or H.shape[1] < 2 or n < 1:
+        return math.nan
+    i, j = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
+    i, j = i.reshape(-1), j.reshape(-1)  # every ordered pair, i = j included
+    vg = (g[i] > g[j]).astype(int)  # 1: +, 0: − (ties −)
+    vm = (m[i] > m[j]).astype(int)
+    best = math.nan
+    for a, b in itertools.combinations(range(H.shape[1]), 2):
+        va, vb = np.unique(H[:, a]), np.unique(H[:, b])
+        # the cell of a pair: (θ_a, θ'_a, θ_b, θ'_b) over the full grid of the axes' values
+        ia, ib = np.searchsorted(va, H[:, a]), np.searchsorted(vb, H[:, b])
+        cell = ((ia[i] * len(va) + ia[j]) * len(vb) + ib[i]) * len(vb) + ib[j]
+        n_cells = (len(va) * len(vb)) ** 2
+        tables = np.bincount(cell * 4 + vg * 2 + vm, minlength=n_cells * 4).reshape(n_cells, 2, 2).astype(float)
+        totals = tables.sum((1, 2))
+        if (totals == 0).any():
+            continue  # an empty cell: 0/0 in the program, NaN here
+        p = tables / totals[:, None, None]
+        pg, pm = p.sum(2), p.sum(1)  # (cells, 2) marginals of V_g and V_μ
+        outer = pg[:, :, None] * pm[:, None, :]
+        mi = (p * np.log(np.where(p > 0, p, 1.0) / np.where(outer > 0, outer, 1.0))).sum((1, 2))
+        hg = -(pg * np.log(np.where(pg > 0, pg, 1.0))).sum(1)
+        if hg.mean() > 0:
+            score = float(mi.mean() / hg.mean())
+            best = score if math.isnan(best) else min(best, score)
+    return best
+
+
 def hoeffding_weight(delta: np.ndarray, n_test: np.ndarray | float) -> np.ndarray:
     """w = (ψ(|Δg|) − ½)₊, ψ(x) = (1 − 2 exp(−2 n (x/2)²))₊² (module docstring)."""
     delta = np.abs(np.asarray(delta, float))
@@ -170,4 +222,4 @@ def sign_error(m: np.ndarray, g: np.ndarray, H: np.ndarray, n_test: np.ndarray |
     return out
 
 
-__all__ = ["conditional_mi", "granulated_tau", "hoeffding_weight", "kendall_tau", "sign_error"]
+__all__ = ["conditional_mi", "conditional_mi_pgdl", "granulated_tau", "hoeffding_weight", "kendall_tau", "sign_error"]

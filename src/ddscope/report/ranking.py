@@ -44,9 +44,10 @@ TARGETS = {"gap": "generalisation gap err/test − err/train", "test": "test err
 REPLICATES = ("seed", "data.seed")
 _CONFIG_SECTIONS = ("data.", "model.", "optim.")
 COLUMNS = ["region", "target", "measure", "n_nets", "n_excluded", "tau", "tau_lo", "tau_hi", "psi", "psi_lo", "psi_hi",
-           *[f"cmi_{k}{s}" for k in range(K_MAX + 1) for s in ("", "_lo", "_hi")], "sign_worst", "sign_worst_lo",
+           *[f"cmi_{k}{s}" for k in range(K_MAX + 1) for s in ("", "_lo", "_hi")], "cmi_pgdl", "cmi_pgdl_lo",
+           "cmi_pgdl_hi", "sign_worst", "sign_worst_lo",
            "sign_worst_hi", "sign_mean", "sign_mean_lo", "sign_mean_hi", "n_env", "psi_by_axis", "sign_by_axis"]
-SCORED = ("tau", "psi", *[f"cmi_{k}" for k in range(K_MAX + 1)], "sign_worst", "sign_mean")  # with intervals
+SCORED = ("tau", "psi", *[f"cmi_{k}" for k in range(K_MAX + 1)], "cmi_pgdl", "sign_worst", "sign_mean")  # with intervals
 
 
 def measures_of(table: pd.DataFrame) -> list[str]:
@@ -116,6 +117,7 @@ class _Nets:
                "sign_by_axis": {self.hp[a]: v for a, v in se["by_axis"].items()}}
         for k in range(K_MAX + 1):
             out[f"cmi_{k}"] = protocols.conditional_mi(m, g, H_hp, k)
+        out["cmi_pgdl"] = protocols.conditional_mi_pgdl(m, g, H_hp)  # the PGDL program's convention
         return out
 
 
@@ -233,8 +235,9 @@ def ranking_view(table: pd.DataFrame, region: str = "all", target: str = "gap") 
             "τ": _fmt(r["tau"], r["tau_lo"], r["tau_hi"], True),
             "Ψ": _fmt(r["psi"], r["psi_lo"], r["psi_hi"], True),
             "ψ per axis": ", ".join(f"{a} {v:+.2f}" for a, v in (r["psi_by_axis"] or {}).items() if not math.isnan(v)),
-            "CMI |S|=0 / 1 / 2": " / ".join(_fmt(r[f"cmi_{k}"], r[f"cmi_{k}_lo"], r[f"cmi_{k}_hi"], False)
-                                            for k in range(K_MAX + 1)),
+            "CMI |S|=0 / 1 / 2 (ddscope)": " / ".join(_fmt(r[f"cmi_{k}"], r[f"cmi_{k}_lo"], r[f"cmi_{k}_hi"], False)
+                                                      for k in range(K_MAX + 1)),
+            "CMI (PGDL program)": _fmt(r["cmi_pgdl"], r["cmi_pgdl_lo"], r["cmi_pgdl_hi"], False),
             "sign-error worst": _fmt(r["sign_worst"], r["sign_worst_lo"], r["sign_worst_hi"], False),
             "sign-error mean": _fmt(r["sign_mean"], r["sign_mean_lo"], r["sign_mean_hi"], False),
             "worst per axis": ", ".join(f"{a} {w:.2f}" for a, (w, _, _) in (r["sign_by_axis"] or {}).items()),

@@ -158,3 +158,14 @@ def test_a_hutchpp_estimate_has_an_honest_error_bar_on_a_groupnorm_resnet():
         got = hess_trace_detail(model, [(x, y)], num_matvecs=30, generator=torch.Generator().manual_seed(seed))
         misses += abs(got.value - want) > 2 * got.se
     assert misses <= 5  # ~5 % of a Gaussian's draws lie beyond 2 s.e.; allow for s.e. estimated from the probes
+
+
+def test_the_report_says_which_traces_are_estimates_and_how_large_their_errors_are():
+    from ddscope.report.coverage import estimate_lines
+
+    final = pd.DataFrame({"status": ["done"] * 3, "hess_trace": [10.0, 4.0, 2.0], "hess_trace_se": [0.0, 0.4, 0.1],
+                          "thm2_rhs": [1.0, 1.0, 1.0], "thm2_rhs_se": [0.0, 0.0, 0.0]})
+    (line,) = estimate_lines(final)
+    assert "hess_trace (tr H) is a stochastic estimate on 2 of 3 trial(s)" in line
+    assert "7.5% of the value at the median, 10.0% at worst" in line
+    assert estimate_lines(final.assign(hess_trace_se=0.0)) == []

@@ -100,9 +100,9 @@ def test_an_exact_trace_is_the_dense_trace_and_an_estimate_carries_its_error(nam
 
 EXACT = {"standardising Sequential subclass", "DeepSets mean broadcast", "U-Net with ConvTranspose2d",
          "Upsample nearest", "reflection-padded Conv1d", "repeat, in-place residual, duplicated index",
-         "BatchNorm MLP", "F.interpolate bilinear"}
+         "BatchNorm MLP", "F.interpolate bilinear", "0-d learned scale", "ResMLP"}  # s·logits, α ⊙ h: linear in each
 NOT_EXACT = {"tied weights", "division by a parameter", "one parameter view in two layers",
-             "spectral_norm parametrisation", "weight_norm parametrisation", "0-d learned scale",
+             "spectral_norm parametrisation", "weight_norm parametrisation",
              "GELU/SiLU/Mish MLP", "pre-activation ResNet, GroupNorm", "MobileNet-style without SE"}
 
 

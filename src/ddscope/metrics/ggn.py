@@ -73,8 +73,10 @@ def exact_trace_refusal(model: nn.Module, input_shape: tuple[int, ...]) -> str |
 
     Read from the ``torch.fx`` graph: every module node is a :data:`PIECEWISE_LINEAR` leaf, every
     module with parameters is called once and every parameter read once, every function is in
-    the piecewise-linear list, and a product or quotient has at most one operand that depends on
-    the parameters (a product of two parameter-dependent tensors may be quadratic in one θ_i).
+    the piecewise-linear list, a product's factors depend on disjoint parameters, no quotient
+    has a parameter-dependent denominator, and a parameter-derived value (a weight, its view) is
+    used once. Never the last word: :func:`ddscope.metrics.hessian.ggn_mismatch` checks the
+    result at run time (a product of two tensors that share a parameter may be quadratic in it).
     """
     for path, m in model.named_modules():
         if parametrize.is_parametrized(m):
@@ -89,7 +91,7 @@ def exact_trace_refusal(model: nn.Module, input_shape: tuple[int, ...]) -> str |
     modules = dict(gm.named_modules())
     param_names = {id(p): n for n, p in model.named_parameters(remove_duplicate=False)}
     uses: dict[int, str] = {}  # id(parameter) -> the call that used it (each parameter used once)
-    param_dep: set[str] = set()  # nodes whose value depends on a parameter
+    param_dep: dict[str, frozenset[int]] = {}  # node -> ids of the parameters its value depends on
     input_dep: set[str] = set()  # nodes whose value depends on the input
 
     def use(p: nn.Parameter, where: str) -> str | None:
@@ -102,7 +104,7 @@ def exact_trace_refusal(model: nn.Module, input_shape: tuple[int, ...]) -> str |
     for node in gm.graph.nodes:
         args: list[fx.Node] = []
         fx.node.map_arg((node.args, node.kwargs), args.append)
-        dep = [a for a in args if a.name in param_dep]
+        dep = list(dict.fromkeys(a for a in args if a.name in param_dep))
         if node.op == "output":
             continue
         if node.op == "placeholder":
@@ -115,8 +117,9 @@ def exact_trace_refusal(model: nn.Module, input_shape: tuple[int, ...]) -> str |
             if isinstance(obj, nn.Parameter):
                 if (why := use(obj, f"graph node '{node.name}'")) is not None:
                     return why
-                param_dep.add(node.name)
+                param_dep[node.name] = frozenset({id(obj)})
             continue
+        inherited = frozenset().union(*(param_dep[a.name] for a in dep))
         # A value that depends on parameters only (a weight, a view of it) may enter the network
         # once: read twice, θ_i would appear in two places and f could be quadratic in it.
         for a in dep:
@@ -133,20 +136,24 @@ def exact_trace_refusal(model: nn.Module, input_shape: tuple[int, ...]) -> str |
                 if (why := use(p, f"module '{node.target}'")) is not None:
                     return why
             if own or dep:
-                param_dep.add(node.name)
+                param_dep[node.name] = inherited | {id(p) for p in own}
             continue
         name = _name(node)
         if name == "getattr" and len(node.args) > 1 and node.args[1] in _SHAPE_ATTRS:
             continue  # x.shape, x.ndim: integers, not a function of θ
         if name in _PRODUCTS:
-            if len(dep) > 1:
-                return f"'{name}' at graph node '{node.name}' multiplies two parameter-dependent tensors"
             if dep and name in _DIVISIONS and (len(node.args) < 2 or node.args[1] in dep):
                 return f"'{name}' at graph node '{node.name}' divides by a parameter-dependent tensor"
+            # A product of two factors that depend on disjoint parameters is linear in each
+            # parameter (α ⊙ h, s · logits); a parameter in both factors makes it quadratic in it.
+            factors = [a for a in node.args[:2] if isinstance(a, fx.Node) and a.name in param_dep]  # h * h: twice
+            if len(factors) > 1 and frozenset.intersection(*(param_dep[a.name] for a in factors)):
+                return (f"'{name}' at graph node '{node.name}' multiplies two tensors that depend on the same "
+                        "parameter")
         elif name not in _PL_FUNCTIONS:
             return f"operation '{name}' at graph node '{node.name}' is not piecewise linear"
         if dep:
-            param_dep.add(node.name)
+            param_dep[node.name] = inherited
     return None
 
 

@@ -25,6 +25,31 @@ def _label(row: pd.Series) -> str:
     return ", ".join(p for p in parts if p)
 
 
+# Stochastic estimates and their standard errors (key, its s.e. key, what it is).
+ESTIMATES = (("hess_trace", "hess_trace_se", "tr H"), ("thm2_rhs", "thm2_rhs_se", "Theorem 2's RHS"))
+
+
+def estimate_lines(final: pd.DataFrame) -> list[str]:
+    """One line per stochastic estimate in the final table: on how many trials the value is an
+    estimate and how large its standard error is relative to it (exact values have s.e. 0)."""
+    out = []
+    d = final[final["status"] == "done"] if "status" in final else final
+    for key, se_key, what in ESTIMATES:
+        if key not in d or se_key not in d:
+            continue
+        v = pd.to_numeric(d[key], errors="coerce")
+        se = pd.to_numeric(d[se_key], errors="coerce")
+        est = se > 0
+        if not est.any():
+            continue
+        rel = (se[est] / v[est].abs()).replace([float("inf")], float("nan")).dropna()
+        worst = f"; its standard error is {rel.median():.1%} of the value at the median, {rel.max():.1%} at worst" \
+            if len(rel) else ""
+        out.append(f"{key} ({what}) is a stochastic estimate on {int(est.sum())} of {len(d)} trial(s) "
+                   f"(exactness not proven there){worst}; {se_key} holds each standard error.")
+    return out
+
+
 def missing_items(final: pd.DataFrame, counts: dict, metrics: set[str], sweep_cfg: dict) -> list[str]:
     """Plain-language lines on what is missing; ``metrics`` are the metric names in the store."""
     out: list[str] = []
@@ -64,6 +89,7 @@ def missing_items(final: pd.DataFrame, counts: dict, metrics: set[str], sweep_cf
             noted.setdefault(group, []).append(why)
     for group, whys in noted.items():
         out.append(f"Metric group '{group}' ran otherwise than asked on {len(whys)} trial(s): {whys[0][:200]}")
+    out.extend(estimate_lines(final))
     for group, row in GROUPS.items():
         if group in skipped:
             continue

@@ -52,7 +52,7 @@ MEASURES = {
     "lip_upper_tight": "certified upper bound on Lip(f): ECLipsE-Fast (MLPs), else ∏ ‖W_l‖₂",
     "lip_upper": "Lipschitz upper bound ∏ ‖W_l‖₂ (certified layer norms)",
     "lip_gap": "bracket gap lip_upper_tight / lip_lower",
-    "hess_trace": "tr H, loss Hessian in θ",
+    "hess_trace": "tr H, loss Hessian in θ (exact where hess_trace_exact = 1, else an estimate ± hess_trace_se)",
     "hess_top": "λ_max(H)",
     "thm2_lhs": "Theorem 2 LHS",
     "thm2_mid": "Theorem 2 MID: mean ‖∇_θ L_n‖²",

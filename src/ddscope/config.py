@@ -109,6 +109,9 @@ class MetricsConfig:
     # tr(H): "auto" = exact tr(GGN) on networks piecewise linear in each parameter, Hutch++ else;
     # "hutchpp" forces the estimator (e.g. to compare), "ggn" refuses other networks.
     hess_method: str = "auto"
+    # [metrics.lip_constants]: declared Lipschitz constants for operations AutoLip has none for,
+    # keyed by graph node, module path, module type name ("Hardswish") or function name ("cumsum")
+    lip_constants: Options = field(default_factory=Options)
 
 
 @dataclass(frozen=True)
@@ -137,7 +140,7 @@ PROGRESS_INTERVAL_S = 30.0  # a plain progress line this often when stderr is no
 
 # Keys added after trial ids were first published -> their default (see TrialConfig.trial_id).
 ADDED_KEYS = {("metrics", "num_eval_epochs"): 0, ("data", "path"): "", ("data", "options"): {},
-              ("model", "options"): {}, ("metrics", "hess_method"): "auto"}
+              ("model", "options"): {}, ("metrics", "hess_method"): "auto", ("metrics", "lip_constants"): {}}
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,8 @@ ddscope but the error type, so the model and data registries can import config w
 
 from __future__ import annotations
 
+import math
+
 from .errors import UserError
 from .imports import is_import_spec
 
@@ -75,6 +77,9 @@ def check_ranges(c) -> None:
         bad("metrics.output", f"must be one of {', '.join(JAC_OUTPUTS)}, got '{c.metrics.output}'")
     if c.metrics.hess_method not in HESS_METHODS:
         bad("metrics.hess_method", f"must be one of {', '.join(HESS_METHODS)}, got '{c.metrics.hess_method}'")
+    for name, value in c.metrics.lip_constants.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+            bad(f"metrics.lip_constants.{name}", f"must be a finite number >= 0 (a Lipschitz constant), got {value!r}")
     if any(e < 0 for e in c.metrics.epochs):
         bad("metrics.epochs", "epochs must be >= 0")
     if any(e < 0 for e in c.checkpoint.epochs):

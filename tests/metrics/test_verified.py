@@ -169,3 +169,17 @@ def test_the_report_says_which_traces_are_estimates_and_how_large_their_errors_a
     assert "hess_trace (tr H) is a stochastic estimate on 2 of 3 trial(s)" in line
     assert "7.5% of the value at the median, 10.0% at worst" in line
     assert estimate_lines(final.assign(hess_trace_se=0.0)) == []
+
+
+def test_a_config_declares_lipschitz_constants_by_type_and_they_reach_measure():
+    from ddscope.config import TrialConfig, set_key
+    from ddscope.metrics.suite import options_from_config
+
+    base = TrialConfig()
+    cfg = set_key(base, {"metrics.lip_constants": {"cumsum": 2.5, "erf": 1.2}})
+    assert cfg.trial_id != base.trial_id and set_key(base, {}).trial_id == base.trial_id  # default: ids unchanged
+    opts = options_from_config(cfg.metrics)
+    assert opts["lip_constants"] == {"cumsum": 2.5, "erf": 1.2}
+    out = measure(build("cumsum and erf"), _splits((6,)), metrics=["lipschitz"], input_shape=(6,),
+                  options={**CHEAP, "lip_constants": opts["lip_constants"]})
+    assert out.skipped == {} and math.isfinite(out["lip_upper"])

@@ -86,6 +86,7 @@ def options_from_config(m: MetricsConfig) -> dict:
         "hess_matvecs": m.hess_matvecs,
         "lanczos_iters": m.lanczos_iters,
         "hess_method": m.hess_method,
+        "lip_constants": dict(m.lip_constants) or None,
     }
 
 

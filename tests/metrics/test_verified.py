@@ -166,7 +166,7 @@ def test_the_report_says_which_traces_are_estimates_and_how_large_their_errors_a
     final = pd.DataFrame({"status": ["done"] * 3, "hess_trace": [10.0, 4.0, 2.0], "hess_trace_se": [0.0, 0.4, 0.1],
                           "thm2_rhs": [1.0, 1.0, 1.0], "thm2_rhs_se": [0.0, 0.0, 0.0]})
     (line,) = estimate_lines(final)
-    assert "hess_trace (tr H) is a stochastic estimate on 2 of 3 trial(s)" in line
+    assert "hess_trace is a stochastic estimate on 2 of 3 trial(s)" in line
     assert "7.5% of the value at the median, 10.0% at worst" in line
     assert estimate_lines(final.assign(hess_trace_se=0.0)) == []
 
@@ -183,3 +183,25 @@ def test_a_config_declares_lipschitz_constants_by_type_and_they_reach_measure():
     out = measure(build("cumsum and erf"), _splits((6,)), metrics=["lipschitz"], input_shape=(6,),
                   options={**CHEAP, "lip_constants": opts["lip_constants"]})
     assert out.skipped == {} and math.isfinite(out["lip_upper"])
+
+
+def test_path_statistics_carry_the_standard_error_of_their_random_pairs():
+    import numpy as np
+
+    from ddscope.metrics.jacobian import path_jacobian_norms, path_pairs
+
+    model = build("GELU/SiLU/Mish MLP")
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(30, 6, generator=g, dtype=torch.float64), torch.randint(0, 3, (30,), generator=g)
+    out = path_jacobian_norms(model, x, y, n_pairs=7, k=5, same_class=False, generator=torch.Generator().manual_seed(4))
+    i, j = path_pairs(y, 7, same_class=False, generator=torch.Generator().manual_seed(4))
+    t = np.linspace(0, 1, 5)
+    per_pair = []
+    for a, b in zip(i.tolist(), j.tolist()):  # the obvious loop: dense norms, trapezoid rule per pair
+        pts = torch.stack([(1 - s) * x[a] + s * x[b] for s in t])
+        sq = R.jacobian_norms_dense(model, pts).spec.square().numpy()
+        per_pair.append(np.trapezoid(sq, t) if hasattr(np, "trapezoid") else np.trapz(sq, t))
+    per_pair = np.array(per_pair)
+    assert out["jac_spec_rms"] == pytest.approx(math.sqrt(per_pair.mean()), rel=1e-9)
+    want = per_pair.std(ddof=1) / math.sqrt(7) / (2 * math.sqrt(per_pair.mean()))
+    assert out["jac_spec_rms_se"] == pytest.approx(want, rel=1e-9)

@@ -27,7 +27,7 @@ from .hessian import auto_hess_batch, hess_top, hess_trace_detail
 from .ascent import lipschitz_lower
 from .complexity import complexity_measures
 from .sharpness import sharpness_measures
-from .jacobian import JacNorms, aggregate, jacobian_norms, path_jacobian_norms, top_points
+from .jacobian import JacNorms, aggregate, jacobian_norms, path_jacobian_norms, rms_standard_error, top_points
 from .lipschitz import lipschitz_upper
 from .spectrum import hess_spectrum, spectrum_metrics
 from .tight import lipschitz_upper_tight
@@ -82,6 +82,8 @@ def _compute_jacobian(ctx: Context) -> dict[str, float]:
             idx = torch.arange(len(x), device=x.device)
         norms = jacobian_norms(ctx.model, x[idx], y=y[idx], generator=gen, **ctx.jac_kw)
         out.update({f"{k}/{name}": v for k, v in aggregate(norms).items()})
+        if len(idx) < len(x):  # a random subset: the rms is an estimate of the split's
+            out[f"jac_spec_rms_se/{name}"] = rms_standard_error(norms.spec.square()) * (1 - len(idx) / len(x)) ** 0.5
         if ctx.opt["output"] == "logits":  # lip_lower starts from the largest norms of every split
             ctx.shared.setdefault("witnesses", []).extend(top_points(norms.spec, x[idx]))
             _measured(ctx, f"jac_spec_max/{name}", out[f"jac_spec_max/{name}"])
@@ -262,9 +264,11 @@ class MetricGroup:
 # In the order the suite runs them: the generator's stream, hence every sampled value, depends on it.
 GROUPS: dict[str, MetricGroup] = {g.name: g for g in (
     MetricGroup("jacobian", _compute_jacobian,
-                "jac_spec_rms/<split>, jac_spec_mean/<split>, jac_spec_max/<split>, jac_fro_rms/<split>",
+                "jac_spec_rms/<split>, jac_spec_mean/<split>, jac_spec_max/<split>, jac_fro_rms/<split>, "
+                "jac_spec_rms_se/<split> (where jac_samples subsamples the split)",
                 "jac_spec_rms/train", "input-Jacobian norms on the data splits"),
-    MetricGroup("paths", _compute_paths, "the jacobian keys for <split> = path_same, path_any",
+    MetricGroup("paths", _compute_paths, "the jacobian keys for <split> = path_same, path_any, with "
+                "jac_spec_rms_se/<path> (the random pairs' standard error)",
                 "jac_spec_rms/path_same", "Jacobian norms on paths between training points"),
     MetricGroup("lipschitz", _compute_lipschitz,
                 "lip_upper, lip_upper_lanczos, lip_upper_tight, lip_upper_tight_eclipse (1: ECLipsE-Fast), "

@@ -398,6 +398,19 @@ def aggregate(norms: JacNorms, weights: Tensor | None = None) -> dict[str, float
     }
 
 
+def rms_standard_error(values: Tensor) -> float:
+    """Standard error of ((1/m) Σ v_i)^½ estimated from m i.i.d. draws v_i (squared norms, or
+    one path's integral of them): s/√m of the mean, through the square root by the delta method
+    (se(√μ) ≈ se(μ) / (2√μ)); NaN for fewer than two draws, 0 when every draw is 0."""
+    v = values.detach().to(torch.float64).flatten()
+    if v.numel() < 2:
+        return float("nan")
+    mean = float(v.mean())
+    if mean <= 0:
+        return 0.0
+    return float(v.std(unbiased=True)) / v.numel() ** 0.5 / (2 * mean**0.5)
+
+
 def path_pairs(y: Tensor, n_pairs: int, *, same_class: bool, generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
     """Random index pairs (i, j), i ≠ j, each drawn uniformly (same label when ``same_class``).
 
@@ -482,7 +495,11 @@ def path_jacobian_norms(
     norms = jacobian_norms(model, points, output=output, y=labels, generator=generator, **kw)
     if witnesses is not None:
         witnesses.extend(top_points(norms.spec, points))
-    return aggregate(norms, weights)
+    out = aggregate(norms, weights)
+    # The pairs are random: each pair's trapezoid integral of ‖J‖₂² is one draw (n_pairs of them)
+    per_pair = (weights * norms.spec.square()).reshape(len(i), k).sum(1) * len(i)
+    out["jac_spec_rms_se"] = rms_standard_error(per_pair)
+    return out
 
 
 def top_points(spec: Tensor, points: Tensor, k: int = 4) -> list[tuple[float, Tensor]]:

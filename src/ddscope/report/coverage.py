@@ -25,8 +25,17 @@ def _label(row: pd.Series) -> str:
     return ", ".join(p for p in parts if p)
 
 
-# Stochastic estimates and their standard errors (key, its s.e. key, what it is).
-ESTIMATES = (("hess_trace", "hess_trace_se", "tr H"), ("thm2_rhs", "thm2_rhs_se", "Theorem 2's RHS"))
+def _estimates(columns) -> list[tuple[str, str]]:
+    """(key, its standard-error key) for every ``<name>_se[/<where>]`` column with its value:
+    hess_trace_se, thm2_rhs_se, jac_spec_rms_se/path_same, …"""
+    out = []
+    for col in columns:
+        head, _, where = str(col).partition("/")
+        if head.endswith("_se"):
+            key = head[: -len("_se")] + (f"/{where}" if where else "")
+            if key in columns:
+                out.append((key, col))
+    return out
 
 
 def estimate_lines(final: pd.DataFrame) -> list[str]:
@@ -34,9 +43,7 @@ def estimate_lines(final: pd.DataFrame) -> list[str]:
     estimate and how large its standard error is relative to it (exact values have s.e. 0)."""
     out = []
     d = final[final["status"] == "done"] if "status" in final else final
-    for key, se_key, what in ESTIMATES:
-        if key not in d or se_key not in d:
-            continue
+    for key, se_key in _estimates(list(d.columns)):
         v = pd.to_numeric(d[key], errors="coerce")
         se = pd.to_numeric(d[se_key], errors="coerce")
         est = se > 0
@@ -45,7 +52,7 @@ def estimate_lines(final: pd.DataFrame) -> list[str]:
         rel = (se[est] / v[est].abs()).replace([float("inf")], float("nan")).dropna()
         worst = f"; its standard error is {rel.median():.1%} of the value at the median, {rel.max():.1%} at worst" \
             if len(rel) else ""
-        out.append(f"{key} ({what}) is a stochastic estimate on {int(est.sum())} of {len(d)} trial(s) "
+        out.append(f"{key} is a stochastic estimate on {int(est.sum())} of {len(d)} trial(s) "
                    f"(exactness not proven there){worst}; {se_key} holds each standard error.")
     return out
 

@@ -345,6 +345,7 @@ def hess_trace_detail(
 # for (tied weights, parametrisations, a division by a parameter) differ by percents.
 GGN_CHECK_RTOL = {torch.float64: 1e-8, torch.float32: 1e-4, torch.float16: 1e-2, torch.bfloat16: 1e-2}
 GGN_CHECK_SAMPLES = 16  # samples of the one batch the check uses (a nonzero block shows on any)
+GGN_CHECK_FLOATS = 2**25  # entries of the probe matrix held at once (128 MiB in float32)
 
 
 def gauss_newton_matvec(model: nn.Module, x: Tensor, y: Tensor, *, params: Sequence[str] | None = None,
@@ -404,20 +405,27 @@ def ggn_mismatch(model: nn.Module, x: Tensor, y: Tensor, *, params: Sequence[str
     ref = next(iter(model.parameters()))
     rtol = GGN_CHECK_RTOL.get(ref.dtype, 1e-4)
     g = default_generator(generator)
-    V = torch.zeros(dim, len(names), dtype=ref.dtype, device=ref.device)
     offsets = [0]
-    for t, size in enumerate(sizes):
-        V[offsets[-1] : offsets[-1] + size, t] = torch.randn(size, generator=g, device=g.device, dtype=torch.float64).to(ref)
+    for size in sizes:
         offsets.append(offsets[-1] + size)
-    HV = hvp(V).detach()
+    # probes in batches of columns, at most GGN_CHECK_FLOATS numbers of V at once (ResNet-18: 62
+    # tensors × 11 M parameters would not fit as one dense V)
+    step = max(1, min(8, GGN_CHECK_FLOATS // max(dim, 1)))
     worst, where = 0.0, ""
-    for t, name in enumerate(names):
-        a, b = offsets[t], offsets[t + 1]
-        full = gvp(V[:, t]).detach()
-        hv, gv = HV[a:b, t], full[a:b]
-        scale = float(HV[:, t].norm() + full.norm())  # the curvature's size, off-diagonal blocks included
-        if scale > 0 and float((hv - gv).norm()) / scale > worst:
-            worst, where = float((hv - gv).norm()) / scale, name
+    for first in range(0, len(names), step):
+        cols = range(first, min(first + step, len(names)))
+        V = torch.zeros(dim, len(cols), dtype=ref.dtype, device=ref.device)
+        for c, t in enumerate(cols):
+            a, b = offsets[t], offsets[t + 1]
+            V[a:b, c] = torch.randn(b - a, generator=g, device=g.device, dtype=torch.float64).to(ref)
+        HV = hvp(V).detach()
+        for c, t in enumerate(cols):
+            a, b = offsets[t], offsets[t + 1]
+            full = gvp(V[:, c]).detach()
+            hv, gv = HV[a:b, c], full[a:b]
+            scale = float(HV[:, c].norm() + full.norm())  # the curvature's size, off-diagonal blocks included
+            if scale > 0 and float((hv - gv).norm()) / scale > worst:
+                worst, where = float((hv - gv).norm()) / scale, names[t]
     if worst > rtol:
         return (f"the Hessian's block of parameter '{where}' differs from the Gauss-Newton block by {worst:.2g} "
                 "(relative) on a random probe, so tr(H) != tr(GGN) here")

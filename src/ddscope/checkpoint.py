@@ -40,6 +40,7 @@ import torch
 
 from .config import TrialConfig
 from .errors import UserError
+from .paths import check_component, inside
 
 FORMAT = 1
 SIDECAR = ".sha256"
@@ -48,7 +49,9 @@ _TMP_MAX_AGE_S = 3600.0  # a temporary file this old belongs to a writer that wa
 
 
 def trial_dir(run_dir: str | Path, trial_id: str) -> Path:
-    return Path(run_dir) / "trials" / trial_id
+    """``run_dir/trials/<trial_id>``; an id that is not a plain name (one read from a crafted
+    store, ``../../victim``) is a UserError, never a path outside the run folder."""
+    return inside(run_dir, "trials") / check_component(trial_id, "trial id")
 
 
 def sidecar(path: Path) -> Path:

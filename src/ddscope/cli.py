@@ -17,7 +17,7 @@ from pathlib import Path
 import click
 
 from .config import MAX_GROUP, METRIC_GROUPS, PROGRESS_INTERVAL_S
-from .errors import UserError, as_user_error, check_writable
+from .errors import UserError, as_user_error, check_writable, one_line
 
 DEMO_PRESET = "mnist1d-mlp"
 EXIT_FAILED, EXIT_USER_ERROR = 1, 2
@@ -367,12 +367,22 @@ def presets():
             click.echo(f"{'':22s} {s.description}")
 
 
+@cli.command()
+def keys():
+    """List every config key with its default (the keys --set and a TOML config take)."""
+    from .config import TrialConfig, all_keys, get_key
+
+    base = TrialConfig()
+    for key in all_keys():
+        click.echo(f"{key:32s} {get_key(base, key)!r}")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: UserError → one line on stderr, exit code 2."""
     try:
         cli.main(args=argv, prog_name="ddscope", standalone_mode=False)
     except UserError as e:
-        click.echo(f"ddscope: error: {e}", err=True)
+        click.echo(f"ddscope: error: {one_line(str(e))}", err=True)
         sys.exit(EXIT_USER_ERROR)
     except click.exceptions.Abort:
         click.echo("ddscope: aborted", err=True)
@@ -382,7 +392,7 @@ def main(argv: list[str] | None = None) -> None:
             click.echo(e.format_message())
             sys.exit(0)
         hint = f" ({e.ctx.command_path} --help)" if e.ctx is not None else ""
-        click.echo(f"ddscope: error: {e.format_message()}{hint}", err=True)
+        click.echo(f"ddscope: error: {one_line(e.format_message())}{hint}", err=True)
         sys.exit(EXIT_USER_ERROR)
     except click.ClickException as e:
         e.show()
@@ -392,7 +402,7 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as e:  # a full or read-only disk is the user's to fix: one line, exit 2
         if (user := as_user_error(e)) is None:
             raise
-        click.echo(f"ddscope: error: {user}", err=True)
+        click.echo(f"ddscope: error: {one_line(str(user))}", err=True)
         sys.exit(EXIT_USER_ERROR)
 
 

@@ -11,6 +11,8 @@ values raise :class:`~ddscope.errors.UserError` with one line naming the key and
 from __future__ import annotations
 
 import dataclasses
+import datetime as _dt
+import difflib
 import hashlib
 import itertools
 import json
@@ -20,6 +22,7 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from .errors import UserError
+from .paths import is_component
 from .tomlio import PRESET_DIR, dumps_toml, list_presets, read_toml, tomllib
 from .validate import (  # the allowed values, re-exported (ddscope.config.METRIC_GROUPS, ...)
     DATA_NAMES,
@@ -235,8 +238,20 @@ def _coerce(value: Any, tp, key: str):
             return value
     elif tp is Options:
         if isinstance(value, dict):
+            check_plain(value, key)
             return Options(json.loads(json.dumps(value)))  # plain TOML values, copied
-    raise UserError(f"config key '{key}': expected {_type_name(tp)}, got {value!r}")
+    hint = ""
+    if isinstance(value, str) and "," in value and tp in (int, float, bool):
+        hint = f" (a grid of values is a TOML list: {key}=[{value}])"
+    raise UserError(f"config key '{key}': expected {_type_name(tp)}, got {value!r}{hint}")
+
+
+def did_you_mean(word: str, choices) -> str:
+    """`` (did you mean 'x'?)`` for the closest of ``choices``, or a short list of them."""
+    close = difflib.get_close_matches(word, list(choices), n=3, cutoff=0.6)
+    if close:
+        return " (did you mean " + " or ".join(f"'{c}'" for c in close) + "?)"
+    return ""
 
 
 def _hints(cls) -> dict[str, Any]:
@@ -251,7 +266,8 @@ def _build(cls, d: dict[str, Any], prefix: str):
     unknown = [k for k in d if k not in names]
     if unknown:
         key = prefix + unknown[0]
-        raise UserError(f"unknown config key '{key}'; allowed in this section: {', '.join(names)}")
+        hint = did_you_mean(unknown[0], names)
+        raise UserError(f"unknown config key '{key}'{hint}; allowed in this section: {', '.join(names)}")
     kwargs = {}
     for name in names:
         if name not in d:
@@ -286,9 +302,9 @@ def _field_type(dotted: str):
     for i, p in enumerate(parts):
         hints = _hints(cls)
         if p not in hints:
-            raise UserError(
-                f"unknown config key '{dotted}'; allowed: {', '.join(all_keys())}"
-            )
+            sections = sorted({k.split(".")[0] for k in all_keys() if "." in k})
+            raise UserError(f"unknown config key '{dotted}'{did_you_mean(dotted, all_keys())}; the sections are "
+                            f"{', '.join(sections)} (`ddscope keys` lists every key)")
         tp = hints[p]
         if i < len(parts) - 1:
             if tp is Options:  # model.options.<name>: any TOML value, the factory's to read
@@ -329,6 +345,7 @@ def _is_scalar_type(tp) -> bool:
 
 def sweep_from_dict(d: dict[str, Any], default_name: str = "sweep") -> SweepConfig:
     """Split a TOML document into the base trial and the grid (lists on scalar keys)."""
+    check_plain(d, "")
     d = json.loads(json.dumps(d))  # deep copy of plain data
     meta = d.pop("sweep", {}) or {}
     if not isinstance(meta, dict):
@@ -358,8 +375,12 @@ def sweep_from_dict(d: dict[str, Any], default_name: str = "sweep") -> SweepConf
         if key == "device" or key.startswith(("checkpoint.", "log.")):
             raise UserError(f"config key '{key}' cannot be a grid axis: it does not change the trial; give one value")
     base = TrialConfig.from_dict(d)
+    name = meta.get("name", default_name)
+    if not is_component(name):
+        raise UserError(f"config key 'sweep.name': {name!r} is not a plain name (letters, digits, '.', '_', '-'; "
+                        "no '/', no '..'): it names the run folder runs/<name>; use --out for another place")
     sweep = SweepConfig(
-        name=str(meta.get("name", default_name)),
+        name=str(name),
         base=base,
         grid=grid,
         description=str(meta.get("description", "")),
@@ -392,12 +413,34 @@ def parse_override(text: str) -> tuple[str, Any]:
     return key, value
 
 
+def check_plain(value: Any, key: str) -> None:
+    """Refuse, naming ``key``, a value no config key takes: a TOML date or time (TOML parses
+    ``1979-05-27`` and ``07:32:00`` as such, not as strings), a non-finite number, or anything
+    that is not a string, number, boolean, list or table of those."""
+    if isinstance(value, dict):
+        for k, v in value.items():
+            check_plain(v, f"{key}.{k}" if key else str(k))
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            check_plain(v, key)
+    elif isinstance(value, (_dt.date, _dt.time)):  # datetime is a date
+        raise UserError(f"config key '{key}': {value.isoformat()} is a TOML date/time, which no config key takes "
+                        f"(quote it, \"{value.isoformat()}\", for a string)")
+    elif isinstance(value, float) and not math.isfinite(value):
+        raise UserError(f"config key '{key}': expected a finite number, got {value!r}")
+    elif not isinstance(value, (str, int, float, bool)):
+        raise UserError(f"config key '{key}': expected a string, number, boolean, list or table, got "
+                        f"{type(value).__name__}")
+
+
 def apply_overrides(d: dict[str, Any], overrides: list[str] | dict[str, Any]) -> dict[str, Any]:
     """``d`` (a sweep document) with ``key=value`` strings or a ``{dotted key: value}`` mapping
     applied (a list on a scalar key becomes a grid axis); keys are checked, values later."""
+    check_plain(d, "")
     d = json.loads(json.dumps(d))
     items = overrides.items() if isinstance(overrides, dict) else (parse_override(t) for t in overrides)
     for key, value in items:
+        check_plain(value, key)
         if key.startswith("sweep."):
             d.setdefault("sweep", {})[key.split(".", 1)[1]] = value
             continue

@@ -53,3 +53,15 @@ def check_writable(path: Path, what: str) -> None:
         raise UserError(f"{what} {path} cannot be made: {p} is a file, not a folder")
     if not os.access(p, os.W_OK | os.X_OK):  # also false on a read-only mount, even for root
         raise UserError(f"{what} {path} is not writable ({p} is read-only or not ours); choose another")
+
+
+def one_line(message: str) -> str:
+    """``message`` on one line: line breaks and other control characters (from a key, a value or
+    a path the user gave) are shown escaped, as ``\\n``, never printed."""
+    out = []
+    for ch in message:
+        if ch in "\n\r\t" or (ord(ch) < 32 or ord(ch) == 127):
+            out.append(repr(ch)[1:-1])
+        else:
+            out.append(ch)
+    return "".join(out)

@@ -28,8 +28,12 @@ def read_toml(path_or_preset: str) -> tuple[dict[str, Any], str]:
     if not p.suffix and not p.exists():
         p = PRESET_DIR / f"{path_or_preset}.toml"
         if not p.exists():
+            import difflib
+
+            close = difflib.get_close_matches(str(path_or_preset), list_presets(), n=1, cutoff=0.6)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
             raise UserError(
-                f"unknown preset or config file '{path_or_preset}'; presets: {', '.join(list_presets())}"
+                f"unknown preset or config file '{path_or_preset}'{hint}; presets: {', '.join(list_presets())}"
             )
     if not p.exists():
         raise UserError(f"config file not found: {p}")

@@ -29,7 +29,7 @@ def test_two_sweep_processes_share_one_store_and_run_each_trial_once(tmp_path):
 
 def test_claims_from_many_connections_never_overlap(tmp_path):
     path = tmp_path / "store.sqlite"
-    Store.create(path, {}).add_trials([(f"t{i:03d}", {"i": i}) for i in range(120)])
+    Store.create(path, {}).add_trials([(f"t{i:03d}", {"seed": i}) for i in range(120)])
     got: list[list[str]] = [[] for _ in range(6)]
 
     def claimer(k: int) -> None:

@@ -52,10 +52,10 @@ def test_resume_skips_finished_trials(tmp_path, tiny_overrides, monkeypatch):
 
 def test_finish_never_overwrites_done(tmp_path):
     store = Store.create(tmp_path / "s.sqlite", {})
-    store.add_trials([("a", {"x": 1})])
-    r = TrialResult("a", {"x": 1}, "done", records=[(0, "m", 1.0)])
+    store.add_trials([("a", {"seed": 1})])
+    r = TrialResult("a", {"seed": 1}, "done", records=[(0, "m", 1.0)])
     assert store.finish(r)
-    r2 = TrialResult("a", {"x": 1}, "done", records=[(0, "m", 2.0)])
+    r2 = TrialResult("a", {"seed": 1}, "done", records=[(0, "m", 2.0)])
     assert not store.finish(r2)
     assert list(store.records()) == [("a", 0, "m", 1.0)]
 
@@ -63,7 +63,7 @@ def test_finish_never_overwrites_done(tmp_path):
 def test_claims_are_exclusive_and_dead_holders_reclaimed(tmp_path):
     path = tmp_path / "s.sqlite"
     store = Store.create(path, {})
-    store.add_trials([(f"t{i}", {"i": i}) for i in range(4)])
+    store.add_trials([(f"t{i}", {"seed": i}) for i in range(4)])
     other = Store.open(path)
     got = [store.claim("me:1:a"), other.claim("you:2:b"), store.claim("me:1:a"), other.claim("you:2:b")]
     assert sorted(g[0] for g in got) == ["t0", "t1", "t2", "t3"]

@@ -223,7 +223,7 @@ def _write(out: Path, run_dir: Path, final: pd.DataFrame, long: pd.DataFrame, co
     }), indent=1), encoding="utf-8")
 
     name = sweep_cfg.get("sweep", {}).get("name") or run_dir.name
-    intro = (f"Run <code>{html.esc(run_dir)}</code>. Trials: " + ", ".join(f"{n} {s}" for s, n in counts.items())
+    intro = (f"Run <code>{html.esc(run_dir)}</code>. Trials: " + ", ".join(f"{n} {html.esc(s)}" for s, n in counts.items())
              + f". Generated {generated} from the store alone; regenerate with "
              f"<code>ddscope report {html.esc(run_dir)}</code>. All values are at each trial's last epoch "
              "unless the axis is epoch.")

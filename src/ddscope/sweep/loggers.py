@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import shutil
 import time
 from pathlib import Path
 
 from ..errors import UserError
+from ..paths import check_component
 
 
 def _import(module: str, extra: str):
@@ -44,7 +46,7 @@ class TensorBoardLogger:
         self._writer = _import("torch.utils.tensorboard", "tensorboard").SummaryWriter
 
     def log_trial(self, trial_id: str, flat: dict, axes: list[str], records, status: str) -> None:
-        run = self.folder / trial_id
+        run = self.folder / check_component(trial_id, "trial id")
         shutil.rmtree(run, ignore_errors=True)
         w = self._writer(log_dir=str(run))
         try:
@@ -77,16 +79,27 @@ class MLflowLogger:
 
     def log_trial(self, trial_id: str, flat: dict, axes: list[str], records, status: str) -> None:
         E = self._entities
+        check_component(trial_id, "trial id")  # it goes into a search filter and a run name
         for old in self.client.search_runs([self.experiment], f"tags.`ddscope.trial_id` = '{trial_id}'"):
             self.client.delete_run(old.info.run_id)
         run = self.client.create_run(self.experiment, run_name=trial_id, tags={"ddscope.trial_id": trial_id})
         rid = run.info.run_id
         now = int(time.time() * 1000)
-        metrics = [E.Metric(m, float(v), now, int(e)) for e, m, v in records if v is not None and math.isfinite(v)]
+        metrics = [E.Metric(mlflow_key(m), float(v), now, int(e)) for e, m, v in records
+                   if v is not None and math.isfinite(v)]
         params = [E.Param(k, str(v)) for k, v in _params(flat, axes).items()]
         for i in range(0, max(len(metrics), 1), 1000):  # MLflow takes at most 1000 metrics per batch
             self.client.log_batch(rid, metrics=metrics[i : i + 1000], params=params if i == 0 else [])
         self.client.set_terminated(rid, "FINISHED" if status == "done" else "FAILED")
+
+
+def mlflow_key(name: str) -> str:
+    """A metric name MLflow accepts: letters, digits, '_', '-', '.', ' ', '/' and ':' kept, anything
+    else '_', no '..' and no leading '/' (ddscope's own names, ``jac_spec_rms/train``, pass unchanged)."""
+    out = re.sub(r"[^A-Za-z0-9_\-. /:]", "_", str(name)).lstrip("/") or "_"
+    while ".." in out:
+        out = out.replace("..", "_.")
+    return out[:250]
 
 
 def loggers_for(log, sweep_name: str) -> list:

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 from ..errors import UserError
+from ..paths import is_component
 
 STALE_AFTER_S = 600.0  # a running trial whose heartbeat is older than this is taken as abandoned
 SCHEMA_VERSION = 2  # 2: trials.unit (the vectorised group a running trial belongs to)
@@ -158,6 +159,8 @@ class Store:
                 if not columns <= have:
                     raise bad(f"table '{table}' lacks {', '.join(sorted(columns - have))}")
             row = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+            if row is not None:
+                _check_contents(conn, bad)
         except sqlite3.DatabaseError as e:
             raise bad(str(e)) from None
         finally:
@@ -401,6 +404,33 @@ class Store:
 
     def records(self) -> Iterator[tuple[str, int, str, float | None]]:
         yield from self.conn.execute("SELECT trial_id, epoch, metric, value FROM records ORDER BY trial_id, epoch, metric")
+
+
+def _check_contents(conn: sqlite3.Connection, bad) -> None:
+    """What a store must hold before anything reads it: SQLite's own page check, every trial id a
+    plain name (ids become folder names), every status one of :data:`STATES`, every config and
+    summary readable JSON, every config one this ddscope understands. ``bad(why)`` makes the
+    UserError."""
+    (check,) = conn.execute("PRAGMA quick_check(1)").fetchone()
+    if check != "ok":
+        raise bad(f"SQLite's integrity check: {check}")
+    from ..config import TrialConfig  # the bottom layer; imported here to keep opening a store light
+
+    for tid, status, config, summary in conn.execute("SELECT trial_id, status, config, summary FROM trials"):
+        if not is_component(tid):
+            raise bad(f"trial id {tid!r} is not a ddscope trial id")
+        if status not in STATES:
+            raise bad(f"trial {tid} has status {status!r}; a trial is {', '.join(STATES)}")
+        cfg = _json(config, dict, f"trial {tid} has an unreadable config")
+        try:
+            TrialConfig.from_dict(cfg)
+        except UserError as e:
+            raise bad(f"trial {tid}'s config: {e}") from None
+        if summary is not None:
+            _json(summary, dict, f"trial {tid} has an unreadable summary")
+    for (tid,) in conn.execute("SELECT DISTINCT trial_id FROM records"):
+        if not is_component(tid):
+            raise bad(f"a record's trial id {tid!r} is not a ddscope trial id")
 
 
 def _json(text, kind: type, why: str):

@@ -1,0 +1,180 @@
+"""Hostile input: crafted store rows (ids, statuses, configs, metric names with ``../`` and HTML),
+config values of every TOML type, CLI options with nan/inf/huge/empty values — each refused in one
+``ddscope: error:`` line with exit 2, or escaped; never a traceback, never a path outside the run."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from ddscope.checkpoint import trial_dir
+from ddscope.errors import UserError
+from ddscope.paths import check_component, is_component
+from ddscope.report import build_report
+from ddscope.sweep.store import Store
+
+from .clirun import cli_inline
+from .report.synthetic import synthetic_store
+
+XSS = "<script>alert(document.domain)</script>"
+
+
+def _sql(run: Path, *statements, args=()):
+    conn = sqlite3.connect(run / "store.sqlite")
+    for s in statements:
+        conn.execute(s, args)
+    conn.commit()
+    conn.close()
+
+
+def _one_error_line(capsys, *argv) -> str:
+    code, out, err = cli_inline(capsys, *argv)
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert code == 2, (code, out, err)
+    assert len(lines) == 1 and lines[0].startswith("ddscope: error: "), err
+    assert "Traceback" not in err
+    return lines[0]
+
+
+# ---- the report escapes every value it writes ---------------------------------------------------
+
+def test_every_store_value_the_report_writes_is_escaped(tmp_path):
+    run = synthetic_store(tmp_path)
+    _sql(run, "UPDATE records SET metric = ? WHERE metric = 'hess_top'", args=(f"jac_{XSS}",))
+    _sql(run, "UPDATE trials SET status='failed', error=? WHERE position=0", args=(f"boom {XSS}",))
+    conn = sqlite3.connect(run / "store.sqlite")
+    cfg = json.loads(conn.execute("SELECT config FROM trials WHERE position=1").fetchone()[0])
+    cfg.setdefault("optim", {})["name"] = XSS  # a string config value: shown as an axis and in the config
+    conn.execute("UPDATE trials SET config=? WHERE position=1", (json.dumps(cfg),))
+    sweep = json.loads(conn.execute("SELECT value FROM meta WHERE key='sweep'").fetchone()[0])
+    sweep["sweep"]["name"] = XSS
+    sweep["sweep"]["description"] = XSS
+    conn.execute("UPDATE meta SET value=? WHERE key='sweep'", (json.dumps(sweep),))
+    conn.commit()
+    conn.close()
+    build_report(run)
+    page = (run / "report" / "index.html").read_text()
+    assert "<script" not in page.lower()
+    assert "&lt;script&gt;" in page
+
+
+# ---- ids from a store never become paths outside the run folder ---------------------------------
+
+@pytest.mark.parametrize("tid", ["../../victim", "/etc/passwd", "..", ".hidden", "a/b", "x\ny", "", "a" * 200])
+def test_a_crafted_trial_id_is_refused_on_open_and_never_becomes_a_path(tmp_path, tid):
+    assert not is_component(tid)
+    with pytest.raises(UserError, match="not a plain name"):
+        trial_dir(tmp_path, tid)
+    run = synthetic_store(tmp_path)
+    _sql(run, "UPDATE trials SET trial_id=? WHERE position=0", args=(tid,))
+    with pytest.raises(UserError, match="not a ddscope trial id"):
+        Store.open(run)
+
+
+def test_a_crafted_record_id_is_refused_too(tmp_path):
+    run = synthetic_store(tmp_path)
+    _sql(run, "INSERT INTO records VALUES ('../../victim', 0, 'm', 1.0)")
+    with pytest.raises(UserError, match="a record's trial id"):
+        Store.open(run)
+
+
+def test_export_and_spectrum_refuse_a_crafted_store_without_writing_outside(tmp_path, capsys):
+    run = synthetic_store(tmp_path)
+    _sql(run, "UPDATE trials SET trial_id='../../victim' WHERE position=0")
+    before = sorted(p.name for p in tmp_path.iterdir())
+    for argv in (("export", str(run), "--format", "csv", "--out", str(tmp_path / "x.csv")),
+                 ("status", str(run)), ("report", str(run)), ("spectrum", str(run), "--width", "4")):
+        line = _one_error_line(capsys, *argv)
+        assert "not a ddscope trial id" in line
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+    assert not (tmp_path.parent / "victim").exists()
+
+
+@pytest.mark.parametrize("status", ["bogus", XSS, ""])
+def test_an_unknown_trial_status_is_named_on_open(tmp_path, status):
+    run = synthetic_store(tmp_path)
+    _sql(run, "UPDATE trials SET status=? WHERE position=0", args=(status,))
+    with pytest.raises(UserError, match="has status"):
+        Store.open(run)
+
+
+def test_an_unknown_key_in_a_stored_config_is_named_on_open(tmp_path):
+    run = synthetic_store(tmp_path)
+    _sql(run, """UPDATE trials SET config='{"model": {"widht": 4}}' WHERE position=0""")
+    with pytest.raises(UserError, match="unknown config key 'model.widht'"):
+        Store.open(run)
+
+
+def test_a_flipped_page_is_a_corrupted_store_not_a_count(tmp_path, capsys):
+    run = synthetic_store(tmp_path)
+    conn = sqlite3.connect(run / "store.sqlite")
+    root = conn.execute("SELECT rootpage FROM sqlite_master WHERE name='records'").fetchone()[0]
+    conn.close()
+    data = bytearray((run / "store.sqlite").read_bytes())
+    start = (root - 1) * 4096
+    for i in range(start + 12, start + 4096):  # garble the records table's root page (its cell pointers)
+        data[i] ^= 0x5A
+    (run / "store.sqlite").write_bytes(bytes(data))
+    for cmd in ("status", "report"):
+        line = _one_error_line(capsys, cmd, str(run))
+        assert "corrupted" in line
+
+
+# ---- names that become folders -------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["/tmp/escape", "../up", "a/b", "..", ".x"])
+def test_a_sweep_name_cannot_put_the_run_folder_outside_runs(tmp_path, capsys, name):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'[sweep]\nname = "{name}"\n')
+    line = _one_error_line(capsys, "sweep", str(cfg))
+    assert "sweep.name" in line
+    assert is_component("mnist1d-mlp") and check_component("demo", "x") == "demo"
+
+
+def test_mlflow_metric_names_are_made_safe():
+    from ddscope.sweep.loggers import mlflow_key
+
+    for raw in ("../../etc/passwd", XSS, "a..b", "/abs", "x" * 400, "ok/name.1"):
+        key = mlflow_key(raw)
+        assert ".." not in key and not key.startswith("/") and len(key) <= 250 and "<" not in key
+    assert mlflow_key("jac_spec_rms/train") == "jac_spec_rms/train"
+
+
+# ---- config values of every TOML type --------------------------------------------------------------
+
+TOML_VALUES = ["1979-05-27", "07:32:00", "1979-05-27T07:32:00Z", "1979-05-27T07:32:00", "nan", "inf", "-inf",
+               "[1979-05-27]", "{a = 1979-05-27}", "true", '"text"', "[1, 2]", "{a = 1}", "1e400", "0x10", "[]",
+               "4,8", "''"]
+KEYS = ["model.width", "optim.lr", "data.name", "model.options.x", "data.options.d", "metrics.groups", "seed",
+        "metrics.lip_constants.relu"]
+
+
+@pytest.mark.parametrize("key", KEYS)
+def test_every_toml_type_on_every_kind_of_key_is_accepted_or_refused_as_a_user_error(tmp_path, key):
+    from ddscope.config import load_sweep
+
+    for raw in TOML_VALUES:
+        for via in ("set", "file"):
+            try:
+                if via == "set":
+                    load_sweep("mnist1d-mlp", [f"{key}={raw}"])
+                else:
+                    section, _, rest = key.partition(".")
+                    f = tmp_path / "c.toml"
+                    f.write_text(f"[{section}]\n{rest} = {raw}\n" if rest else f"{key} = {raw}\n")
+                    load_sweep(str(f))
+            except UserError as e:
+                assert "\n" not in str(e).strip() or True  # one line is the CLI's job (one_line); no other type
+            except Exception as e:  # noqa: BLE001 — any other exception is the bug this test exists for
+                pytest.fail(f"{key}={raw} via {via}: {type(e).__name__}: {e}")
+
+
+@pytest.mark.parametrize("raw", ["1979-05-27", "07:32:00", "nan", "4,8"])
+def test_a_bad_value_on_the_command_line_is_one_line(tmp_path, capsys, raw):
+    line = _one_error_line(capsys, "sweep", "mnist1d-mlp", "--set", f"model.width={raw}", "--out", str(tmp_path / "r"))
+    assert "model.width" in line
+    assert not (tmp_path / "r").exists()  # a refusal writes nothing

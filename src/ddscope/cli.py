@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import signal
 import sys
@@ -49,6 +50,7 @@ def _run(config: str, *, overrides: tuple[str, ...], out: str | None, executor: 
     from .sweep.executors import make_executor
     from .sweep.runner import run_sweep
 
+    _check_out(out)
     if executor != "ray" and address:
         raise UserError("--address needs --executor ray")
     if executor not in ("ray", "slurm", "submitit-local") and gpus_per_trial:
@@ -90,6 +92,12 @@ def _run(config: str, *, overrides: tuple[str, ...], out: str | None, executor: 
         con.print(f"[red]{c['failed']} trial(s) failed[/]: `ddscope status {run_dir}` lists them; "
                   "--retry-failed runs them again")
         sys.exit(EXIT_FAILED)
+
+
+def _check_out(out: str | None) -> None:
+    """``--out ''`` (or blanks) names nothing: refused rather than taken as the default."""
+    if out is not None and not str(out).strip():
+        raise UserError("--out is empty; name a folder or file, or leave --out out for the default")
 
 
 @contextlib.contextmanager
@@ -135,6 +143,35 @@ def _all_finished(run_dir: Path, sweep) -> bool:
     return all(states.get(t.trial_id) in ("done", "failed") for t in sweep.trials())
 
 
+class Finite(click.ParamType):
+    """A finite number in [lo, hi] (``lo_open``: lo itself excluded): nan, inf and out-of-range
+    values are usage errors, one line; ``integer`` asks for a whole number."""
+
+    def __init__(self, lo: float | None = None, hi: float | None = None, *, lo_open: bool = False,
+                 integer: bool = False):
+        self.lo, self.hi, self.lo_open, self.integer = lo, hi, lo_open, integer
+        self.name = "integer" if integer else "number"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            v = value
+        else:
+            try:
+                v = int(str(value).strip()) if self.integer else float(str(value).strip())
+            except ValueError:
+                self.fail(f"{value!r} is not {'a whole number' if self.integer else 'a number'}", param, ctx)
+        if isinstance(v, float) and not math.isfinite(v):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        below = self.lo is not None and (v <= self.lo if self.lo_open else v < self.lo)
+        if below or (self.hi is not None and v > self.hi):
+            lo = "" if self.lo is None else f"{'>' if self.lo_open else '>='} {self.lo:g}"
+            hi = "" if self.hi is None else f"<= {self.hi:g}"
+            self.fail(f"{value} is not {' and '.join(x for x in (lo, hi) if x)}", param, ctx)
+        return v
+
+
+MAX_WORKERS = 4096  # more parallel trials than any machine or cluster allocation this tool targets
+
 _sweep_options = [
     click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
                  help="Override a config key, e.g. --set model.width=[4,8] --set optim.epochs=50."),
@@ -142,27 +179,27 @@ _sweep_options = [
     click.option("--executor", type=click.Choice(["local", "inprocess", "ray", "slurm", "submitit-local"]), default="local",
                  show_default=True, help="Where trials run: a local process pool, this process, a Ray cluster, Slurm jobs "
                  "through submitit, or submitit's local processes."),
-    click.option("--workers", type=click.IntRange(1), default=None, help="Parallel trials (default: all cores; Ray: cluster CPUs)."),
+    click.option("--workers", type=Finite(1, MAX_WORKERS, integer=True), default=None, help="Parallel trials (default: all cores; Ray: cluster CPUs)."),
     click.option("--address", default=None, help="Ray cluster address (executor ray)."),
-    click.option("--gpus-per-trial", type=float, default=0.0, show_default=True,
+    click.option("--gpus-per-trial", type=Finite(0, 1024), default=0.0, show_default=True,
                  help="GPU request per Ray task or Slurm job."),
     click.option("--partition", default=None, help="Slurm partition (executor slurm)."),
-    click.option("--time-limit", "time_limit", type=click.IntRange(1), default=60, show_default=True, metavar="MINUTES",
+    click.option("--time-limit", "time_limit", type=Finite(1, 60 * 24 * 365, integer=True), default=60, show_default=True, metavar="MINUTES",
                  help="Slurm job time limit; a job near it is requeued and resumes from its checkpoints."),
-    click.option("--cpus-per-trial", type=click.IntRange(1), default=1, show_default=True,
+    click.option("--cpus-per-trial", type=Finite(1, 1024, integer=True), default=1, show_default=True,
                  help="CPUs per Slurm job (slurm, submitit-local)."),
     click.option("--retry-failed", is_flag=True, help="Run failed trials again."),
     click.option("--resume", is_flag=True,
                  help="Require an existing run directory and continue it (rerunning without the flag resumes too)."),
     click.option("--report/--no-report", default=True, show_default=True, help="Write the report at the end."),
     click.option("--quiet", is_flag=True, help="No progress bars or progress lines."),
-    click.option("--progress-interval", type=click.FloatRange(min=0.0, min_open=True), default=PROGRESS_INTERVAL_S, show_default=True,
+    click.option("--progress-interval", type=Finite(0, 86400, lo_open=True), default=PROGRESS_INTERVAL_S, show_default=True,
                  metavar="SECONDS", help="When stderr is not a terminal (a batch job's log): a plain progress line "
                  "this often, and one whenever a trial finishes."),
     click.option("--group/--no-group", default=True, show_default=True,
                  help="Train trials that can share a step (MLP widths at one seed; seeds/noise draws of one "
                       "architecture and width) as one vectorised model; every trial keeps its own checkpoints."),
-    click.option("--max-group", type=click.IntRange(1), default=MAX_GROUP, show_default=True,
+    click.option("--max-group", type=Finite(1, 4096, integer=True), default=MAX_GROUP, show_default=True,
                  help="At most this many trials per vectorised group."),
 ]
 
@@ -195,13 +232,14 @@ def demo(**opts):
 @click.option("--out", type=click.Path(file_okay=False), default=None, help="Report folder (default RUN_DIR/report).")
 @click.option("--rank-epochs", type=click.Choice(["final", "all"]), default="final", show_default=True,
               help="Nets the measure ranking compares: each trial's last epoch, or every metric epoch (axis 'epoch').")
-@click.option("--criterion", type=click.FloatRange(0, 1), default=None,
+@click.option("--criterion", type=Finite(0, 1), default=None,
               help="Training error at most this for a net to enter the ranking (default: the papers' 1 %; 1 ranks "
                    "every net).")
 def report(run_dir, out, rank_epochs, criterion):
     """Write the report (PNG/PDF figures, HTML page, CSV) of RUN_DIR from its store."""
     from .sweep.store import Store
 
+    _check_out(out)
     Store.open(run_dir).close()  # a missing or corrupted store: one line before any folder is made
     if out:
         check_writable(Path(out), "report folder")
@@ -238,6 +276,7 @@ def export(run_dir, fmt, out):
 
     from .sweep.store import Store
 
+    _check_out(out)
     Store.open(run_dir).close()  # a missing or corrupted store: one line before any folder is made
     if fmt in ("tensorboard", "mlflow"):
         from .sweep.loggers import export_run
@@ -248,6 +287,8 @@ def export(run_dir, fmt, out):
         click.echo(export_run(Path(run_dir), fmt, target))
         return
     path = Path(out) if out else Path(run_dir) / f"table.{fmt}"
+    if path.is_dir():
+        raise UserError(f"--out {path} is a folder; name the {fmt} file to write, e.g. {path / f'table.{fmt}'}")
     check_writable(path.parent, "export folder")
     path.parent.mkdir(parents=True, exist_ok=True)
     click.echo(str(do_export(Path(run_dir), path, fmt)))
@@ -257,7 +298,7 @@ def export(run_dir, fmt, out):
 @click.argument("checkpoint", type=click.Path(dir_okay=False))
 @click.option("--groups", "groups", multiple=True, type=click.Choice(METRIC_GROUPS), default=METRIC_GROUPS,
               show_default=True, help="Metric groups (repeat the option); default all.")
-@click.option("--samples", type=int, default=None,
+@click.option("--samples", type=Finite(0, 10**9, integer=True), default=None,
               help="Samples per split for Jacobian norms and the Hessian (0 = all; default: the trial's).")
 @click.option("--output", type=click.Choice(["logits", "softmax", "log_softmax", "loss"]), default=None,
               help="Jacobian of this output map (default: the trial's).")
@@ -295,11 +336,11 @@ def measure(checkpoint, groups, samples, output, device, data_root, as_json):
 
 @cli.command()
 @click.argument("run_dir", type=click.Path(exists=True))
-@click.option("--width", "widths", multiple=True, type=float,
+@click.option("--width", "widths", multiple=True, type=Finite(0, 10**9),
               help="Trials of this model.width (repeat the option); default: every done trial.")
-@click.option("--epoch", "epochs", multiple=True, type=int,
+@click.option("--epoch", "epochs", multiple=True, type=Finite(0, 10**9, integer=True),
               help="Checkpoint epochs (repeat; need checkpoint.epochs); default: the last (final.pt).")
-@click.option("--samples", type=int, default=None, help="Training samples for the Hessian (0 = all; default: the trial's).")
+@click.option("--samples", type=Finite(0, 10**9, integer=True), default=None, help="Training samples for the Hessian (0 = all; default: the trial's).")
 @click.option("--device", type=click.Choice(["cpu", "cuda", "auto"]), default="auto", show_default=True)
 def spectrum(run_dir, widths, epochs, samples, device):
     """Add the Hessian's top eigenvalues and spectral density (SLQ) of chosen trials to a run's

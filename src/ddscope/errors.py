@@ -14,6 +14,10 @@ from pathlib import Path
 
 # errno values that mean "this file system cannot take the write" (not a bug, not a bad trial).
 DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM})
+# errno values of a path that cannot be made where the user pointed it (/proc/x, a file named as
+# a folder, a name too long).
+PATH_ERRNOS = frozenset({errno.ENOENT, errno.ENOTDIR, errno.EISDIR, errno.EEXIST, errno.ENAMETOOLONG, errno.EINVAL,
+                         errno.ELOOP, errno.EBUSY, errno.ENXIO})
 _SQLITE_DISK = ("database or disk is full", "attempt to write a readonly database", "disk i/o error")
 
 
@@ -38,6 +42,8 @@ def as_user_error(e: BaseException) -> UserError | None:
         where = f" {e.filename}" if e.filename else ""
         return UserError(f"cannot write{where}: {e.strerror} (free space or choose a writable --out; "
                          "finished trials are kept and the sweep resumes)")
+    if isinstance(e, OSError) and e.errno in PATH_ERRNOS and e.filename:
+        return UserError(f"cannot create or write {e.filename}: {e.strerror} (choose another --out)")
     if isinstance(e, sqlite3.OperationalError) and any(m in str(e).lower() for m in _SQLITE_DISK):
         return UserError(f"cannot write the store: {e} (free space or choose a writable --out; "
                          "finished trials are kept and the sweep resumes)")
@@ -53,6 +59,15 @@ def check_writable(path: Path, what: str) -> None:
         raise UserError(f"{what} {path} cannot be made: {p} is a file, not a folder")
     if not os.access(p, os.W_OK | os.X_OK):  # also false on a read-only mount, even for root
         raise UserError(f"{what} {path} is not writable ({p} is read-only or not ours); choose another")
+    # os.access trusts permission bits; /proc and similar say yes to root and refuse the mkdir.
+    # A probe folder, made and removed at once, asks the file system itself.
+    probe = p / f".ddscope-probe-{os.getpid()}"
+    try:
+        probe.mkdir()
+    except OSError as e:
+        raise UserError(f"{what} {path} cannot be made in {p}: {e.strerror}; choose another") from None
+    else:
+        probe.rmdir()
 
 
 def one_line(message: str) -> str:

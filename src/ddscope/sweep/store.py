@@ -34,7 +34,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from ..errors import UserError
+from ..errors import UserError, as_user_error
 from ..paths import is_component
 
 STALE_AFTER_S = 600.0  # a running trial whose heartbeat is older than this is taken as abandoned
@@ -162,6 +162,8 @@ class Store:
             if row is not None:
                 _check_contents(conn, bad)
         except sqlite3.DatabaseError as e:
+            if (disk := as_user_error(e)) is not None:  # a full disk or an I/O error is not a corruption
+                raise disk from None
             raise bad(str(e)) from None
         finally:
             conn.close()

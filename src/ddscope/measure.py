@@ -59,6 +59,9 @@ def measure_checkpoint(path: str | Path, groups, *, samples: int | None = None, 
         return net.to(dev)
 
     model = build((state, path))
+    ref = next(model.parameters(), None)
+    if ref is not None and ref.is_floating_point():
+        data = data.inputs_as(ref.dtype)
     init_path = path.with_name("init.pt")
     if init_path.is_file() and init_path != path:
         theta0, source = build((load_checkpoint(init_path), init_path)), "init.pt"

@@ -37,6 +37,52 @@ class Cumsum(nn.Module):
 
 def odd(cfg, input_shape, num_classes):
     return nn.Sequential(Cumsum(), nn.Linear(math.prod(input_shape), num_classes))
+
+def exits(cfg, input_shape, num_classes):
+    import sys
+    sys.exit(0)
+
+class Boom(BaseException):
+    pass
+
+def base_exception(cfg, input_shape, num_classes):
+    raise Boom("a BaseException subclass")
+
+def three_d(cfg, input_shape, num_classes):
+    return nn.Sequential(nn.Flatten(), nn.Linear(math.prod(input_shape), num_classes), nn.Unflatten(1, (1, num_classes)))
+
+class NoParams(nn.Module):
+    def forward(self, x):
+        return x.flatten(1)[:, :3]
+
+def no_params(cfg, input_shape, num_classes):
+    return NoParams()
+
+class BatchWide(nn.Module):
+    def __init__(self, d, c):
+        super().__init__()
+        self.lin = nn.Linear(d, c)
+
+    def forward(self, x):
+        import torch
+        out = self.lin(x.flatten(1))
+        return torch.cat([out, out], 1)[:, : 2 * len(x) - 1]  # (2, 3) for 2 samples, (3, 5) for 3
+
+def batch_wide(cfg, input_shape, num_classes):
+    return BatchWide(math.prod(input_shape), num_classes)
+
+def in_float64(cfg, input_shape, num_classes):
+    return mlp(cfg, input_shape, num_classes).double()
+
+def load_value_error(cfg):
+    raise ValueError("the loader's own complaint")
+
+def load_key_error(cfg):
+    return {}["x_train"]
+
+def load_exits(cfg):
+    import sys
+    sys.exit(0)
 '''
 
 CONFIG = '''
@@ -105,22 +151,55 @@ def test_own_factory_on_npz_data_sweeps_reports_and_measures(tmp_path):
     ({"model": "nomodule:mlp"}, "config key 'model.name': cannot import module 'nomodule' (ModuleNotFoundError"),
     ({"model": "mymodels:nothing"}, "config key 'model.name': module 'mymodels' has no function 'nothing'"),
     ({"model": "mymodels:wrong_classes"}, "config key 'model.name': mymodels:wrong_classes returns outputs of shape "
-                                          "(2, 4) for 2 samples; it must return (N, 3) logits"),
+                                          "(3, 4) for 3 samples; it must return (N, 3) logits"),
+    ({"model": "mymodels:exits"}, "mymodels:exits cannot build or run the model on npz:blobs.npz inputs of shape "
+                                  "(2, 4) (SystemExit: 0)"),
+    ({"model": "mymodels:base_exception"}, "(Boom: a BaseException subclass)"),
+    ({"model": "mymodels:three_d"}, "returns outputs of shape (3, 1, 3) for 3 samples"),
+    ({"model": "mymodels:no_params"}, "builds a model without parameters"),
+    ({"model": "mymodels:batch_wide"}, "returns outputs of shape (3, 5) for 3 samples"),
+    ({"data": "mymodels:load_value_error"}, "the data function raised ValueError: the loader's own complaint"),
+    ({"data": "mymodels:load_key_error"}, "the data function raised KeyError: 'x_train'"),
+    ({"data": "mymodels:load_exits"}, "the data function raised SystemExit: 0"),
+    ({"arrays": {"x_test": np.full((30, 2, 4), np.nan)}}, "'x_test' holds 240 NaN or infinite value(s)"),
+    ({"arrays": {"x_val": np.ones((5, 2, 4)), "y_val": None}}, "x_val and y_val come together"),
+    ({"arrays": {"y_val": np.zeros(5, int)}}, "x_val and y_val come together"),
+    ({"arrays": {"x_train": np.ones((90, 2, 4)) * 1j}}, "'x_train' is complex (complex128)"),
+    ({"arrays": {"x_train": np.ones((90, 0)), "x_test": np.ones((30, 0))}}, "'x_train' has samples of shape (0,) with no features"),
+    ({"arrays": {"y_train": np.full(90, 2**40)}}, "'y_train' has a label of 1099511627776"),
+    ({"arrays": {"y_train": np.full(90, 2**64 - 1, dtype=np.uint64)}}, "'y_train' has a label of "),
+    ({"arrays": {"y_train": np.full(90, 1e30)}}, "'y_train' has a label of 1e+30"),
     ({"model": "mymodels:not_a_module"}, "returned str, not an nn.Module"),
     ({"model": "nodots"}, "config key 'model.name': unknown model 'nodots'"),
     ({"arrays": {"y_test": None}}, "config key 'data.path' (blobs.npz): missing array(s) y_test"),
     ({"arrays": {"y_train": np.linspace(0, 1, 90)}}, "'y_train' must hold integer class labels"),
-], ids=["no module", "no function", "wrong outputs", "not a module", "bad name", "missing array", "float labels"])
+], ids=["no module", "no function", "wrong outputs", "not a module", "bad name", "missing array", "float labels",
+        "factory exits", "BaseException", "3-D output", "no parameters", "batch-dependent width", "loader ValueError",
+        "loader KeyError", "loader exits", "NaN x_test", "x_val alone", "y_val alone", "complex", "no features",
+        "label 2**40", "uint64 label", "label 1e30"])
 def test_a_factory_or_data_that_cannot_work_is_exit_2_before_anything_is_written(tmp_path, change, why):
     _write(tmp_path, **change.get("arrays", {}))
     if "model" in change:
         text = (tmp_path / "mine.toml").read_text().replace('"mymodels:mlp"', json.dumps(change["model"]))
+        (tmp_path / "mine.toml").write_text(text)
+    if "data" in change:
+        text = (tmp_path / "mine.toml").read_text().replace('name = "npz"', f'name = {json.dumps(change["data"])}')
         (tmp_path / "mine.toml").write_text(text)
     r = cli("sweep", "mine.toml", "--out", "run", cwd=tmp_path)
     assert r.returncode == 2, r.stderr
     lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("ddscope: error: ") and why in lines[0], r.stderr
     assert not (tmp_path / "run").exists()
+
+
+def test_a_float64_factory_simply_trains(tmp_path):
+    _write(tmp_path)
+    text = (tmp_path / "mine.toml").read_text().replace('"mymodels:mlp"', '"mymodels:in_float64"')
+    (tmp_path / "mine.toml").write_text(text)
+    r = cli("sweep", "mine.toml", "--out", "run", "--quiet", "--no-report", "--set", "model.width=6", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    rows = store_rows(tmp_path / "run")
+    assert [t["status"] for t in rows] == ["done"], rows[0]["error"]
 
 
 def test_a_group_that_cannot_run_on_the_users_model_is_skipped_and_said(tmp_path):

@@ -62,6 +62,14 @@ class TrialData:
         kw = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in self.__dict__.items()}
         return TrialData(**kw)
 
+    def inputs_as(self, dtype: torch.dtype) -> "TrialData":
+        """The same data with the inputs in ``dtype`` (a user model built in float64 trains on
+        float64 inputs); labels and masks unchanged."""
+        if self.x_train.dtype == dtype:
+            return self
+        kw = {k: (v.to(dtype) if k.startswith("x_") else v) for k, v in self.__dict__.items()}
+        return TrialData(**kw)
+
 
 def load_source(cfg: DataConfig) -> Dataset:
     """Load (and cache per process) the source named by ``cfg.name``.

@@ -46,25 +46,32 @@ def preflight(sweep: SweepConfig, run_dir: Path, *, resume: bool = False) -> Non
     loggers_for(sweep.base.log, sweep.name)  # [log]: the extras are installed (last: MLflow makes its folder)
 
 
+PREFLIGHT_SAMPLES = 3  # an odd count: an output that depends on the batch size shows at 3 as at any
+
+
 def _check_factory(t, ds) -> None:
-    """Build the user's model for one trial and run two samples through it."""
+    """Build the user's model for one trial and run :data:`PREFLIGHT_SAMPLES` samples through it."""
     name = t.model.name
     state = torch.get_rng_state()
+    n = min(PREFLIGHT_SAMPLES, len(ds.x_train))
     try:
         model = make_model(t.model, ds.input_shape, ds.num_classes)
+        if next(model.parameters(), None) is None:
+            raise UserError(f"config key 'model.name': {name} builds a model without parameters; there is "
+                            "nothing to train")
         with torch.no_grad():
-            out = model.eval()(ds.x_train[:2].to(next(model.parameters(), torch.zeros(0)).dtype))
-    except UserError:
+            out = model.eval()(ds.x_train[:n].to(next(model.parameters()).dtype))
+    except (UserError, KeyboardInterrupt):
         raise
-    except Exception as e:  # noqa: BLE001 — the factory or its forward pass is the user's code
+    except BaseException as e:  # noqa: BLE001 — the factory or its forward pass is the user's code (sys.exit too)
         lines = str(e).strip().splitlines()
         raise UserError(f"config key 'model.name': {name} cannot build or run the model on {ds.name} inputs of "
                         f"shape {ds.input_shape} ({type(e).__name__}: {lines[0] if lines else ''})") from None
     finally:
         torch.set_rng_state(state)
-    if not isinstance(out, torch.Tensor) or out.reshape(len(out), -1).shape != (2, ds.num_classes):
+    if not isinstance(out, torch.Tensor) or tuple(out.shape) != (n, ds.num_classes):
         shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-        raise UserError(f"config key 'model.name': {name} returns outputs of shape {shape} for 2 samples; "
+        raise UserError(f"config key 'model.name': {name} returns outputs of shape {shape} for {n} samples; "
                         f"it must return (N, {ds.num_classes}) logits for the {ds.num_classes} classes of {ds.name}")
 
 

@@ -82,6 +82,9 @@ def build_members(configs: Sequence[TrialConfig], kind: str, ckpt_dirs: Sequence
     for j, (c, d, folder) in enumerate(zip(configs, datas, dirs)):
         torch.manual_seed(c.seed)  # the model's initialisation
         model = make_model(c.model, d.input_shape, d.num_classes).to(device)
+        ref = next(model.parameters(), None)
+        if ref is not None and ref.is_floating_point():
+            d = d.inputs_as(ref.dtype)  # a factory's float64 model gets float64 inputs
         result = TrialResult(trial_id=c.trial_id, config=c.to_dict(), status="done")
         result.noisy_mask = np.packbits(d.noisy_mask.cpu().numpy()).tobytes()
         result.summary.update(n_train=int(d.x_train.shape[0]), n_test=int(d.x_test.shape[0]), n_noisy=int(d.noisy_mask.sum()),

@@ -41,15 +41,17 @@ def finished(tmp_path_factory):
 
 
 def snapshot(run: Path) -> dict:
-    """What a user would lose: every store row (trials without their claim bookkeeping, records,
-    meta) and the bytes of every checkpoint and config file."""
+    """What a user would lose or see changed: every store row (trials with their claim bookkeeping —
+    a refused run must not count an attempt or move a start time —, records, meta) and the bytes
+    of every checkpoint and config file."""
     out = {}
     store = run / "store.sqlite"
     if store.exists():
         conn = sqlite3.connect(f"{store.resolve().as_uri()}?mode=ro", uri=True)
         try:
             for table, cols in (("meta", "*"), ("records", "*"),
-                                ("trials", "trial_id, position, config, status, error, summary, noisy_mask")):
+                                ("trials", "trial_id, position, config, status, error, summary, noisy_mask, attempts, "
+                                          "started, worker, heartbeat, unit")):
                 try:
                     out[table] = sorted(map(repr, conn.execute(f"SELECT {cols} FROM {table}")))
                 except sqlite3.DatabaseError as e:

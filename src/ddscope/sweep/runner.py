@@ -239,7 +239,9 @@ def run_sweep(
         # from their checkpoints), keep everything finished, stop the workers now. Every step is
         # tried even when one fails (a full disk fails the release too: those trials are then
         # reclaimed by the next run, their holder being dead), and the first error is raised.
-        for step in (lambda: store.release(worker, beat.ids()), beat.stop, lambda: executor.shutdown(cancel=True),
+        refused = isinstance(e, UserError) or getattr(e, "cause", None).__class__ is UserError
+        for step in (lambda: store.release(worker, beat.ids(), undo_claim=refused), beat.stop,
+                     lambda: executor.shutdown(cancel=True),
                      bar.stop, store.close):
             try:
                 step()

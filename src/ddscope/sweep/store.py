@@ -109,6 +109,7 @@ class Store:
     def __init__(self, path: Path, conn: sqlite3.Connection):
         self.path = path
         self.conn = conn
+        self._before_claim: dict[str, float | None] = {}  # trial -> its `started` before this process claimed it
 
     # ------------------------------------------------------------------ opening
 
@@ -273,11 +274,12 @@ class Store:
         with _tx(self.conn):
             self._reclaim(stale_after)
             rows = self.conn.execute(
-                "SELECT trial_id, config FROM trials WHERE status='pending' ORDER BY position"
+                "SELECT trial_id, config, started FROM trials WHERE status='pending' ORDER BY position"
             ).fetchall()
-            for tid, cfg in rows:
+            for tid, cfg, started in rows:
                 if only is not None and tid not in only:
                     continue
+                self._before_claim[tid] = started
                 cfg = _json(cfg, dict, f"the store {self.path} is corrupted: trial {tid!r} has an unreadable config")
                 now = time.time()
                 self.conn.execute(
@@ -298,14 +300,22 @@ class Store:
                 [(time.time(), t, worker) for t in ids],
             )
 
-    def release(self, worker: str, trial_ids: Iterable[str]) -> None:
-        """Give running trials back (clean stop): they are pending again, nothing is stored."""
+    def release(self, worker: str, trial_ids: Iterable[str], *, undo_claim: bool = False) -> None:
+        """Give running trials back (clean stop): they are pending again, nothing is stored.
+        ``undo_claim``: the run was refused (a UserError), so the claim itself is taken back too —
+        attempts and start time as they were before this process claimed the trial."""
+        ids = list(trial_ids)
         with _tx(self.conn):
             self.conn.executemany(
                 "UPDATE trials SET status='pending', worker=NULL, heartbeat=NULL, unit=NULL "
                 "WHERE trial_id=? AND worker=? AND status='running'",
-                [(t, worker) for t in trial_ids],
+                [(t, worker) for t in ids],
             )
+            if undo_claim:
+                self.conn.executemany(
+                    "UPDATE trials SET attempts=max(attempts-1, 0), started=? WHERE trial_id=? AND status='pending'",
+                    [(self._before_claim.get(t), t) for t in ids if t in self._before_claim],
+                )
 
     def finish(self, result) -> bool:
         """Store a :class:`~ddscope.train.TrialResult`: rows and state in one transaction.

@@ -211,3 +211,35 @@ def test_report_and_export_refuse_bad_outputs_in_one_line(tmp_path, capsys, argv
 def test_sweep_out_that_cannot_be_made_is_one_line(capsys):
     line = _one_error_line(capsys, "sweep", "mnist1d-mlp", "--out", "/proc/ddscope-x", "--set", "optim.epochs=1")
     assert "/proc/ddscope-x" in line
+
+
+# ---- exit 0 means done ---------------------------------------------------------------------------------
+
+def test_a_sweep_another_process_still_runs_is_exit_3_and_its_report_says_unfinished(tmp_path, capsys):
+    import os
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    from .tiny import TINY
+
+    sets = [a for k, v in {**TINY, "model.width": [4, 6]}.items() for a in ("--set", f"{k}={json.dumps(v)}")]
+    run = tmp_path / "run"
+    code, _, err = cli_inline(capsys, "sweep", "mnist1d-mlp", *sets, "--out", str(run), "--no-report", "--quiet",
+                              "--executor", "inprocess")
+    assert code == 0, err
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])  # a live "other driver"
+    try:
+        _sql(run, "UPDATE trials SET status='running', worker=?, heartbeat=?, attempts=1 WHERE position=0",
+             args=(f"{socket.gethostname()}:{holder.pid}:other", time.time()))
+        code, out, err = cli_inline(capsys, "sweep", "mnist1d-mlp", *sets, "--out", str(run), "--quiet",
+                                    "--executor", "inprocess")
+        assert code == 3, (code, out, err)
+        assert "not finished" in err + out
+        page = (run / "report" / "index.html").read_text()
+        assert "The sweep is not finished: 0 trial(s) pending and 1 running" in page
+    finally:
+        holder.kill()
+        holder.wait()
+    assert os.path.exists(run / "store.sqlite")

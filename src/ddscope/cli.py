@@ -21,7 +21,7 @@ from .config import MAX_GROUP, METRIC_GROUPS, PROGRESS_INTERVAL_S
 from .errors import UserError, as_user_error, check_writable, one_line
 
 DEMO_PRESET = "mnist1d-mlp"
-EXIT_FAILED, EXIT_USER_ERROR = 1, 2
+EXIT_FAILED, EXIT_USER_ERROR, EXIT_UNFINISHED = 1, 2, 3
 
 
 def _console():
@@ -85,8 +85,14 @@ def _run(config: str, *, overrides: tuple[str, ...], out: str | None, executor: 
     for tid, why in outcome.failed:
         con.print(f"[red]failed[/] {tid}: {why}")
     if report:
-        path = _make_report(run_dir)
+        path = _make_report(run_dir)  # says on its first lines that the sweep is not finished, when it is not
         click.echo(f"report: {path}")
+    if c["pending"] or c["running"]:
+        # Another process on the same run folder still holds trials: this one is done, the sweep is not.
+        con.print(f"[yellow]the sweep is not finished[/]: {c['running']} trial(s) still running and {c['pending']} "
+                  f"pending in another process on {run_dir}; `ddscope status {run_dir}` follows them, and the "
+                  "report is marked unfinished")
+        sys.exit(EXIT_UNFINISHED)
     if c["failed"]:
         # Data and report are written; the exit code lets a script or a scheduler notice.
         con.print(f"[red]{c['failed']} trial(s) failed[/]: `ddscope status {run_dir}` lists them; "

@@ -372,7 +372,7 @@ def _measure_tables(out: dict):
     other: dict[str, float] = {}
     for key, value in out["values"].items():
         name, _, split = key.rpartition("/")
-        if split in _SPLIT_COLUMNS:
+        if split in _SPLIT_COLUMNS and not name.endswith("_se"):  # standard errors go below, one row each
             by_split.setdefault(split, {})[name] = value
         else:
             other[key] = value

@@ -82,6 +82,18 @@ def _rewrite_checkpoint(run: Path, name: str, change) -> Path:
     return path
 
 
+def _nan_weights(state):
+    state["model"] = {k: torch.full_like(v, float("nan")) if v.is_floating_point() else v
+                      for k, v in state["model"].items()}
+
+
+def _checksum_folder(ckpt: Path) -> str:
+    side = ckpt.with_name(ckpt.name + ".sha256")
+    side.unlink()
+    side.mkdir()
+    return str(ckpt)
+
+
 def _other_width_weights(state):
     state["model"] = {k: torch.zeros(3, *v.shape[1:]) if v.dim() else v for k, v in state["model"].items()}
 
@@ -146,6 +158,19 @@ CASES = {
     "resume: optimiser state garbage": lambda run, tmp: _then(
         _pending(run, _rewrite_checkpoint(run, "init.pt", lambda s: s.update(optimizer={"state": 1}))),
         sweep_args(run)),
+    "measure: NaN weights": lambda run, tmp: [
+        "measure", str(_rewrite_checkpoint(run, "final.pt", _nan_weights)), "--device", "cpu"],
+    "measure: step 2**70": lambda run, tmp: [
+        "measure", str(_rewrite_checkpoint(run, "final.pt", lambda s: s.update(step=2**70))), "--device", "cpu"],
+    "measure: checksum file not UTF-8": lambda run, tmp: [
+        "measure", _then(_write(next(run.rglob("final.pt.sha256")), b"\xff\xfe" * 40), str(next(run.rglob("final.pt")))),
+        "--device", "cpu"],
+    "measure: checksum file is a folder": lambda run, tmp: [
+        "measure", _checksum_folder(next(run.rglob("final.pt"))), "--device", "cpu"],
+    "resume: NaN weights": lambda run, tmp: _then(
+        _pending(run, _rewrite_checkpoint(run, "init.pt", _nan_weights)), sweep_args(run)),
+    "resume: step 2**70": lambda run, tmp: _then(
+        _pending(run, _rewrite_checkpoint(run, "init.pt", lambda s: s.update(step=2**70))), sweep_args(run)),
     "resume: records garbage": lambda run, tmp: _then(
         _pending(run, _rewrite_checkpoint(run, "init.pt", lambda s: s.update(records=[(0, "m", "x")]))),
         sweep_args(run)),

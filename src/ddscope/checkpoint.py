@@ -118,13 +118,31 @@ def verify_checkpoint(path: str | Path) -> None:
     if not path.is_file():
         raise UserError(f"checkpoint {path} not found")
     side = sidecar(path)
-    if not side.is_file():
+    if not side.exists():
+        if not _looks_like_torch_file(path):
+            raise UserError(f"{path} is not a ddscope checkpoint (ddscope writes <trial>/*.pt files, each with a "
+                            f"{SIDECAR} checksum beside it)")
         raise UserError(f"checkpoint {path} has no checksum file {side.name} (an interrupted write?); not loaded")
-    fields = side.read_text().split()
+    if not side.is_file():
+        raise UserError(f"checkpoint {path} is corrupted: its checksum file {side.name} is not a file")
+    try:
+        fields = side.read_bytes().decode("ascii").split()
+    except (UnicodeDecodeError, OSError):
+        fields = []
     if not fields or not re.fullmatch(r"[0-9a-f]{64}", fields[0]):
         raise UserError(f"checkpoint {path} is corrupted: unreadable checksum file {side.name}")
     if sha256_file(path) != fields[0]:
         raise UserError(f"checkpoint {path} is corrupted: checksum mismatch")
+
+
+def _looks_like_torch_file(path: Path) -> bool:
+    """A file ``torch.save`` wrote: a zip archive (PK header) or the legacy pickle format."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except OSError:
+        return False
+    return head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
@@ -147,14 +165,18 @@ def _is_records(v) -> bool:
         and isinstance(r[2], (int, float)) for r in v)
 
 
+# Epochs and steps beyond this are not counts a run reaches (2**62 steps at a nanosecond each
+# take a century): a crafted file, whose 2**70 would overflow the schedule's arithmetic.
+MAX_COUNT = 2**62
 # key -> (check, what it must be); "optimizer", "scheduler" and "rng" only in resume points.
 _CONTENTS: dict[str, tuple[Callable, str]] = {
     "trial_id": (lambda v: isinstance(v, str), "a string"),
     "config": (lambda v: isinstance(v, dict), "a table"),
-    "epoch": (lambda v: isinstance(v, int) and v >= 0, "an epoch >= 0"),
-    "step": (lambda v: isinstance(v, int) and v >= 0, "a step >= 0"),
-    "model": (lambda v: isinstance(v, dict) and all(isinstance(t, torch.Tensor) for t in v.values()),
-              "a state_dict of tensors"),
+    "epoch": (lambda v: isinstance(v, int) and 0 <= v <= MAX_COUNT, "an epoch >= 0"),
+    "step": (lambda v: isinstance(v, int) and 0 <= v <= MAX_COUNT, "a step >= 0"),
+    "model": (lambda v: isinstance(v, dict) and all(isinstance(t, torch.Tensor) for t in v.values())
+              and all(bool(torch.isfinite(t).all()) for t in v.values() if t.is_floating_point() or t.is_complex()),
+              "a state_dict of finite tensors"),
     "records": (_is_records, "a list of (epoch, metric, value)"),
     "interp_epoch": (lambda v: v is None or isinstance(v, int), "an epoch or None"),
     "elapsed_s": (lambda v: isinstance(v, (int, float)), "seconds"),

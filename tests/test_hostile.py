@@ -243,3 +243,37 @@ def test_a_sweep_another_process_still_runs_is_exit_3_and_its_report_says_unfini
         holder.kill()
         holder.wait()
     assert os.path.exists(run / "store.sqlite")
+
+
+# ---- a read-only run folder can still be inspected ------------------------------------------------------
+
+@pytest.fixture
+def readonly_run(tmp_path):
+    """A finished run folder on a read-only bind mount (needs root and mount; skipped elsewhere)."""
+    import os
+    import subprocess
+
+    run = synthetic_store(tmp_path / "src")
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "--bind", str(run), str(ro)], capture_output=True).returncode:
+        pytest.skip("a read-only bind mount needs root and mount(8)")
+    try:
+        if subprocess.run(["mount", "-o", "remount,bind,ro", str(ro)], capture_output=True).returncode:
+            pytest.skip("cannot remount read-only")
+        yield ro
+    finally:
+        subprocess.run(["umount", str(ro)], capture_output=True)
+
+
+def test_a_read_only_run_folder_can_be_inspected(readonly_run, tmp_path, capsys):
+    with pytest.raises(OSError):
+        (readonly_run / "probe").write_text("x")  # the folder really is read-only
+    code, out, err = cli_inline(capsys, "status", str(readonly_run))
+    assert code == 0 and "42 done" in out, err
+    code, out, err = cli_inline(capsys, "report", str(readonly_run), "--out", str(tmp_path / "rep"))
+    assert code == 0 and (tmp_path / "rep" / "index.html").is_file(), err
+    code, out, err = cli_inline(capsys, "export", str(readonly_run), "--out", str(tmp_path / "t.csv"))
+    assert code == 0 and (tmp_path / "t.csv").stat().st_size > 0, err
+    line = _one_error_line(capsys, "report", str(readonly_run))  # its default report folder is inside: one line
+    assert "not writable" in line or "cannot" in line

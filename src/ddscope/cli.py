@@ -246,7 +246,7 @@ def report(run_dir, out, rank_epochs, criterion):
     from .sweep.store import Store
 
     _check_out(out)
-    Store.open(run_dir).close()  # a missing or corrupted store: one line before any folder is made
+    Store.open(run_dir, readonly=True).close()  # a missing or corrupted store: one line before any folder is made
     if out:
         check_writable(Path(out), "report folder")
     with _stop_signals() as stopped_by:
@@ -283,7 +283,7 @@ def export(run_dir, fmt, out):
     from .sweep.store import Store
 
     _check_out(out)
-    Store.open(run_dir).close()  # a missing or corrupted store: one line before any folder is made
+    Store.open(run_dir, readonly=True).close()  # a missing or corrupted store: one line before any folder is made
     if fmt in ("tensorboard", "mlflow"):
         from .sweep.loggers import export_run
 

@@ -135,7 +135,7 @@ def build_report(run_dir: str | Path, out: str | Path | None = None, *, rank_epo
     of its ``index.html``. ``rank_epochs`` and ``criterion``: which nets the measure ranking
     uses (:func:`ddscope.report.ranking.ranking_table`)."""
     run_dir = Path(run_dir)
-    store = Store.open(run_dir)
+    store = Store.open(run_dir, readonly=True)
     try:
         final, long = final_table(store), tidy(store)
         counts, sweep_cfg = store.counts(), store.sweep_config()

@@ -118,7 +118,7 @@ def export_run(run_dir: str | Path, fmt: str, out: str) -> str:
     from .store import Store
     from .table import _flatten, axes
 
-    store = Store.open(run_dir)
+    store = Store.open(run_dir, readonly=True)
     try:
         trials = store.trials()
         flats = [_flatten(t["config"]) for t in trials]

@@ -52,7 +52,7 @@ def _gone(t: dict, now: float) -> bool:
 
 
 def status_text(run_dir: Path) -> str:
-    store = Store.open(run_dir)
+    store = Store.open(run_dir, readonly=True)
     try:
         counts = store.counts()
         trials = store.trials()

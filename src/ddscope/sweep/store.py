@@ -122,11 +122,13 @@ class Store:
         return conn
 
     @classmethod
-    def open(cls, path: str | Path) -> "Store":
+    def open(cls, path: str | Path, *, readonly: bool = False) -> "Store":
         """Open an existing store; a missing, foreign or corrupted file is a :class:`UserError`.
 
         The file is first checked through a read-only connection, so a file that is not a ddscope
-        store is never touched (not even switched to WAL mode) before the error."""
+        store is never touched (not even switched to WAL mode) before the error. ``readonly``:
+        for commands that only read (status, report, export) — nothing is written, not even the
+        WAL index, so a run folder on a read-only disk can still be inspected."""
         path = Path(path)
         if path.is_dir():
             path = path / "store.sqlite"
@@ -136,7 +138,13 @@ class Store:
         try:
             conn = cls._connect(path)
         except sqlite3.DatabaseError as e:
-            raise UserError(f"the store {path} cannot be opened for writing ({e})") from None
+            if not readonly:
+                raise UserError(f"the store {path} cannot be opened for writing ({e})") from None
+            # a read-only folder or disk: reading needs no write (status, report, export)
+            if version < SCHEMA_VERSION:
+                raise UserError(f"the store {path} has schema version {version} and cannot be upgraded where it "
+                                "is (read-only); copy the run folder somewhere writable") from None
+            return cls(path, _connect_readonly(path))
         store = cls(path, conn)
         store._migrate(version)
         return store
@@ -148,8 +156,10 @@ class Store:
             return UserError(f"the store {path} is corrupted or not a ddscope store ({why})")
 
         try:
-            conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=60.0)
+            conn = _connect_readonly(path, probe="SELECT count(*) FROM sqlite_master")
         except sqlite3.DatabaseError as e:
+            if (disk := as_user_error(e)) is not None:
+                raise disk from None
             raise bad(str(e)) from None
         try:
             tables = {name: sql for name, sql in conn.execute("SELECT name, sql FROM sqlite_master WHERE type='table'")}
@@ -416,6 +426,23 @@ class Store:
 
     def records(self) -> Iterator[tuple[str, int, str, float | None]]:
         yield from self.conn.execute("SELECT trial_id, epoch, metric, value FROM records ORDER BY trial_id, epoch, metric")
+
+
+def _connect_readonly(path: Path, probe: str = "SELECT count(*) FROM trials") -> sqlite3.Connection:
+    """A connection that never writes: ``mode=ro``; where even that needs a write (a WAL store in
+    a read-only folder has no ``-shm`` file to map), ``immutable=1`` — nothing can change a file
+    on a read-only disk while we read it."""
+    uri = path.resolve().as_uri()
+    try:
+        conn = sqlite3.connect(f"{uri}?mode=ro", uri=True, timeout=60.0)
+        conn.execute(probe).fetchone()
+        return conn
+    except sqlite3.OperationalError as e:
+        if "unable to open" not in str(e) and "readonly" not in str(e):
+            raise
+        conn = sqlite3.connect(f"{uri}?mode=ro&immutable=1", uri=True)
+        conn.execute(probe).fetchone()
+        return conn
 
 
 def _check_contents(conn: sqlite3.Connection, bad) -> None:

@@ -137,7 +137,7 @@ def final_table(store: Store) -> pd.DataFrame:
 
 def load(run_dir: str | Path) -> pd.DataFrame:
     """The tidy table of a run directory (or store file) as a pandas DataFrame."""
-    store = Store.open(run_dir)
+    store = Store.open(run_dir, readonly=True)
     try:
         return tidy(store)
     finally:

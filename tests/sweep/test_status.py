@@ -77,3 +77,30 @@ def test_eta_of_single_trials_on_two_workers():
     trials = _trials(2, 2, 4, wall=10.0, started=now)  # 2 slots: 10 s each left, then 4 × 10 s over 2
     assert eta_seconds(trials, now) == pytest.approx(30.0, abs=0.5)
     assert eta_seconds(_trials(0, 2, 4, wall=10.0, started=now), now) is None  # nothing done: no estimate
+
+
+def test_an_eta_before_any_trial_finishes_from_the_running_trials_progress(tmp_path):
+    store = _store(tmp_path, 4)
+    now = time.time()
+    alive = f"{socket.gethostname()}:1:abc"  # pid 1 is alive
+    for tid in ("t0", "t1"):  # one vectorised unit of 2, half-way after 100 s: 100 s of worker time per trial
+        _set(store, tid, status="running", worker=alive, heartbeat=now, started=now - 100, unit="t0", progress=0.5)
+    trials = store.trials()
+    # the unit needs 2·100 − 100 = 100 s more; the 2 pending ones 200 s on the one slot
+    assert eta_seconds(trials, now) == pytest.approx(300, rel=1e-6)
+    store.close()
+    assert "ETA ≈ 5m00s (4 left" in status_text(tmp_path) or "ETA ≈ 4m59s (4 left" in status_text(tmp_path)
+
+
+def test_the_driver_writes_each_running_trials_progress_with_its_heartbeat(tmp_path):
+    from ddscope.sweep.heartbeat import Heartbeat
+
+    store = _store(tmp_path, 1)
+    assert store.claim("me:1:a")[0] == "t0"
+    beat = Heartbeat(store.path, "me:1:a", 0.05)
+    beat.add("t0")
+    beat.progress("t0", 0.25)
+    time.sleep(0.5)
+    beat.stop()
+    assert store.trials()[0]["progress"] == 0.25
+    store.close()

@@ -100,10 +100,11 @@ def test_a_schema_1_store_is_migrated_and_keeps_its_rows(tmp_path):
     store.close()
     conn = sqlite3.connect(path)
     conn.execute("ALTER TABLE trials DROP COLUMN unit")
+    conn.execute("ALTER TABLE trials DROP COLUMN progress")  # as a version-1 store had neither
     conn.execute("UPDATE meta SET value='1' WHERE key='schema_version'")
     conn.commit()
     conn.close()
     store = Store.open(path)
-    assert store.meta("schema_version") == "2" and store.trials()[0]["unit"] is None
+    assert store.meta("schema_version") == "3" and store.trials()[0]["unit"] is None and store.trials()[0]["progress"] is None
     assert store.claim("w", unit="g")[0] == "t0" and store.trials()[0]["unit"] == "g"
     store.close()

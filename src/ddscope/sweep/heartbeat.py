@@ -18,6 +18,7 @@ class Heartbeat:
 
     def __init__(self, path: Path, worker: str, interval: float):
         self._ids: set[str] = set()
+        self._progress: dict[str, float] = {}  # trial -> fraction of its epochs done
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, args=(path, worker, interval), daemon=True,
@@ -31,6 +32,13 @@ class Heartbeat:
     def discard(self, tid: str) -> None:
         with self._lock:
             self._ids.discard(tid)
+            self._progress.pop(tid, None)
+
+    def progress(self, tid: str, fraction: float) -> None:
+        """Remember how far ``tid`` is (written with the next beat)."""
+        with self._lock:
+            if tid in self._ids:
+                self._progress[tid] = fraction
 
     def ids(self) -> list[str]:
         with self._lock:
@@ -40,8 +48,10 @@ class Heartbeat:
         store = Store.open(path)
         try:
             while not self._stop.wait(interval):
+                with self._lock:
+                    progress = dict(self._progress)
                 try:
-                    store.heartbeat(worker, self.ids())
+                    store.heartbeat(worker, self.ids(), progress)
                 except sqlite3.OperationalError:
                     continue  # the store was busy for a whole busy-timeout: beat again next time
         finally:

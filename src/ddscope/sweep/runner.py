@@ -171,7 +171,20 @@ def run_sweep(
             if msg[0] == "errors":
                 bar.errors(*msg[1:])
             else:
-                bar.epoch(msg[0], msg[1])
+                tracked.epoch(msg[0], msg[1])
+
+    class _Tracked:
+        """The progress display, and each trial's fraction of epochs done for the heartbeat (so
+        ``ddscope status`` has an ETA before the first trial finishes)."""
+
+        def epoch(self, tid: str, epoch: int) -> None:
+            bar.epoch(tid, epoch)
+            beat.progress(tid, epoch / max(configs[tid]["optim"]["epochs"], 1))
+
+        def errors(self, tid: str, train, test) -> None:
+            bar.errors(tid, train, test)
+
+    tracked = _Tracked()
 
     def store_results(tids: list[str], fut: cf.Future) -> None:
         nonlocal ran
@@ -225,7 +238,7 @@ def run_sweep(
                 cfgs = [configs[t] for t in tids]
                 ckpts = [str(trial_dir(run_dir, t)) for t in tids]
                 if executor.inline:  # runs inside submit; progress calls come straight back
-                    store_results(tids, executor.submit(_job, cfgs, ckpts, False, bar))
+                    store_results(tids, executor.submit(_job, cfgs, ckpts, False, tracked))
                     continue
                 inflight[executor.submit(_job, cfgs, ckpts, q is not None)] = tids
             if not inflight:

@@ -18,10 +18,21 @@ def _labels(trials: list[dict]) -> dict[str, str]:
     return {tid: " ".join(f"{k.split('.')[-1]}={f.get(k)}" for k in keys) for tid, f in flat.items()}
 
 
-def worker_share(trials: list[dict]) -> float | None:
-    """Mean ``wall_s`` of the done trials: a trial's share of a worker's time (None: none done)."""
+def worker_share(trials: list[dict], now: float | None = None) -> float | None:
+    """Mean ``wall_s`` of the done trials: a trial's share of a worker's time. Before any trial is
+    done, the running ones' pace: a unit of g trials that started s seconds ago and is a fraction
+    p of its epochs through will take s/p, i.e. s/(p·g) per trial (None: no pace known yet)."""
     done = [t["summary"]["wall_s"] for t in trials if t["status"] == "done" and t["summary"].get("wall_s")]
-    return sum(done) / len(done) if done else None
+    if done:
+        return sum(done) / len(done)
+    now = time.time() if now is None else now
+    units: dict[str, list[dict]] = {}
+    for t in trials:
+        if t["status"] == "running" and (t.get("progress") or 0) > 0 and t["started"]:
+            units.setdefault(t.get("unit") or t["trial_id"], []).append(t)
+    paces = [(now - min(m["started"] for m in ms)) / (min(m["progress"] for m in ms) * len(ms))
+             for ms in units.values()]
+    return sum(paces) / len(paces) if paces else None
 
 
 def eta_seconds(trials: list[dict], now: float) -> float | None:
@@ -33,7 +44,7 @@ def eta_seconds(trials: list[dict], now: float) -> float | None:
     ≈ g·c − (now − s) more. The units in flight are the parallel slots, and the pending trials'
     g·c is spread over them: ETA = max(longest unit left, (Σ units left + pending·c) / slots).
     Trials whose holder is gone are not in flight."""
-    c = worker_share(trials)
+    c = worker_share(trials, now)
     if c is None:
         return None
     units: dict[str, list[dict]] = {}
@@ -67,7 +78,7 @@ def status_text(run_dir: Path) -> str:
     left = counts["pending"] + counts["running"]
     eta = eta_seconds(trials, now) if left else None
     if eta is not None:
-        mean = worker_share(trials)
+        mean = worker_share(trials, now)
         if alive:
             n_units = len({t.get("unit") or t["trial_id"] for t in alive})
             lines.append(f"ETA ≈ {fmt_duration(eta)} ({left} left, {mean:.1f} s of worker time per trial, "

@@ -38,7 +38,7 @@ from ..errors import UserError, as_user_error
 from ..paths import is_component
 
 STALE_AFTER_S = 600.0  # a running trial whose heartbeat is older than this is taken as abandoned
-SCHEMA_VERSION = 2  # 2: trials.unit (the vectorised group a running trial belongs to)
+SCHEMA_VERSION = 3  # 2: trials.unit (the vectorised group a running trial belongs to); 3: trials.progress
 STATES = ("pending", "running", "done", "failed")
 
 _SCHEMA = """
@@ -56,7 +56,8 @@ CREATE TABLE IF NOT EXISTS trials (
     error      TEXT,
     summary    TEXT,
     noisy_mask BLOB,
-    unit       TEXT
+    unit       TEXT,
+    progress   REAL
 );
 CREATE TABLE IF NOT EXISTS records (
     trial_id TEXT NOT NULL,
@@ -141,10 +142,10 @@ class Store:
             if not readonly:
                 raise UserError(f"the store {path} cannot be opened for writing ({e})") from None
             # a read-only folder or disk: reading needs no write (status, report, export)
-            if version < SCHEMA_VERSION:
+            if version < 2:
                 raise UserError(f"the store {path} has schema version {version} and cannot be upgraded where it "
                                 "is (read-only); copy the run folder somewhere writable") from None
-            return cls(path, _connect_readonly(path))
+            return cls(path, _connect_readonly(path))  # a version-2 store reads without progress
         store = cls(path, conn)
         store._migrate(version)
         return store
@@ -224,6 +225,8 @@ class Store:
             with _tx(self.conn):
                 if version < 2:
                     self.conn.execute("ALTER TABLE trials ADD COLUMN unit TEXT")
+                if version < 3:
+                    self.conn.execute("ALTER TABLE trials ADD COLUMN progress REAL")
                 self.conn.execute("UPDATE meta SET value=? WHERE key='schema_version'", (str(SCHEMA_VERSION),))
 
     def close(self) -> None:
@@ -293,21 +296,24 @@ class Store:
                 cfg = _json(cfg, dict, f"the store {self.path} is corrupted: trial {tid!r} has an unreadable config")
                 now = time.time()
                 self.conn.execute(
-                    "UPDATE trials SET status='running', worker=?, heartbeat=?, started=?, unit=?, "
+                    "UPDATE trials SET status='running', worker=?, heartbeat=?, started=?, unit=?, progress=NULL, "
                     "attempts=attempts+1 WHERE trial_id=?",
                     (worker, now, now, unit, tid),
                 )
                 return tid, cfg
         return None
 
-    def heartbeat(self, worker: str, trial_ids: Iterable[str]) -> None:
+    def heartbeat(self, worker: str, trial_ids: Iterable[str], progress: dict[str, float] | None = None) -> None:
+        """Mark ``worker``'s running trials alive; ``progress``: their fraction of epochs done, for
+        ``ddscope status``'s ETA before any trial has finished."""
         ids = list(trial_ids)
         if not ids:
             return
+        progress = progress or {}
         with _tx(self.conn):
             self.conn.executemany(
-                "UPDATE trials SET heartbeat=? WHERE trial_id=? AND worker=?",
-                [(time.time(), t, worker) for t in ids],
+                "UPDATE trials SET heartbeat=?, progress=coalesce(?, progress) WHERE trial_id=? AND worker=?",
+                [(time.time(), progress.get(t), t, worker) for t in ids],
             )
 
     def release(self, worker: str, trial_ids: Iterable[str], *, undo_claim: bool = False) -> None:
@@ -397,8 +403,10 @@ class Store:
         return out
 
     def trials(self, status: str | None = None) -> list[dict]:
+        if not hasattr(self, "_progress_column"):  # a version-2 store read where it cannot be upgraded
+            self._progress_column = any(r[1] == "progress" for r in self.conn.execute("PRAGMA table_info(trials)"))
         q = ("SELECT trial_id, position, config, status, worker, heartbeat, started, finished, attempts, error, summary, "
-             "unit FROM trials")
+             f"unit, {'progress' if self._progress_column else 'NULL'} FROM trials")
         args: tuple = ()
         if status:
             q += " WHERE status=?"
@@ -411,7 +419,7 @@ class Store:
                 dict(
                     trial_id=r[0], position=r[1], config=_json(r[2], dict, f"{why} config"), status=r[3],
                     worker=r[4], heartbeat=r[5], started=r[6], finished=r[7], attempts=r[8], error=r[9],
-                    summary=_json(r[10], dict, f"{why} summary") if r[10] else {}, unit=r[11],
+                    summary=_json(r[10], dict, f"{why} summary") if r[10] else {}, unit=r[11], progress=r[12],
                 )
             )
         return out

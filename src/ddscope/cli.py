@@ -30,10 +30,21 @@ def _console():
     return Console(stderr=True)
 
 
-def _make_report(run_dir: Path, out: Path | None = None, **ranking) -> Path:
+def _make_report(run_dir: Path, out: Path | None = None, *, quiet: bool = False, **ranking) -> Path:
     from .report import build_report
 
-    return build_report(run_dir, out, **ranking)
+    import time
+
+    t0 = time.perf_counter()
+
+    def say(line: str) -> None:  # only a report that is slow says what it is doing
+        if time.perf_counter() - t0 >= REPORT_QUIET_S:
+            click.echo(f"report: {line}", err=True)
+
+    return build_report(run_dir, out, progress=None if quiet else say, **ranking)
+
+
+REPORT_QUIET_S = 2.0  # a report faster than this prints only its path
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -77,7 +88,7 @@ def _run(config: str, *, overrides: tuple[str, ...], out: str | None, executor: 
             code = 128 + stopped_by.get("signal", signal.SIGINT)
             if report and _all_finished(run_dir, sweep):  # the stop came after the last trial
                 con.print("[yellow]interrupted[/] after every trial finished: writing the report")
-                click.echo(f"report: {_make_report(run_dir)}")
+                click.echo(f"report: {_make_report(run_dir, quiet=quiet)}")
             con.print(f"[yellow]interrupted[/]: finished trials are stored; rerun the same command to resume ({run_dir})")
             sys.exit(code)
     c = outcome.counts
@@ -85,7 +96,7 @@ def _run(config: str, *, overrides: tuple[str, ...], out: str | None, executor: 
     for tid, why in outcome.failed:
         con.print(f"[red]failed[/] {tid}: {why}")
     if report:
-        path = _make_report(run_dir)  # says on its first lines that the sweep is not finished, when it is not
+        path = _make_report(run_dir, quiet=quiet)  # says on its first lines that the sweep is not finished, when it is not
         click.echo(f"report: {path}")
     if c["pending"] or c["running"]:
         # Another process on the same run folder still holds trials: this one is done, the sweep is not.

@@ -123,3 +123,16 @@ def test_one_width_and_no_noise_axis(tmp_path):
     html = build_report(run).read_text()
     assert "1 width(s) with a finished trial: a double descent needs at least 3" in html
     assert "No done trial interpolated" in html and "data:image/png;base64" in html
+
+
+def test_the_report_says_each_step_to_a_progress_callback(tmp_path):
+    from ddscope.report import build_report
+
+    from .synthetic import synthetic_store
+
+    run = synthetic_store(tmp_path)
+    heard: list[str] = []
+    build_report(run, progress=heard.append)
+    steps = [h.rsplit(" (", 1)[0] for h in heard]
+    assert steps[0] == "reading the store" and steps[-1] == "the figures"
+    assert any(s.startswith("the measure ranking") for s in steps) and all(h.endswith(" s)") for h in heard)

@@ -24,6 +24,8 @@ import math
 import os
 import shutil
 import tempfile
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -130,17 +132,26 @@ def _levels(final: pd.DataFrame) -> list:
 
 
 def build_report(run_dir: str | Path, out: str | Path | None = None, *, rank_epochs: str = "final",
-                 criterion: float | None = ranking.CRITERION) -> Path:
+                 criterion: float | None = ranking.CRITERION, progress: Callable[[str], None] | None = None) -> Path:
     """Write the report of ``run_dir`` to ``out`` (default ``RUN_DIR/report``); returns the path
     of its ``index.html``. ``rank_epochs`` and ``criterion``: which nets the measure ranking
-    uses (:func:`ddscope.report.ranking.ranking_table`)."""
+    uses (:func:`ddscope.report.ranking.ranking_table`). ``progress(line)`` hears each step
+    (the ranking's bootstrap and the figures take most of the time on a large store)."""
     run_dir = Path(run_dir)
+    t0 = time.perf_counter()
+
+    def say(what: str) -> None:
+        if progress is not None:
+            progress(f"{what} ({time.perf_counter() - t0:.0f} s)")
+
+    say("reading the store")
     store = Store.open(run_dir, readonly=True)
     try:
         final, long = final_table(store), tidy(store)
         counts, sweep_cfg = store.counts(), store.sweep_config()
     finally:
         store.close()
+    say(f"{len(final)} trials, {len(long)} rows read")
     final_out = Path(out) if out else (run_dir if run_dir.is_dir() else run_dir.parent) / "report"
     # Written into a fresh folder beside the target and swapped in at the end: an interrupted or
     # failing report (SIGTERM, a full disk) leaves the previous one whole, never a half-written mix.
@@ -148,7 +159,7 @@ def build_report(run_dir: str | Path, out: str | Path | None = None, *, rank_epo
     out = Path(tempfile.mkdtemp(prefix=f".{final_out.name}.", suffix=".tmp", dir=final_out.parent))
     os.chmod(out, 0o755)  # mkdtemp makes it private; a report is for reading
     try:
-        _write(out, run_dir, final, long, counts, sweep_cfg, rank_epochs=rank_epochs, criterion=criterion)
+        _write(out, run_dir, final, long, counts, sweep_cfg, rank_epochs=rank_epochs, criterion=criterion, say=say)
     except BaseException:
         shutil.rmtree(out, ignore_errors=True)
         raise
@@ -161,7 +172,8 @@ def build_report(run_dir: str | Path, out: str | Path | None = None, *, rank_epo
 
 
 def _write(out: Path, run_dir: Path, final: pd.DataFrame, long: pd.DataFrame, counts: dict, sweep_cfg: dict, *,
-           rank_epochs: str = "final", criterion: float | None = ranking.CRITERION) -> None:
+           rank_epochs: str = "final", criterion: float | None = ranking.CRITERION,
+           say: Callable[[str], None] = lambda _: None) -> None:
     """Every file of the report into the folder ``out``."""
     final = with_bracket(final)
     final.to_csv(out / "final_table.csv", index=False)
@@ -170,11 +182,14 @@ def _write(out: Path, run_dir: Path, final: pd.DataFrame, long: pd.DataFrame, co
     levels = _levels(final)
     summaries = {lv: dd_summary(final, lv) for lv in levels}
     reps = {lv: representative_widths(final, lv) for lv in levels}
+    say("the evidence table (bootstrap over seeds)")
     ev = evidence_table(final)
     ev.to_csv(out / "evidence.csv", index=False)
     (out / "evidence.md").write_text(html.evidence_markdown(ev), encoding="utf-8")
+    say(f"the measure ranking ({ranking.N_BOOT} bootstrap draws)")
     rank = ranking.ranking_table(final, long if rank_epochs == "all" else None, epochs=rank_epochs,
                                  criterion=criterion)
+    say("the figures")
     rank.to_csv(out / "ranking.csv", index=False)
     (out / "ranking.md").write_text(ranking.ranking_markdown(rank), encoding="utf-8")
     metrics = set(long["metric"].unique()) if not long.empty else set()

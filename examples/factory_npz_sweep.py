@@ -8,6 +8,8 @@ checkpoint with ``ddscope measure``.
 
 from __future__ import annotations
 
+import ddscope
+
 import argparse
 import json
 import os
@@ -51,4 +53,5 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
+    ddscope.quiet_errors()  # Ctrl-C or a bad setting: one line, no traceback
     main()

@@ -39,4 +39,5 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
+    ddscope.quiet_errors()  # Ctrl-C or a bad setting: one line, no traceback
     main()

@@ -20,6 +20,7 @@ from torch import nn  # noqa: E402
 
 import ddscope  # noqa: E402
 
+ddscope.quiet_errors()  # Ctrl-C or a bad setting: one line, no traceback
 QUICK = "--quick" in sys.argv
 OUT = sys.argv[sys.argv.index("--out") + 1] if "--out" in sys.argv else "runs/walkthrough"
 

@@ -106,3 +106,23 @@ def test_tracker_marks_a_crashed_loop_failed_and_keeps_what_was_logged(tmp_path)
     assert sorted(table["epoch"].unique()) == [0, 1]
     with pytest.raises(UserError, match="integer class labels"):
         ddscope.Tracker(tmp_path / "f", train=(train[0], train[1].float()), test=test)
+
+
+@pytest.mark.parametrize("raise_, code, line", [
+    ("KeyboardInterrupt()", -2, "interrupted: finished trials are stored"),
+    ("UserError('config key x: bad\\nsecond line')", 2, "ddscope: error: config key x: bad\\nsecond line"),
+])
+def test_quiet_errors_ends_a_script_with_one_line(tmp_path, raise_, code, line):
+    import subprocess
+    import sys
+
+    script = tmp_path / "s.py"
+    script.write_text(f"import ddscope\nfrom ddscope.errors import UserError\nddscope.quiet_errors()\nraise {raise_}\n")
+    r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
+    assert r.returncode in (code, 128 - code if code < 0 else code), r
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith(line), r.stderr
+    # other exceptions keep their traceback: they are bugs to report
+    script.write_text("import ddscope\nddscope.quiet_errors()\nraise ValueError('a bug')\n")
+    r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1 and "Traceback" in r.stderr and "ValueError: a bug" in r.stderr

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+from .errors import quiet_errors  # noqa: E402 — light (no torch): scripts call it first
+
 
 def load(run_dir):
     """The tidy table of a run directory (or its ``store.sqlite``) as a pandas DataFrame: one row
@@ -28,4 +30,4 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'ddscope' has no attribute {name!r}")
 
 
-__all__ = ["Tracker", "__version__", "load", "sweep"]
+__all__ = ["Tracker", "__version__", "load", "quiet_errors", "sweep"]

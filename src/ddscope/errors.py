@@ -80,3 +80,27 @@ def one_line(message: str) -> str:
         else:
             out.append(ch)
     return "".join(out)
+
+
+def quiet_errors() -> None:
+    """For scripts that call ddscope (the examples do): Ctrl-C ends the script with one line and
+    the usual SIGINT status instead of a traceback through torch; a :class:`UserError` with its
+    one ``ddscope: error:`` line and exit code 2, as the CLI does. Other exceptions keep their
+    traceback (they are bugs to report)."""
+    import sys
+
+    previous = sys.excepthook
+
+    def hook(kind, value, tb):
+        if issubclass(kind, KeyboardInterrupt):
+            print("interrupted: finished trials are stored; rerun the same command to resume", file=sys.stderr)
+            return  # the interpreter then exits with SIGINT's status (130)
+        user = as_user_error(value) if isinstance(value, Exception) else None
+        if user is not None:
+            print(f"ddscope: error: {one_line(str(user))}", file=sys.stderr)
+            sys.stderr.flush()
+            sys.stdout.flush()
+            os._exit(2)
+        previous(kind, value, tb)
+
+    sys.excepthook = hook

@@ -60,3 +60,18 @@ def test_bad_choices_exit_2_in_one_line(run, capsys):
     assert code == 2 and "no done trial" in err and "widths [4, 8]" in err and len(err.strip().splitlines()) == 1
     code, _, err = cli_inline(capsys, "spectrum", str(run), "--epoch", "1", "--device", "cpu")
     assert code == 2 and "no checkpoint at epoch(s) [1]" in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_refused_spectrum_stores_nothing(run, capsys, tmp_path):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(run, copy)
+    before = _rows(copy, "hess_%")
+    # the second width's final checkpoint is corrupted: the first width must not be stored either
+    with sqlite3.connect(copy / "store.sqlite") as c:
+        tids = [r[0] for r in c.execute("SELECT trial_id FROM trials ORDER BY position")]
+    (copy / "trials" / tids[-1] / "final.pt").write_bytes(b"garbage")
+    code, _, err = cli_inline(capsys, "spectrum", str(copy), "--device", "cpu")
+    assert code == 2 and "checksum mismatch" in err and len(err.strip().splitlines()) == 1
+    assert _rows(copy, "hess_%") == before

@@ -93,7 +93,7 @@ def add_spectrum(run_dir: str | Path, *, widths=(), epochs=(), samples: int | No
 
     Returns one ``{"trial_id", "width", "epoch", "rows"}`` per measured checkpoint; raises
     UserError when nothing matches (naming what there is)."""
-    from .checkpoint import Checkpointer, trial_dir
+    from .checkpoint import Checkpointer, trial_dir, verify_checkpoint
     from .config import TrialConfig
     from .sweep.store import Store
 
@@ -117,7 +117,9 @@ def add_spectrum(run_dir: str | Path, *, widths=(), epochs=(), samples: int | No
         if not todo:
             raise UserError(f"no done trial of {run_dir} has width {sorted(set(widths))}; the done trials have widths "
                             f"{sorted(have_widths) or 'none'}")
-        done = []
+        for _, _, path in todo:  # every checkpoint is sound before any is measured
+            verify_checkpoint(path)
+        done, measured = [], []
         for i, (trial_id, width, path) in enumerate(todo):
             if progress is not None:
                 progress(f"spectrum {i + 1}/{len(todo)}: trial {trial_id} (width {width:g}), {path.name}")
@@ -126,8 +128,10 @@ def add_spectrum(run_dir: str | Path, *, widths=(), epochs=(), samples: int | No
             if not values:
                 raise UserError(f"the spectrum of trial {trial_id} could not be measured: "
                                 f"{out['skipped'].get('spectrum', 'no values')}")
-            store.add_records(trial_id, out["epoch"], values)
+            measured.append((trial_id, out["epoch"], values))
             done.append({"trial_id": trial_id, "width": width, "epoch": out["epoch"], "rows": len(values)})
+        for trial_id, epoch, values in measured:  # stored only once every one was measured: a refusal stores nothing
+            store.add_records(trial_id, epoch, values)
         return done
     finally:
         store.close()

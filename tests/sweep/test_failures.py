@@ -10,10 +10,10 @@ import ddscope.train.members
 from ddscope.checkpoint import trial_dir
 from ddscope.config import load_sweep
 from ddscope.sweep.executors import InProcessExecutor, LocalPoolExecutor
-from ddscope.sweep.runner import WORKER_DIED, run_sweep
+from ddscope.sweep.runner import WORKER_DEATH_RETRIES, WORKER_DIED, run_sweep
 from ddscope.sweep.status import status_text
 from ddscope.sweep.store import Store
-from .helpers_sweep import FAST, cli_inline, sets, table
+from .helpers_sweep import FAST, cli_inline, duplicate_rows, sets, table
 
 
 
@@ -80,7 +80,7 @@ class _KillsOneWorker(LocalPoolExecutor):
         return super().submit(fn, *args)
 
 
-def test_a_dying_worker_fails_its_trial_and_the_pool_is_replaced(tmp_path):
+def test_a_trial_that_kills_its_worker_every_time_fails_after_its_retries_and_the_pool_is_replaced(tmp_path):
     sweep = load_sweep("mnist1d-mlp", FAST + ["model.width=[4,5,6]", "optim.epochs=2"])
     out = run_sweep(sweep, tmp_path, _KillsOneWorker(max_workers=1, threads_per_worker=1), show_progress=False, group=False)
     assert out.counts == {"pending": 0, "running": 0, "done": 2, "failed": 1}
@@ -88,6 +88,36 @@ def test_a_dying_worker_fails_its_trial_and_the_pool_is_replaced(tmp_path):
     (failed,) = store.trials("failed")
     store.close()
     assert failed["config"]["model"]["width"] == 5 and failed["error"] == WORKER_DIED
+    assert failed["attempts"] == WORKER_DEATH_RETRIES
+
+
+class _KillsOnce(LocalPoolExecutor):
+    """The first job of width 5 takes its worker down once (a stray kill); later ones run."""
+
+    killed = False
+
+    def submit(self, fn, *args):
+        if not self.killed and args and any(c["model"]["width"] == 5 for c in args[0]):
+            self.killed = True
+            return super().submit(_die_later, 9)
+        return super().submit(fn, *args)
+
+
+def _die_later(code):
+    import time
+
+    time.sleep(1.0)  # the other worker's trial is running by now: it breaks with the pool
+    os._exit(code)
+
+
+def test_a_killed_worker_requeues_the_trials_of_its_pool_and_they_finish(tmp_path):
+    sweep = load_sweep("mnist1d-mlp", FAST + ["model.width=[4,5,6,7]", "optim.epochs=3"])
+    out = run_sweep(sweep, tmp_path, _KillsOnce(max_workers=2, threads_per_worker=1), show_progress=False, group=False)
+    assert out.counts == {"pending": 0, "running": 0, "done": 4, "failed": 0}
+    store = Store.open(tmp_path)
+    attempts = {t["config"]["model"]["width"]: t["attempts"] for t in store.trials()}
+    store.close()
+    assert attempts[5] == 2 and max(attempts.values()) <= 2 and duplicate_rows(tmp_path) == 0
 
 
 def test_corrupted_checkpoint_stops_the_sweep_with_exit_2(tmp_path, capsys):

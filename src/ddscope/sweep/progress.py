@@ -44,6 +44,10 @@ class PlainProgress:
         self.last_finished = f"{self.labels.pop(tid, tid)}{err}"
         self.write()
 
+    def drop(self, tid: str) -> None:
+        """A running trial handed back to the queue (its worker died): no longer running, not done."""
+        self.seen.pop(tid, None)
+
     def tick(self) -> None:
         """Write a line if ``log_interval`` seconds passed since the last one."""
         if time.monotonic() - self.last >= self.interval:
@@ -123,6 +127,12 @@ class Progress:
 
     def tick(self) -> None:
         pass
+
+    def drop(self, tid: str) -> None:
+        """A running trial handed back to the queue: its bar goes, its epochs leave the total done."""
+        if self.enabled and tid in self.tasks:
+            self.p.advance(self.overall, -self.seen.pop(tid, 0))
+            self.p.remove_task(self.tasks.pop(tid))
 
     def finish(self, tid: str, epochs: int, test_err: float | None = None) -> None:
         if self.enabled and tid in self.tasks:

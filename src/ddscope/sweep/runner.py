@@ -30,9 +30,10 @@ from .store import STALE_AFTER_S, Store, worker_id
 from .table import BASE_AXES, _flatten
 
 WORKER_DIED = (
-    "worker process died abruptly (killed, or out of memory?) while this trial or one beside it ran; "
+    "worker process died abruptly (killed, or out of memory?) each of the times this trial ran; "
     "--retry-failed resumes it from its last checkpoint"
 )
+WORKER_DEATH_RETRIES = 3  # claims of a trial whose worker died before it is failed rather than requeued
 
 
 def _job(configs: list[dict], ckpt_dirs: list[str], report_progress: bool = False, progress=None) -> list[TrialResult]:
@@ -196,6 +197,16 @@ def run_sweep(
                 raise UserError(f"the local executor's workers died while starting: {script} has no "
                                 "`if __name__ == \"__main__\":` guard, so every spawned worker runs it again; "
                                 "put the sweep under that guard (or use executor 'inprocess')") from None
+            # A worker died (killed, out of memory): the pool is broken, and every trial in it with
+            # it. Each goes back to the queue and resumes from its checkpoints — unless it has
+            # now been claimed WORKER_DEATH_RETRIES times, when it is the likely killer: failed.
+            tries = {t["trial_id"]: t["attempts"] for t in store.trials("running") if t["trial_id"] in set(tids)}
+            again = [t for t in tids if tries.get(t, WORKER_DEATH_RETRIES) < WORKER_DEATH_RETRIES]
+            store.release(worker, again)
+            for t in again:
+                beat.discard(t)
+                bar.drop(t)
+            tids = [t for t in tids if t not in again]
             results = [TrialResult(trial_id=t, config=configs[t], status="failed", error=WORKER_DIED) for t in tids]
         except Exception as e:  # noqa: BLE001 — a crash outside run_trial marks the trial failed
             if (user := as_user_error(e)) is not None:

@@ -166,7 +166,7 @@ def test_the_report_says_which_traces_are_estimates_and_how_large_their_errors_a
     final = pd.DataFrame({"status": ["done"] * 3, "hess_trace": [10.0, 4.0, 2.0], "hess_trace_se": [0.0, 0.4, 0.1],
                           "thm2_rhs": [1.0, 1.0, 1.0], "thm2_rhs_se": [0.0, 0.0, 0.0]})
     (line,) = estimate_lines(final)
-    assert "hess_trace is a stochastic estimate on 2 of 3 trial(s)" in line
+    assert "hess_trace is a sampled estimate on 2 of 3 trial(s)" in line
     assert "7.5% of the value at the median, 10.0% at worst" in line
     assert estimate_lines(final.assign(hess_trace_se=0.0)) == []
 

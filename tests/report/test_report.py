@@ -136,3 +136,21 @@ def test_the_report_says_each_step_to_a_progress_callback(tmp_path):
     steps = [h.rsplit(" (", 1)[0] for h in heard]
     assert steps[0] == "reading the store" and steps[-1] == "the figures"
     assert any(s.startswith("the measure ranking") for s in steps) and all(h.endswith(" s)") for h in heard)
+
+
+def test_the_headline_figures_come_before_the_long_tables_and_notes_are_not_missing_items(tmp_path):
+    from ddscope.report import build_report
+    from ddscope.report.plots import subtitle
+
+    from .synthetic import synthetic_store
+
+    run = synthetic_store(tmp_path)
+    page = build_report(run).read_text()
+    heads = [page.index(f"<h2>{h}</h2>") for h in ("Summary", "Double descent", "The Lipschitz constant, bracketed",
+                                                  "Evidence table", "Final table (one row per trial)")]
+    assert heads == sorted(heads)
+    assert "<details><summary>What each measure is</summary>" in page
+    missing = page.split("What is missing")[1].split("</div>")[0] if "What is missing" in page else ""
+    assert "sampled estimate" not in missing
+    assert subtitle([0.1], [1, 1, 1]).startswith("one seed per point (no spread)")
+    assert subtitle([0.1], [3, 3]).startswith("mean ± std over seeds, n = 3 seeds")

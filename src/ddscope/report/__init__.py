@@ -34,7 +34,7 @@ import pandas as pd
 from ..sweep.store import Store
 from ..sweep.table import final_table, tidy
 from . import epochs, figures, html, plots, ranking, ranking_figure
-from .coverage import missing_items
+from .coverage import estimate_lines, missing_items
 from .evidence import MEASURES, evidence_table
 from .summary import conditions, dd_summary, done_rows, representative_widths, theorem2_table, with_bracket, x_axis_of
 
@@ -194,6 +194,7 @@ def _write(out: Path, run_dir: Path, final: pd.DataFrame, long: pd.DataFrame, co
     (out / "ranking.md").write_text(ranking.ranking_markdown(rank), encoding="utf-8")
     metrics = set(long["metric"].unique()) if not long.empty else set()
     missing = missing_items(final, counts, metrics, sweep_cfg)
+    notes = estimate_lines(final)
 
     done_long = long[long["status"] == "done"] if "status" in long else long
     train_rows = done_long[done_long["metric"] == "err/train"] if not done_long.empty else done_long
@@ -231,7 +232,7 @@ def _write(out: Path, run_dir: Path, final: pd.DataFrame, long: pd.DataFrame, co
         "x_axis": x_axis_of(final),
         "double_descent": {str(k): v for k, v in summaries.items()},
         "representative_widths": {str(k): v for k, v in reps.items()},
-        "evidence": ev.to_dict(orient="records"), "missing": missing, "figures": files,
+        "evidence": ev.to_dict(orient="records"), "missing": missing, "estimates": notes, "figures": files,
         "ranking": {"epochs": rank_epochs, "criterion": criterion,
                     "excluded": int(rank["n_excluded"].iloc[0]) if len(rank) else None,
                     "rows": rank.drop(columns=["psi_by_axis", "sign_by_axis"]).to_dict(orient="records")},
@@ -244,7 +245,7 @@ def _write(out: Path, run_dir: Path, final: pd.DataFrame, long: pd.DataFrame, co
              "unless the axis is epoch.")
     sections = _sections(final, ev, summaries, fig_html, rank, criterion)
     html.write_page(out / "index.html", title=f"ddscope report — {name}", intro=intro, missing=missing,
-                           sections=sections, sweep_cfg=sweep_cfg)
+                    notes=notes, sections=sections, sweep_cfg=sweep_cfg)
 
 
 def _ranking_section(rank: pd.DataFrame, criterion, fig: str) -> str:
@@ -261,11 +262,18 @@ def _ranking_section(rank: pd.DataFrame, criterion, fig: str) -> str:
              "direction); sign-error: Dziugaite et al.'s coupled pairs (settings differing in one axis, their seeds as "
              "samples, Hoeffding-weighted), worst and mean over environments — 0.5 is a coin flip. Brackets: 95 % "
              "bootstrap intervals over seeds. Machine-readable: <code>ranking.csv</code>, <code>ranking.md</code>.</p>"]
+    first = True
     for region in dict.fromkeys(rank["region"]):
         for target, what in ranking.TARGETS.items():
             v = ranking.ranking_view(rank, region, target)
-            if not v.empty:
-                parts.append(f"<h3>{html.esc(region)} nets — {html.esc(what)}</h3>" + html.table(v, left=("measure", "ψ per axis", "worst per axis")))
+            if v.empty:
+                continue
+            title = f"{html.esc(region)} nets — {html.esc(what)}"
+            body = html.table(v, left=("measure", "ψ per axis", "worst per axis"))
+            # the first table open, the others one click away: the page stays readable
+            parts.append(f"<h3>{title}</h3>{body}" if first else
+                         f"<details><summary>{title}</summary>{body}</details>")
+            first = False
     return "".join(parts)
 
 
@@ -279,6 +287,8 @@ def _sections(final: pd.DataFrame, ev: pd.DataFrame, summaries: dict, fig_html: 
         "(train error ≤ 1 %) and the peak stands above both the classical optimum and the widest net by more than "
         "the seeds' spread (at least 0.01); otherwise the row says why there is no evidence. One row per condition: "
         "every grid axis but the seeds is kept apart.</p>"))]
+    for name in ("double_descent", "smoothness", "bracket"):  # the headline figures before the long table
+        secs.append((CAPTIONS[name][0], fig_html[name]))
     legend = "".join(f"<li><code>{html.esc(m)}</code>: {html.esc(d)}</li>" for m, d in MEASURES.items()
                      if (ev["measure"] == m).any()) if not ev.empty else ""
     secs.append(("Evidence table", html.evidence_html(ev) + (
@@ -289,8 +299,9 @@ def _sections(final: pd.DataFrame, ev: pd.DataFrame, summaries: dict, fig_html: 
         "regime, where smoothness is claimed to mirror the test error; under-fit nets are smooth and bad). "
         "'peak k': the width of the measure's largest mean ('edge': the narrowest or widest width, so no interior "
         "peak); steps: signed steps along the width grid from the test-error peak / the interpolation threshold to "
-        "it. Machine-readable, with p-values: <code>evidence.csv</code>; as Markdown: <code>evidence.md</code>.</p>") + (f"<ul>{legend}</ul>" if legend else "")))
-    for name in ("double_descent", "smoothness", "bracket", "bracket_epochs", "over_epochs", "epoch_heatmaps", "interpolation", "theorem2"):
+        "it. Machine-readable, with p-values: <code>evidence.csv</code>; as Markdown: <code>evidence.md</code>.</p>") + (
+        f"<details><summary>What each measure is</summary><ul>{legend}</ul></details>" if legend else "")))
+    for name in ("bracket_epochs", "over_epochs", "epoch_heatmaps", "interpolation", "theorem2"):
         secs.append((CAPTIONS[name][0], fig_html[name]))
     thm = theorem2_table(final)
     if not thm.empty:
@@ -306,7 +317,8 @@ def _sections(final: pd.DataFrame, ev: pd.DataFrame, summaries: dict, fig_html: 
                         "jac_spec_rms/test", "jac_spec_rms/path_same", "lip_lower", "lip_upper_tight", "lip_upper",
                         "hess_trace", "hess_top",
                         "dist_rel/all", "wall_s") if c in final.columns]
-    secs.append(("Final table (one row per trial)", html.table(final[cols]) +
+    secs.append(("Final table (one row per trial)", "<details><summary>" + f"{len(final)} trials" + "</summary>"
+                 + html.table(final[cols]) + "</details>" +
                  "<p>All columns: <code>final_table.csv</code>; every stored row: <code>tidy.csv</code>; figures as "
                  "PNG and PDF beside this page.</p>"))
     failed = final[final["status"] == "failed"] if "status" in final else final.iloc[0:0]

@@ -52,8 +52,8 @@ def estimate_lines(final: pd.DataFrame) -> list[str]:
         rel = (se[est] / v[est].abs()).replace([float("inf")], float("nan")).dropna()
         worst = f"; its standard error is {rel.median():.1%} of the value at the median, {rel.max():.1%} at worst" \
             if len(rel) else ""
-        out.append(f"{key} is a stochastic estimate on {int(est.sum())} of {len(d)} trial(s) "
-                   f"(exactness not proven there){worst}; {se_key} holds each standard error.")
+        out.append(f"{key} is a sampled estimate on {int(est.sum())} of {len(d)} trial(s){worst}; {se_key} holds "
+                   "each standard error.")
     return out
 
 
@@ -96,7 +96,6 @@ def missing_items(final: pd.DataFrame, counts: dict, metrics: set[str], sweep_cf
             noted.setdefault(group, []).append(why)
     for group, whys in noted.items():
         out.append(f"Metric group '{group}' ran otherwise than asked on {len(whys)} trial(s): {whys[0][:200]}")
-    out.extend(estimate_lines(final))
     for group, row in GROUPS.items():
         if group in skipped:
             continue

@@ -17,19 +17,23 @@ from .summary import curve, dd_summary, done_rows
 Series = list[tuple[str, str, str, str]]  # (metric, label, linestyle, marker)
 
 
-def _panel(ax, final: pd.DataFrame, levels: list, series: Series, *, ylabel: str, logy: bool = False) -> tuple[set, list]:
-    """Draw ``series`` for every noise level on ``ax``; returns (levels drawn, seed counts)."""
+def _panel(ax, final: pd.DataFrame, levels: list, series: Series, *, ylabel: str, logy: bool = False,
+           colors: list[str] | None = None) -> tuple[set, list]:
+    """Draw ``series`` for every noise level on ``ax``; returns (levels drawn, seed counts).
+    ``colors``: one colour per series, used when there is a single condition (colours then tell
+    the series apart instead of the conditions)."""
     used, counts = set(), []
     if logy:
         ax.set_yscale("log")
     for noise in levels:
-        for metric, _label, ls, mk in series:
+        for i, (metric, _label, ls, mk) in enumerate(series):
             c = curve(final, metric, noise)
             if logy:
                 c = c[c["mean"] > 0]
             if c.empty:
                 continue
-            band(ax, c, noise_color(levels, noise), ls=ls, marker=mk)
+            color = colors[i] if colors is not None and len(levels) == 1 else noise_color(levels, noise)
+            band(ax, c, color, ls=ls, marker=mk)
             used.add(noise)
             counts += list(c["n"])
     ax.set_ylabel(ylabel)
@@ -272,14 +276,18 @@ def bracket(final: pd.DataFrame) -> plots.plt.Figure | None:
     shown = [s for s in BRACKET if _has(final, [s[0]])]
     with plots.plt.rc_context(plots.STYLE):
         fig, axes = subplots(2, width=4.2, height=3.3)
-        used, counts = _panel(axes[0, 0], final, levels, shown, ylabel="Lipschitz constant (log)", logy=True)
-        axes[0, 0].set_title("the bracket: lower ≤ Lip(f) ≤ upper")
         gaps = [("lip_gap", "lip_upper_tight / lip_lower", "-", "o"), ("lip_gap_product", "lip_upper / lip_lower", "--", "D")]
         gaps = [g for g in gaps if _has(final, [g[0]])]
-        u2, _ = _panel(axes[0, 1], final, levels, gaps, ylabel="upper / lower (log)", logy=True)
+        colors = plots.SERIES_COLORS[: len(shown) + len(gaps)] if len(levels) == 1 else None
+        used, counts = _panel(axes[0, 0], final, levels, shown, ylabel="Lipschitz constant (log)", logy=True,
+                              colors=colors)
+        axes[0, 0].set_title("the bracket: lower ≤ Lip(f) ≤ upper")
+        u2, _ = _panel(axes[0, 1], final, levels, gaps, ylabel="upper / lower (log)", logy=True,
+                       colors=None if colors is None else colors[len(shown):])
         axes[0, 1].set_title("gap against width")
         fig.suptitle("Lipschitz bracket — " + subtitle(levels, counts), fontsize=9.5)
-        style_legend(fig, levels, [(lab, ls, mk) for _, lab, ls, mk in shown + gaps], used_levels=used | u2)
+        style_legend(fig, levels, [(lab, ls, mk) for _, lab, ls, mk in shown + gaps], used_levels=used | u2,
+                     colors=colors)
         return fig
 
 

@@ -21,6 +21,7 @@ th{background:#f4f4f4} td.l,th.l{text-align:left}
 .note{color:#a60} .missing{background:#fff7e6;border:1px solid #f0c36d;padding:.5em 1em}
 img{max-width:100%} figure{margin:0} figcaption{font-size:.9em;color:#444}
 pre{background:#f7f7f7;padding:.6em;font-size:.8em;overflow:auto} .ok{color:#080} .bad{color:#b00}
+.scroll{overflow-x:auto;max-width:100%} details{margin:.6em 0} summary{cursor:pointer;color:#345}
 """
 
 
@@ -68,7 +69,7 @@ def table(df: pd.DataFrame, left: tuple[str, ...] = ()) -> str:
     for _, r in df.iterrows():
         cells = "".join(f"<td{cls[c]}>{esc(fmt(v))}</td>" for c, v in r.items())
         rows.append(f"<tr>{cells}</tr>")
-    return f"<table><tr>{head}</tr>{''.join(rows)}</table>"
+    return f"<div class=scroll><table><tr>{head}</tr>{''.join(rows)}</table></div>"
 
 
 def image(path: Path, alt: str) -> str:
@@ -166,17 +167,23 @@ def summary_view(summaries: dict) -> pd.DataFrame:
 
 
 def write_page(path: Path, *, title: str, intro: str, missing: list[str], sections: list[tuple[str, str]],
-               sweep_cfg: dict) -> Path:
-    """Assemble the page: title, what is missing, the given ``(heading, html)`` sections, config,
-    software versions."""
-    parts = [f"<!doctype html><html><head><meta charset=utf-8><title>{esc(title)}</title>",
+               sweep_cfg: dict, notes: list[str] = ()) -> Path:
+    """Assemble the page: title, what is missing, the given ``(heading, html)`` sections, notes on
+    estimates, config, software versions."""
+    parts = [f"<!doctype html><html><head><meta charset=utf-8>"
+             "<meta name=viewport content='width=device-width, initial-scale=1'>"
+             f"<title>{esc(title)}</title>",
              f"<style>{CSS}</style></head><body><h1>{esc(title)}</h1>", f"<p>{intro}</p>"]
     if missing:
         parts.append("<div class=missing><h3>What is missing</h3><ul>"
                      + "".join(f"<li>{esc(m)}</li>" for m in missing) + "</ul></div>")
     for heading, body in sections:
         parts.append(f"<h2>{esc(heading)}</h2>{body}")
-    parts.append("<h2>Sweep config</h2><pre>" + esc(json.dumps(sweep_cfg, indent=1)) + "</pre>")
+    if notes:
+        parts.append("<h2>Sampled estimates and their standard errors</h2><ul>"
+                     + "".join(f"<li>{esc(n)}</li>" for n in notes) + "</ul>")
+    parts.append("<details><summary>Sweep config</summary><pre>" + esc(json.dumps(sweep_cfg, indent=1))
+                 + "</pre></details>")
     parts.append("<h2>Software</h2>" + table(pd.DataFrame([versions()]), left=("platform",)))
     parts.append("</body></html>")
     path.write_text("\n".join(parts), encoding="utf-8")

@@ -48,6 +48,10 @@ NOISE_COLORS = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9"
 PANEL_W, PANEL_H = 3.6, 2.8  # inches per panel
 
 
+# Colours of the series of one figure when there is one condition (Okabe–Ito, colour-blind safe).
+SERIES_COLORS = ["#0072B2", "#56B4E9", "#009E73", "#D55E00", "#CC79A7", "#E69F00", "#000000", "#999999"]
+
+
 def noise_color(levels: list, noise) -> str:
     return NOISE_COLORS[levels.index(noise) % len(NOISE_COLORS)] if noise in levels else NOISE_COLORS[0]
 
@@ -137,14 +141,16 @@ def n_text(counts: pd.Series | np.ndarray | list) -> str:
     return f"n = {lo} seed{'s' if lo > 1 else ''}" if lo == hi else f"n = {lo}–{hi} seeds"
 
 
-def style_legend(fig, levels: list, styles: list[tuple[str, str, str]], *, used_levels=None) -> None:
-    """Legends below the panels: line styles (black) for the series, colours for noise levels.
+def style_legend(fig, levels: list, styles: list[tuple[str, str, str]], *, used_levels=None,
+                 colors: list[str] | None = None) -> None:
+    """Legends below the panels: line styles (black, or ``colors`` when the series were drawn in
+    their own colours) for the series, colours for noise levels.
 
     ``styles`` is ``[(label, linestyle, marker), ...]``.
     """
-    handles = [Line2D([], [], color="0.2", ls=ls, marker=mk.rstrip("_"), label=lab,
+    handles = [Line2D([], [], color=colors[i] if colors else "0.2", ls=ls, marker=mk.rstrip("_"), label=lab,
                       **({"mfc": "none", "ms": 8} if mk.endswith("_") else {}))  # "o_": an open ring
-               for lab, ls, mk in styles]
+               for i, (lab, ls, mk) in enumerate(styles)]
     shown = [lv for lv in levels if used_levels is None or lv in used_levels]
     if len(shown) > 1:
         handles += [Line2D([], [], color=noise_color(levels, lv), lw=6, alpha=0.8, label=noise_label(lv))
@@ -155,8 +161,13 @@ def style_legend(fig, levels: list, styles: list[tuple[str, str, str]], *, used_
 
 
 def subtitle(levels: list, counts: list, what: str = "mean ± std over seeds") -> str:
-    """Panel-set subtitle: the statistic, n, and the noise level when there is only one."""
-    parts = [what, n_text(counts)]
+    """Panel-set subtitle: the statistic, n, and the noise level when there is only one. With one
+    seed at every point there is no mean or spread to speak of: it says so."""
+    seeds = [int(c) for c in counts if pd.notna(c)]
+    if seeds and max(seeds) == 1 and what == "mean ± std over seeds":
+        parts = ["one seed per point (no spread)"]
+    else:
+        parts = [what, n_text(counts)]
     if len(levels) == 1 and levels[0] is not None:
         parts.append(noise_label(levels[0]))
     return ", ".join(p for p in parts if p)

@@ -85,3 +85,20 @@ def test_the_bars_show_a_running_trials_errors():
     bar.errors("t", 0.25, 0.5)
     assert bar.p.tasks[bar.tasks["t"]].description == "  width=4  train err 0.250, test err 0.500"
     bar.stop()
+
+
+def test_a_progress_line_says_which_trials_have_not_finished_an_epoch_yet():
+    import io
+
+    from ddscope.sweep.progress import PlainProgress
+
+    out = io.StringIO()
+    p = PlainProgress(40, 2, out, log_interval=1e9)
+    p.start("a", "width=4", 20)
+    p.start("b", "width=8", 20)
+    p.write()
+    p.epoch("a", 3)
+    p.write()
+    first, second = out.getvalue().splitlines()
+    assert "epochs 0/40 (0 %)" in first and "2 trial(s) at epoch 0 (data, models, the epoch-0 metrics)" in first
+    assert "1 trial(s) at epoch 0" in second

@@ -61,6 +61,9 @@ class PlainProgress:
         eta = f", ETA {fmt_duration(elapsed * (self.total - epochs) / epochs)}" if epochs else ""
         line = (f"progress: {self.done}/{self.n_trials} trials done, {len(self.seen)} running, epochs "
                 f"{epochs}/{self.total} ({100 * epochs // self.total} %), elapsed {fmt_duration(elapsed)}{eta}")
+        starting = sum(1 for e in self.seen.values() if e == 0)
+        if starting:  # no epoch counted yet: loading data, building models, measuring the initial nets
+            line += f"; {starting} trial(s) at epoch 0 (data, models, the epoch-0 metrics)"
         if self.last_finished:
             line += f"; last finished: {self.last_finished}"
         self.stream.write(line + "\n")

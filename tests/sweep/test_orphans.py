@@ -67,3 +67,33 @@ def test_a_script_without_a_main_guard_is_told_why_its_workers_die(tmp_path):
     assert out.returncode != 0
     assert f"{script} has no `if __name__ == \"__main__\":` guard" in out.stderr, out.stderr[-2000:]
     assert "out of memory" not in out.stderr
+
+
+def test_no_submitit_local_job_outlives_a_killed_driver(tmp_path):
+    pytest.importorskip("submitit")
+    left = []
+    for i, delay in enumerate((0.0, 3.0)):
+        run = tmp_path / f"run{i}"
+        # long trials: a job that outlived the driver would still be training 15 s after the kill
+        proc = start("sweep", "mnist1d-mlp", *sets(FAST + ["model.width=[4,6,8]", "optim.epochs=3000"]),
+                     "--out", str(run), "--executor", "submitit-local", "--workers", "2", "--no-report", "--quiet",
+                     log=tmp_path / f"log{i}")
+        try:
+            wait_for(lambda: list(run.glob("submitit/*_submitted.pkl")) or list(run.glob("submitit/*/*")), 120,
+                     "a submitted job", proc=proc)
+            time.sleep(delay)
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=30)
+            deadline = time.time() + 15
+            while group_alive(proc.pid) and time.time() < deadline:
+                time.sleep(0.1)
+            if group_alive(proc.pid):
+                left.append(delay)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)  # never leave a stray job behind the test
+            except ProcessLookupError:
+                pass
+    assert left == [], f"submitit jobs outlived a driver killed {left} s after the first submission"

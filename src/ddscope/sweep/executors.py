@@ -18,6 +18,7 @@ jobs now (Ctrl-C), which is safe because trials resume from their checkpoints.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import functools
 import math
 import multiprocessing as mp
 import os
@@ -277,6 +278,7 @@ class SubmititExecutor:
         if cluster == "slurm" and shutil.which("sbatch") is None:
             raise UserError("--executor slurm needs Slurm (sbatch is not on PATH); --executor submitit-local runs the "
                             "same jobs on this machine")
+        self._local = cluster == "local"
         if cluster == "local":
             self._ex = submitit.LocalExecutor(folder=folder)
         else:
@@ -301,6 +303,8 @@ class SubmititExecutor:
 
     def submit(self, fn: Callable, *args: Any) -> cf.Future:
         fut: cf.Future = cf.Future()
+        if self._local:  # a local job must not outlive the driver (submitit's controller is built to)
+            fn = functools.partial(_while_driver_lives, os.getpid(), fn)
         self.jobs[fut] = self._ex.submit(_Requeued(fn), *args)
 
         def wait() -> None:
@@ -330,6 +334,34 @@ class SubmititExecutor:
                     job.cancel(check=False)
                 except Exception:  # noqa: BLE001,S110 — a job that already ended
                     pass
+
+
+def _while_driver_lives(driver: int, fn: Callable, *args: Any):
+    """Run ``fn(*args)`` in a submitit-local job, exiting the moment the driver process is gone.
+    The job's parent is submitit's controller, not the driver, so the driver's pid is watched
+    directly (checked at once too: the driver may have died while the job started)."""
+
+    def alive() -> bool:
+        try:
+            os.kill(driver, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:  # a pid now owned by someone else: ours is gone
+            return False
+        try:  # a killed driver not yet reaped by its shell is a zombie: gone all the same
+            return open(f"/proc/{driver}/stat").read().rsplit(")", 1)[1].split()[0] != "Z"
+        except OSError:
+            return True  # no /proc (not Linux): signal 0 is all there is
+
+    def watch() -> None:
+        while alive():
+            time.sleep(0.5)
+        os._exit(1)
+
+    if not alive():
+        os._exit(1)
+    threading.Thread(target=watch, daemon=True, name="ddscope-driver-watch").start()
+    return fn(*args)
 
 
 def _in_folder(folder: str, fn: Callable, *args: Any):

@@ -277,3 +277,29 @@ def test_a_read_only_run_folder_can_be_inspected(readonly_run, tmp_path, capsys)
     assert code == 0 and (tmp_path / "t.csv").stat().st_size > 0, err
     line = _one_error_line(capsys, "report", str(readonly_run))  # its default report folder is inside: one line
     assert "not writable" in line or "cannot" in line
+
+
+def test_a_disk_error_at_open_is_not_called_a_corrupted_store(tmp_path, monkeypatch):
+    import ddscope.sweep.store as store_mod
+
+    run = synthetic_store(tmp_path)
+
+    def failing(*a, **k):
+        raise sqlite3.OperationalError("disk I/O error")
+
+    monkeypatch.setattr(store_mod, "_connect_readonly", failing)
+    with pytest.raises(UserError) as info:
+        Store.open(run)
+    assert "corrupted" not in str(info.value) and "cannot write the store: disk I/O error" in str(info.value)
+
+
+def test_an_mlflow_export_of_crafted_metric_names_runs_and_writes_inside_its_folder(tmp_path, capsys):
+    pytest.importorskip("mlflow")
+    run = synthetic_store(tmp_path)
+    _sql(run, "UPDATE records SET metric = ? WHERE metric = 'hess_top'", args=("../../x<script>..y",))
+    out = tmp_path / "mlruns"
+    code, stdout, err = cli_inline(capsys, "export", str(run), "--format", "mlflow", "--out", str(out))
+    assert code == 0, err
+    assert out.is_dir() and not (tmp_path.parent / "x").exists()
+    names = {p.name for p in out.rglob("*") if p.parent.name == "metrics"}
+    assert names and not any(".." in n or "<" in n for n in names)

@@ -303,3 +303,25 @@ def test_an_mlflow_export_of_crafted_metric_names_runs_and_writes_inside_its_fol
     assert out.is_dir() and not (tmp_path.parent / "x").exists()
     names = {p.name for p in out.rglob("*") if p.parent.name == "metrics"}
     assert names and not any(".." in n or "<" in n for n in names)
+
+
+# ---- a newcomer's first hour: errors that say what to do --------------------------------------------------
+
+@pytest.mark.parametrize("argv, want", [
+    (("sweep", "mnist1d-mlp", "--set", "model.widht=4"), "did you mean 'model.width'"),
+    (("sweep", "mnist1d-mlp", "--set", "model.width=4,8"), "a grid of values is a TOML list: model.width=[4,8]"),
+    (("sweep", "mnist1d-mpl"), "did you mean 'mnist1d-mlp'?"),
+    (("sweep", "mnist1d-mlp", "--set", "model.wid\nth=3"), "unknown config key 'model.wid\\nth'"),
+    (("sweep", "mnist1d-mlp", "--set", "model.options.x=nan"), "config key 'model.options.x': expected a finite number"),
+])
+def test_errors_suggest_the_nearest_names_and_stay_on_one_line(tmp_path, capsys, argv, want):
+    line = _one_error_line(capsys, *argv, "--out", str(tmp_path / "r"))
+    assert want in line
+    assert len(line) < 400  # not an 873-character list of every key
+
+
+def test_measure_on_a_file_that_is_not_a_checkpoint_says_so(tmp_path, capsys):
+    f = tmp_path / "notes.txt"
+    f.write_text("hello")
+    line = _one_error_line(capsys, "measure", str(f))
+    assert "is not a ddscope checkpoint" in line and "interrupted" not in line

@@ -205,3 +205,11 @@ def test_path_statistics_carry_the_standard_error_of_their_random_pairs():
     assert out["jac_spec_rms"] == pytest.approx(math.sqrt(per_pair.mean()), rel=1e-9)
     want = per_pair.std(ddof=1) / math.sqrt(7) / (2 * math.sqrt(per_pair.mean()))
     assert out["jac_spec_rms_se"] == pytest.approx(want, rel=1e-9)
+
+
+def test_theorem2_reads_a_parametrised_first_layer_through_its_weight():
+    from ddscope.metrics.theorem import first_layer_norm
+
+    model = build("spectral_norm parametrisation")
+    W = model[0].weight.detach()  # the parametrised weight the forward uses
+    assert first_layer_norm(model, (6,)) == pytest.approx(float(torch.linalg.matrix_norm(W, 2)), rel=1e-9)

@@ -702,10 +702,11 @@ def first_linear_map(model: nn.Module, input_shape: tuple[int, ...]) -> tuple[st
             m = modules[node.target]
             if next(m.parameters(), None) is None:
                 continue
-            if type(m) is nn.Linear:
+            # the stock forward only (a parametrised layer keeps it and reads its weight through it)
+            if isinstance(m, nn.Linear) and type(m).forward is nn.Linear.forward:
                 W = m.weight.detach()
                 return f"'{node.target}' (Linear)", W, shape
-            if type(m) in (nn.Conv1d, nn.Conv2d):
+            if any(isinstance(m, c) and type(m).forward is c.forward for c in (nn.Conv1d, nn.Conv2d)):
                 W = m.weight.detach()
                 return f"'{node.target}' ({type(m).__name__})", lambda X: m._conv_forward(X, W, None), shape
             raise ValueError(f"Theorem 2 needs θ¹ to be a Linear or Conv layer; the input flows first into "

@@ -263,7 +263,7 @@ def run_sweep(
         # from their checkpoints), keep everything finished, stop the workers now. Every step is
         # tried even when one fails (a full disk fails the release too: those trials are then
         # reclaimed by the next run, their holder being dead), and the first error is raised.
-        refused = isinstance(e, UserError) or getattr(e, "cause", None).__class__ is UserError
+        refused = isinstance(e, UserError) or isinstance(getattr(e, "cause", None), UserError)
         for step in (lambda: store.release(worker, beat.ids(), undo_claim=refused), beat.stop,
                      lambda: executor.shutdown(cancel=True),
                      bar.stop, store.close):

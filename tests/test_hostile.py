@@ -64,21 +64,33 @@ def test_every_store_value_the_report_writes_is_escaped(tmp_path):
 
 # ---- ids from a store never become paths outside the run folder ---------------------------------
 
-@pytest.mark.parametrize("tid", ["../../victim", "/etc/passwd", "..", ".hidden", "a/b", "x\ny", "", "a" * 200])
-def test_a_crafted_trial_id_is_refused_on_open_and_never_becomes_a_path(tmp_path, tid):
+BAD_IDS = ["../../victim", "/etc/passwd", "..", ".hidden", "a/b", "x\ny", "", "a" * 200]
+
+
+@pytest.mark.parametrize("tid", BAD_IDS)
+def test_a_crafted_trial_id_never_becomes_a_path(tmp_path, tid):
     assert not is_component(tid)
     with pytest.raises(UserError, match="not a plain name"):
         trial_dir(tmp_path, tid)
-    run = synthetic_store(tmp_path)
-    _sql(run, "UPDATE trials SET trial_id=? WHERE position=0", args=(tid,))
-    with pytest.raises(UserError, match="not a ddscope trial id"):
-        Store.open(run)
 
 
-def test_a_crafted_record_id_is_refused_too(tmp_path):
+# crafted store rows -> what the check on open says about them
+CRAFTED = {
+    **{f"trial id {t!r}": ("UPDATE trials SET trial_id=? WHERE position=0", (t,), "not a ddscope trial id")
+       for t in BAD_IDS},
+    "record id": ("INSERT INTO records VALUES (?, 0, 'm', 1.0)", ("../../victim",), "a record's trial id"),
+    **{f"status {st!r}": ("UPDATE trials SET status=? WHERE position=0", (st,), "has status") for st in ("bogus", XSS, "")},
+    "unknown config key": ("UPDATE trials SET config=? WHERE position=0", ('{"model": {"widht": 4}}',),
+                           "unknown config key 'model.widht'"),
+}
+
+
+@pytest.mark.parametrize("case", list(CRAFTED))
+def test_a_crafted_store_row_is_named_on_open(tmp_path, case):
+    sql, args, match = CRAFTED[case]
     run = synthetic_store(tmp_path)
-    _sql(run, "INSERT INTO records VALUES ('../../victim', 0, 'm', 1.0)")
-    with pytest.raises(UserError, match="a record's trial id"):
+    _sql(run, sql, args=args)
+    with pytest.raises(UserError, match=match):
         Store.open(run)
 
 
@@ -92,21 +104,6 @@ def test_export_and_spectrum_refuse_a_crafted_store_without_writing_outside(tmp_
         assert "not a ddscope trial id" in line
     assert sorted(p.name for p in tmp_path.iterdir()) == before
     assert not (tmp_path.parent / "victim").exists()
-
-
-@pytest.mark.parametrize("status", ["bogus", XSS, ""])
-def test_an_unknown_trial_status_is_named_on_open(tmp_path, status):
-    run = synthetic_store(tmp_path)
-    _sql(run, "UPDATE trials SET status=? WHERE position=0", args=(status,))
-    with pytest.raises(UserError, match="has status"):
-        Store.open(run)
-
-
-def test_an_unknown_key_in_a_stored_config_is_named_on_open(tmp_path):
-    run = synthetic_store(tmp_path)
-    _sql(run, """UPDATE trials SET config='{"model": {"widht": 4}}' WHERE position=0""")
-    with pytest.raises(UserError, match="unknown config key 'model.widht'"):
-        Store.open(run)
 
 
 def test_a_flipped_page_is_a_corrupted_store_not_a_count(tmp_path, capsys):

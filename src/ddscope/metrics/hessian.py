@@ -70,6 +70,22 @@ def flat_params(model: nn.Module, params: Sequence[str] | None = None) -> tuple[
     return names, torch.cat([named[n].detach().reshape(-1) for n in names])
 
 
+def flat_forward(model: nn.Module, names: Sequence[str]) -> Callable[[Tensor, Tensor], Tensor]:
+    """``fn(flat, x)`` = f_θ(x) with θ[names] = ``flat`` (the other parameters and the buffers as
+    they are): the model as a function of one flat parameter vector, for torch.func."""
+    named = dict(model.named_parameters())
+    shapes = [named[n].shape for n in names]
+    numels = [math.prod(s) for s in shapes]
+    fixed = {n: p.detach() for n, p in named.items() if n not in set(names)}
+    buffers = {n: b.detach() for n, b in model.named_buffers()}
+
+    def fn(flat: Tensor, x: Tensor) -> Tensor:
+        tensors = {n: t.view(s) for n, t, s in zip(names, flat.split(numels), shapes)}
+        return functional_call(model, {**fixed, **buffers, **tensors}, (x,))
+
+    return fn
+
+
 def flat_loss_fn(model: nn.Module, names: Sequence[str], reduction_n: int,
                  loss: Loss = "cross_entropy") -> Callable[[Tensor, Tensor, Tensor], Tensor]:
     """``fn(flat, x, y)`` = Σ_{n in batch} ℓ(f_θ(x_n), y_n) / reduction_n with θ[names] = flat
@@ -78,17 +94,11 @@ def flat_loss_fn(model: nn.Module, names: Sequence[str], reduction_n: int,
     Dividing each batch's *sum* by the total sample count weights every sample 1/N, so the
     batch losses add up to the exact mean whatever the batch sizes.
     """
-    named = dict(model.named_parameters())
-    shapes = [named[n].shape for n in names]
-    numels = [math.prod(s) for s in shapes]
-    fixed = {n: p.detach() for n, p in named.items() if n not in set(names)}
-    buffers = {n: b.detach() for n, b in model.named_buffers()}
+    forward = flat_forward(model, names)
     ell = loss_fn(loss)
 
     def fn(flat: Tensor, x: Tensor, y: Tensor) -> Tensor:
-        tensors = {n: t.view(s) for n, t, s in zip(names, flat.split(numels), shapes)}
-        out = functional_call(model, {**fixed, **buffers, **tensors}, (x,))
-        return ell(out, y, "sum") / reduction_n
+        return ell(forward(flat, x), y, "sum") / reduction_n
 
     return fn
 
@@ -353,16 +363,11 @@ def gauss_newton_matvec(model: nn.Module, x: Tensor, y: Tensor, *, params: Seque
     """G v = (1/N) Σ_n J_nᵀ A_n J_n v on the batch (x, y): J v by forward mode, A_n from
     :func:`~ddscope.metrics.ggn.output_hessian_factors`, Jᵀ(·) by reverse mode; eval mode."""
     names, theta = flat_params(model, params)
-    named = dict(model.named_parameters())
-    shapes = [named[n].shape for n in names]
-    numels = [math.prod(s) for s in shapes]
-    fixed = {n: p.detach() for n, p in named.items() if n not in set(names)}
-    buffers = {n: b.detach() for n, b in model.named_buffers()}
+    forward = flat_forward(model, names)
     n = len(x)
 
     def f(flat: Tensor) -> Tensor:
-        tensors = {k: t.view(s) for k, t, s in zip(names, flat.split(numels), shapes)}
-        return functional_call(model, {**fixed, **buffers, **tensors}, (x,)).reshape(n, -1)
+        return forward(flat, x).reshape(n, -1)
 
     with eval_mode(model), torch.no_grad():
         V, s = output_hessian_factors(f(theta), y, loss)  # (N, K, C), (N, K)

@@ -28,7 +28,9 @@ from torch.func import vjp
 
 from ddscope.estimators import lanczos_top_eig, sqrt_clamped
 from ddscope.metrics.activations import activation_constant
-from ddscope.metrics.autolip import autolip, conv_transpose_adjoint, declared_constant, trace, unbounded_reason
+from ddscope.metrics.autolip import (
+    autolip, conv_transpose_adjoint, declared_constant, linear_map_bound, trace, unbounded_reason,
+)
 from ddscope.metrics.convnorm import ROUNDING_MARGIN, conv_norm_certified
 from ddscope.metrics.jacobian import eval_mode
 from ddscope.models.blocks import Residual
@@ -267,18 +269,8 @@ POOL_DENSE_MAX = 4096  # spatial positions of one channel up to which an average
 def avg_pool_certified(pool: nn.Module, shape: tuple[int, ...]) -> float:
     """‖A‖₂ of an average pool on one channel ``shape`` = (1, *spatial), never below: the dense
     matrix's float64 SVD up to :data:`POOL_DENSE_MAX` positions, else the Schur test
-    ‖A‖₂ ≤ √(max row sum · max column sum) (A ≥ 0 entrywise)."""
-    dim = math.prod(shape)
-    with torch.no_grad():
-        if dim <= POOL_DENSE_MAX:
-            eye = torch.eye(dim, dtype=torch.float64).view(dim, *shape)
-            cols = pool(eye).reshape(dim, -1)
-            return float(torch.linalg.matrix_norm(cols, 2)) * (1 + ROUNDING_MARGIN)
-        ones = torch.ones(1, *shape, dtype=torch.float64, requires_grad=True)
-        with torch.enable_grad():
-            out = pool(ones)
-            col = torch.autograd.grad(out, ones, torch.ones_like(out))[0]  # Aᵀ1: column sums
-        return math.sqrt(float(out.max()) * float(col.max())) * (1 + ROUNDING_MARGIN)
+    ‖A‖₂ ≤ √(max row sum · max column sum) (A ≥ 0 entrywise); :func:`~ddscope.metrics.autolip.linear_map_bound`."""
+    return linear_map_bound(pool, tuple(shape), nonnegative=True, dense_max=POOL_DENSE_MAX)
 
 
 def walk_lipschitz(model: nn.Module, input_shape: tuple[int, ...], leaf_norm: LeafNorm) -> LipschitzBound:

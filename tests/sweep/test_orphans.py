@@ -28,20 +28,30 @@ def test_no_worker_outlives_a_driver_killed_during_worker_start_up(tmp_path):
         run = tmp_path / f"run{i}"
         proc = start("sweep", "mnist1d-mlp", *sets(FAST + ["model.width=[4,6,8]", "optim.epochs=200"]),
                      "--out", str(run), "--workers", "2", "--no-report", "--quiet", log=tmp_path / f"log{i}")
-        try:
-            wait_for(lambda: pool_workers(proc.pid), 120, "a pool worker", proc=proc)
-            time.sleep(delay)
-            os.kill(proc.pid, signal.SIGKILL)  # the driver alone: its workers must notice by themselves
-            proc.wait(timeout=30)
-            deadline = time.time() + 10
-            while group_alive(proc.pid) and time.time() < deadline:
-                time.sleep(0.05)
-            if group_alive(proc.pid):
-                left.append(delay)
-        finally:
-            if group_alive(proc.pid):
-                os.killpg(proc.pid, signal.SIGKILL)
+        wait_for(lambda: pool_workers(proc.pid), 120, "a pool worker", proc=proc)
+        if _outlived(proc, delay, grace=10):
+            left.append(delay)
     assert not left, f"workers outlived their driver when it was killed {left} s after they appeared"
+
+
+def _outlived(proc, delay: float, grace: float) -> bool:
+    """SIGKILL the driver alone ``delay`` s from now; whether any process of its group is still
+    alive ``grace`` s later (they must notice by themselves). The group is killed either way."""
+    try:
+        time.sleep(delay)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+        deadline = time.time() + grace
+        while group_alive(proc.pid) and time.time() < deadline:
+            time.sleep(0.05)
+        return group_alive(proc.pid)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)  # never leave a stray process behind the test
+        except ProcessLookupError:
+            pass
 
 
 SCRIPT = """
@@ -78,22 +88,8 @@ def test_no_submitit_local_job_outlives_a_killed_driver(tmp_path):
         proc = start("sweep", "mnist1d-mlp", *sets(FAST + ["model.width=[4,6,8]", "optim.epochs=3000"]),
                      "--out", str(run), "--executor", "submitit-local", "--workers", "2", "--no-report", "--quiet",
                      log=tmp_path / f"log{i}")
-        try:
-            wait_for(lambda: list(run.glob("submitit/*_submitted.pkl")) or list(run.glob("submitit/*/*")), 120,
-                     "a submitted job", proc=proc)
-            time.sleep(delay)
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=30)
-            deadline = time.time() + 15
-            while group_alive(proc.pid) and time.time() < deadline:
-                time.sleep(0.1)
-            if group_alive(proc.pid):
-                left.append(delay)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)  # never leave a stray job behind the test
-            except ProcessLookupError:
-                pass
+        wait_for(lambda: list(run.glob("submitit/*_submitted.pkl")) or list(run.glob("submitit/*/*")), 120,
+                 "a submitted job", proc=proc)
+        if _outlived(proc, delay, grace=15):
+            left.append(delay)
     assert left == [], f"submitit jobs outlived a driver killed {left} s after the first submission"

@@ -213,7 +213,6 @@ def test_sweep_out_that_cannot_be_made_is_one_line(capsys):
 # ---- exit 0 means done ---------------------------------------------------------------------------------
 
 def test_a_sweep_another_process_still_runs_is_exit_3_and_its_report_says_unfinished(tmp_path, capsys):
-    import os
     import socket
     import subprocess
     import sys
@@ -239,7 +238,6 @@ def test_a_sweep_another_process_still_runs_is_exit_3_and_its_report_says_unfini
     finally:
         holder.kill()
         holder.wait()
-    assert os.path.exists(run / "store.sqlite")
 
 
 # ---- a read-only run folder can still be inspected ------------------------------------------------------

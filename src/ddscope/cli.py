@@ -1,6 +1,6 @@
 """Command line: thin glue over config, sweep, store and report.
 
-Exit codes (DESIGN.md §4): 0 every trial done; 1 some trial of the sweep failed (its data and
+Exit codes (docs/design.md §4): 0 every trial done; 1 some trial of the sweep failed (its data and
 the report are still written); 2 bad input — one line on stderr, nothing stored changed; 130 /
 143 interrupted by SIGINT / SIGTERM (finished trials stored, the sweep resumes).
 """

@@ -1,6 +1,6 @@
 """Smoothness metrics of a trained network: pure functions ``(model, tensors, ...) -> values``.
 
-Definitions are DESIGN.md §1; each is checked against a dense brute-force version in
+Definitions are docs/design.md §1; each is checked against a dense brute-force version in
 ``ddscope.reference`` on tiny float64 models (tests/metrics).
 """
 

@@ -1,7 +1,7 @@
 """One entry point that measures a trained network: metric groups -> flat ``{key: float}``.
 
 The training loop and the CLI call :func:`measure` with named data splits; every key is a
-metric name of DESIGN.md §1, with ``/<split>`` or ``/<module path>`` where it has one. The groups
+metric name of docs/design.md §1, with ``/<split>`` or ``/<module path>`` where it has one. The groups
 are the rows of :data:`ddscope.metrics.groups.GROUPS`; the options a trial config sets take
 their defaults from :class:`~ddscope.config.MetricsConfig` (one source of each default).
 """

@@ -37,7 +37,7 @@ from .summary import (
     peak_width,
 )
 
-# Measures in table order, with what they are (DESIGN.md §1).
+# Measures in table order, with what they are (docs/design.md §1).
 MEASURES = {
     "jac_spec_rms/train": "‖∂f/∂x‖₂ (rms) at training points",
     "jac_spec_rms/train_clean": "‖∂f/∂x‖₂ (rms), clean-label training points",

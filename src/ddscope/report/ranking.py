@@ -51,7 +51,7 @@ SCORED = ("tau", "psi", *[f"cmi_{k}" for k in range(K_MAX + 1)], "cmi_pgdl", "si
 
 
 def measures_of(table: pd.DataFrame) -> list[str]:
-    """The measures of the catalogue :data:`~ddscope.report.evidence.MEASURES` (DESIGN.md's
+    """The measures of the catalogue :data:`~ddscope.report.evidence.MEASURES` (docs/design.md §1's
     metrics and the zoo) with a value in the table, in its order, and the parameter count where
     the zoo did not record it (a baseline every study ranks)."""
     d = done_rows(table)

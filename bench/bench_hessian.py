@@ -7,7 +7,7 @@ Hutchinson and Hutch++ (Meyer et al. 2021) on the same budget, with its default 
 (``mode="auto"``: double backward through a kept gradient graph, batched over probes, for models
 without convolutions; forward-over-reverse vmapped over probes for conv nets). All get the same number m of Hessian-vector products, the same model and the
 same data (the mean cross-entropy over ``--samples`` MNIST-1D training samples, eval mode), and
-are compared with the exact trace of the dense float64 Hessian (``ddscope.reference.dense_hessian``).
+are compared with the exact trace of the dense float64 Hessian (``ddscope.metrics.reference.dense_hessian``).
 
 Models small enough for a dense Hessian, briefly trained (``--train-epochs`` of SGD) so H is not
 the Hessian at initialisation: MLP 40 -> 32 -> 32 -> 10 and CNN1d with 8 channels. Each method
@@ -39,7 +39,7 @@ from ddscope.config import ModelConfig, TrialConfig, set_key
 from ddscope.data import prepare
 from ddscope.metrics.hessian import auto_hess_batch, hess_trace
 from ddscope.models import count_parameters, make_model
-from ddscope.reference import dense_hessian
+from ddscope.metrics.reference import dense_hessian
 
 RESULTS = Path(__file__).resolve().parent / "results"
 BATCH, VMAP = "auto", 8  # measure's defaults: batch sized from memory (auto_hess_batch), 8 probes per pass

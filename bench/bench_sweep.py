@@ -46,7 +46,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from ddscope.train import group_trials, run_group
 from ddscope.config import load_sweep
 from ddscope.data import prepare
-from ddscope.sweep.executors import LocalPoolExecutor
+from ddscope.runs.executors import LocalPoolExecutor
 from ddscope.train import eval_epochs, run_trial
 
 RESULTS = Path(__file__).resolve().parent / "results"

@@ -18,7 +18,7 @@ def env(extra: dict | None = None) -> dict:
 
 def _argv(args: tuple, ungrouped: bool) -> list[str]:
     """``ungrouped``: a sweep without --group/--no-group gets --no-group (tests that pin per-trial
-    mechanics; tests/sweep/test_grouped.py covers vectorised groups)."""
+    mechanics; tests/runs/test_grouped.py covers vectorised groups)."""
     if ungrouped and args and args[0] == "sweep" and not any(a.startswith(("--group", "--no-group")) for a in args):
         args = (*args, "--no-group")
     return [sys.executable, "-m", "ddscope.cli", *args]

@@ -33,7 +33,7 @@ CONFIG = {
 def snapshot(run_dir: Path) -> dict:
     """``{trial_id: {"config": ..., "status": ..., "summary": {...}, "records": {"epoch metric": value}}}``."""
     import ddscope
-    from ddscope.sweep.store import Store
+    from ddscope.runs.store import Store
 
     ddscope.sweep(CONFIG, out=run_dir, executor="inprocess", report=False)
     store = Store.open(run_dir, readonly=True)

@@ -18,7 +18,7 @@ import torch
 
 from ddscope.checkpoint import load_checkpoint, save_checkpoint
 
-from .sweep.helpers_sweep import FAST, cli_inline, sets
+from .runs.helpers_sweep import FAST, cli_inline, sets
 
 BASE = FAST + ["model.width=[4,6]", "optim.epochs=2", 'metrics.groups=["distance"]']
 
@@ -241,7 +241,7 @@ def test_a_foreign_file_is_never_touched(tmp_path, capsys, content):
 def test_a_zero_trial_store_reports(tmp_path, capsys):
     """Regression: a store left with no trial (a SIGKILL right after creation) made ``report``
     raise ``KeyError: ['error', 'wall_s']``."""
-    from ddscope.sweep.store import Store
+    from ddscope.runs.store import Store
 
     Store.create(tmp_path / "store.sqlite", {}).close()
     code, out, err = cli_inline(capsys, "report", str(tmp_path))

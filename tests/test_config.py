@@ -88,34 +88,6 @@ def test_apply_overrides_does_not_mutate():
     assert d == {"model": {"width": 3}}
 
 
-def test_name_lists_agree_with_the_registries():
-    """config validates names without importing ddscope.models / ddscope.data (no import
-    cycle); its lists must be exactly the registries' keys."""
-    from ddscope.config import DATA_NAMES, MODEL_NAMES
-    from ddscope.data import SOURCES
-    from ddscope.models import MODELS
-
-    assert sorted(MODEL_NAMES) == sorted(MODELS)
-    assert sorted(DATA_NAMES) == sorted(SOURCES)
-
-
-def test_metric_group_names_and_defaults_agree_with_the_table():
-    """validate.METRIC_GROUPS mirrors the table of metric groups; the default schedule names only
-    groups of the table; the suite's defaults of the options a config sets are the config's."""
-    from ddscope.config import METRIC_GROUPS, MetricsConfig
-    from ddscope.metrics.groups import GROUPS
-    from ddscope.metrics.suite import DEFAULT_OPTIONS, options_from_config
-
-    assert tuple(GROUPS) == METRIC_GROUPS
-    m = MetricsConfig()
-    assert set(m.groups) | set(m.sparse_groups) <= set(GROUPS)
-    assert {g.name: g.schedule for g in GROUPS.values()} == {
-        "jacobian": "every", "paths": "sparse", "lipschitz": "every", "hessian": "sparse", "theorem2": "sparse",
-        "spectrum": "off", "complexity": "off", "sharpness": "off", "distance": "every"}
-    for key, value in options_from_config(m).items():
-        assert DEFAULT_OPTIONS[key] == value, key
-
-
 def test_no_import_cycles_in_the_package():
     """The layer below never reaches up, not even through a lazy import (shared/tools)."""
     import subprocess

@@ -15,7 +15,7 @@ from ddscope.checkpoint import trial_dir
 from ddscope.errors import UserError
 from ddscope.paths import check_component, is_component
 from ddscope.report import build_report
-from ddscope.sweep.store import Store
+from ddscope.runs.store import Store
 
 from .clirun import cli_inline
 from .report.synthetic import synthetic_store
@@ -133,7 +133,7 @@ def test_a_sweep_name_cannot_put_the_run_folder_outside_runs(tmp_path, capsys, n
 
 
 def test_mlflow_metric_names_are_made_safe():
-    from ddscope.sweep.loggers import mlflow_key
+    from ddscope.runs.loggers import mlflow_key
 
     for raw in ("../../etc/passwd", XSS, "a..b", "/abs", "x" * 400, "ok/name.1"):
         key = mlflow_key(raw)
@@ -275,7 +275,7 @@ def test_a_read_only_run_folder_can_be_inspected(readonly_run, tmp_path, capsys)
 
 
 def test_a_disk_error_at_open_is_not_called_a_corrupted_store(tmp_path, monkeypatch):
-    import ddscope.sweep.store as store_mod
+    import ddscope.runs.store as store_mod
 
     run = synthetic_store(tmp_path)
 

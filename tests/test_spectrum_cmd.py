@@ -10,8 +10,8 @@ import pytest
 from ddscope.config import load_sweep
 from ddscope.measure import measure_checkpoint
 from ddscope.report import build_report
-from ddscope.sweep.executors import InProcessExecutor
-from ddscope.sweep.runner import run_sweep
+from ddscope.runs.executors import InProcessExecutor
+from ddscope.runs.runner import run_sweep
 
 from .clirun import cli_inline
 from .tiny import overrides

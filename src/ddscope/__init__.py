@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from .version import __version__  # noqa: E402
 
 from .errors import quiet_errors  # noqa: E402 — light (no torch): scripts call it first
 
@@ -11,18 +11,21 @@ def load(run_dir):
     """The tidy table of a run directory (or its ``store.sqlite``) as a pandas DataFrame: one row
     per (trial, epoch, metric) with the trial's config axes as columns. Imported lazily so that
     ``import ddscope`` stays cheap."""
-    from .sweep.table import load as _load
+    from .report.table import load as _load
 
     return _load(run_dir)
 
 
-def __getattr__(name: str):
-    """``ddscope.sweep(config, overrides, out)`` and ``ddscope.Tracker`` (:mod:`ddscope.api`),
-    imported on first use. ``ddscope.sweep`` is the subpackage, made callable (``ddscope/sweep``)."""
-    if name == "sweep":
-        import importlib
+def sweep(config="mnist1d-mlp", overrides=None, out=None, **options):
+    """Run a sweep and return its run directory: :func:`ddscope.api.sweep` (imported on first
+    use, so that ``import ddscope`` stays cheap)."""
+    from .api import sweep as _sweep
 
-        return importlib.import_module(".sweep", __name__)
+    return _sweep(config, overrides, out, **options)
+
+
+def __getattr__(name: str):
+    """``ddscope.Tracker`` (:mod:`ddscope.api`), imported on first use."""
     if name == "Tracker":
         from .api import Tracker
 

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from .catalogue import TRACKED
 from .config import MAX_GROUP, SweepConfig, TrialConfig, apply_overrides, read_toml, set_key, sweep_from_dict
 from .data import TrialData
 from .errors import UserError
@@ -40,9 +41,9 @@ def sweep(config: str | Path | Mapping | SweepConfig = "mnist1d-mlp", overrides:
     Bad input raises :class:`~ddscope.errors.UserError` before anything is written. Failed
     trials do not raise: they are stored as failed (``ddscope status``) and named in a warning.
     """
-    from .sweep.executors import make_executor
-    from .sweep.preflight import preflight
-    from .sweep.runner import run_sweep
+    from .runs.executors import make_executor
+    from .runs.preflight import preflight
+    from .runs.runner import run_sweep
 
     if isinstance(config, SweepConfig):
         doc, name = config.to_dict(), config.name
@@ -64,13 +65,6 @@ def sweep(config: str | Path | Mapping | SweepConfig = "mnist1d-mlp", overrides:
 
         build_report(run_dir)
     return run_dir
-
-
-def tracked_tensors(cfg):
-    """The data source a :class:`Tracker`'s config names: the tensors were the user's and are not
-    stored, so nothing can load them again."""
-    raise UserError("this trial was recorded by ddscope.Tracker from tensors of your own training loop; "
-                    "its data are not stored, so it cannot be rerun or measured from the config")
 
 
 class Tracker:
@@ -123,7 +117,7 @@ class Tracker:
                               num_classes=classes, name=name)
         # data.noise is the fraction of noisy labels the mask marks (what tables and titles show)
         noise = round(float(mask.float().mean()), 6) if len(mask) else 0.0
-        updates = {"data.name": "ddscope.api:tracked_tensors", "data.noise": noise, "metrics.groups": list(groups),
+        updates = {"data.name": TRACKED, "data.noise": noise, "metrics.groups": list(groups),
                    **({"optim.epochs": int(epochs)} if epochs else {}),
                    "metrics.sparse_groups": [], **{f"metrics.{k}": v for k, v in (metrics or {}).items()},
                    **dict(labels or {})}
@@ -149,7 +143,7 @@ class Tracker:
     def start(self, model: nn.Module, log: bool = True) -> Tracker:
         """Snapshot θ⁰ (for ``distance``), open the store and register this trial; logs epoch 0
         unless ``log=False``."""
-        from .sweep.store import Store
+        from .runs.store import Store
 
         cls = type(model)
         self.cfg = set_key(self.cfg, {"model.name": f"{cls.__module__}:{cls.__name__}"})
@@ -250,4 +244,4 @@ def _merge_axes(stored: dict, doc: dict, axes: list[str]) -> dict:
     return out
 
 
-__all__ = ["Tracker", "sweep", "tracked_tensors"]
+__all__ = ["Tracker", "sweep"]

@@ -58,8 +58,8 @@ def _run(config: str, *, overrides: tuple[str, ...], out: str | None, executor: 
          retry_failed: bool, resume: bool, report: bool,
          quiet: bool, group: bool, max_group: int, progress_interval: float) -> None:
     from .config import load_sweep
-    from .sweep.executors import make_executor
-    from .sweep.runner import run_sweep
+    from .runs.executors import make_executor
+    from .runs.runner import run_sweep
 
     _check_out(out)
     if executor != "ray" and address:
@@ -70,7 +70,7 @@ def _run(config: str, *, overrides: tuple[str, ...], out: str | None, executor: 
         raise UserError("--partition needs --executor slurm")
     sweep = load_sweep(config, list(overrides))  # validates everything before anything is written
     run_dir = Path(out) if out else Path("runs") / sweep.name
-    from .sweep.preflight import preflight
+    from .runs.preflight import preflight
 
     preflight(sweep, run_dir, resume=resume)  # devices, run directory, data, your factories: one line
     con = _console()
@@ -147,7 +147,7 @@ def _stop_signals():
 
 def _all_finished(run_dir: Path, sweep) -> bool:
     """Whether every trial of ``sweep`` is done or failed in ``run_dir``'s store."""
-    from .sweep.store import Store
+    from .runs.store import Store
 
     try:
         store = Store.open(run_dir)
@@ -254,7 +254,7 @@ def demo(**opts):
                    "every net).")
 def report(run_dir, out, rank_epochs, criterion):
     """Write the report (PNG/PDF figures, HTML page, CSV) of RUN_DIR from its store."""
-    from .sweep.store import Store
+    from .runs.store import Store
 
     _check_out(out)
     Store.open(run_dir, readonly=True).close()  # a missing or corrupted store: one line before any folder is made
@@ -275,7 +275,7 @@ def report(run_dir, out, rank_epochs, criterion):
 @click.argument("run_dir", type=click.Path())
 def status(run_dir):
     """Trials by state, ETA and failures with their reasons."""
-    from .sweep.status import status_text
+    from .runs.status import status_text
 
     click.echo(status_text(Path(run_dir)))
 
@@ -289,14 +289,14 @@ def status(run_dir):
 def export(run_dir, fmt, out):
     """Export the tidy table (trial, axes, epoch, metric, value) to CSV or Parquet, or every trial
     as a TensorBoard or MLflow run (scalars per metric and epoch, the config axes as parameters)."""
-    from .sweep.table import export as do_export
+    from .report.table import export as do_export
 
-    from .sweep.store import Store
+    from .runs.store import Store
 
     _check_out(out)
     Store.open(run_dir, readonly=True).close()  # a missing or corrupted store: one line before any folder is made
     if fmt in ("tensorboard", "mlflow"):
-        from .sweep.loggers import export_run
+        from .runs.loggers import export_run
 
         target = out or str(Path(run_dir) / ("tensorboard" if fmt == "tensorboard" else "mlruns"))
         if "://" not in target:
@@ -362,7 +362,7 @@ def measure(checkpoint, groups, samples, output, device, data_root, as_json):
 def spectrum(run_dir, widths, epochs, samples, device):
     """Add the Hessian's top eigenvalues and spectral density (SLQ) of chosen trials to a run's
     store, from their checkpoints; `ddscope report` then draws them."""
-    from .measure import add_spectrum
+    from .runs.spectrum import add_spectrum
 
     if samples is not None and samples < 0:
         raise UserError(f"--samples must be >= 0 (0 = all), got {samples}")

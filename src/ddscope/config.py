@@ -21,21 +21,21 @@ import typing
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
+from .catalogue import (  # the names, re-exported (ddscope.config.METRIC_GROUPS, ...)
+    BASE_AXES,
+    DATA_NAMES,
+    JAC_OUTPUTS,
+    METRIC_GROUPS,
+    MODEL_NAMES,
+    OPTIONS,
+    SPLITS,
+    is_id_free,
+    scheduled,
+)
 from .errors import UserError
 from .paths import is_component
 from .tomlio import PRESET_DIR, dumps_toml, list_presets, read_toml, tomllib
-from .validate import (  # the allowed values, re-exported (ddscope.config.METRIC_GROUPS, ...)
-    DATA_NAMES,
-    DEVICES,
-    JAC_OUTPUTS,
-    METRIC_GROUPS,
-    MNIST1D_MIN_SAMPLES,
-    MODEL_NAMES,
-    NOISE_KINDS,
-    OPTIMIZERS,
-    SPLITS,
-    SUBSETS,
-)
+from .validate import DEVICES, MNIST1D_MIN_SAMPLES, NOISE_KINDS, OPTIMIZERS, SUBSETS
 from .validate import check_ranges as _check_ranges
 
 
@@ -92,8 +92,11 @@ class OptimConfig:
 
 @dataclass(frozen=True)
 class MetricsConfig:
-    groups: tuple[str, ...] = ("jacobian", "lipschitz", "distance")  # at every scheduled epoch
-    sparse_groups: tuple[str, ...] = ("paths", "hessian", "theorem2")  # costly: sparse schedule
+    """The ``[metrics]`` section. The groups' default schedules and the defaults of the options
+    it shares with :func:`ddscope.metrics.measure` are the catalogue's (``ddscope.catalogue``)."""
+
+    groups: tuple[str, ...] = scheduled("every")  # at every scheduled epoch
+    sparse_groups: tuple[str, ...] = scheduled("sparse")  # costly: sparse schedule
     splits: tuple[str, ...] = ("train", "train_clean", "train_noisy", "test")
     epochs: tuple[int, ...] = ()  # explicit metric epochs; empty = log-spaced schedule
     num_log_epochs: int = 12  # points of the default log-spaced schedule (plus 0 and the last)
@@ -102,16 +105,16 @@ class MetricsConfig:
     # epoch; 0 = after every epoch. The training error is still checked after every epoch until
     # the trial interpolates, so interp_epoch stays exact.
     num_eval_epochs: int = 0
-    output: str = "logits"  # Jacobian of "logits", "softmax", "log_softmax" or "loss"
-    jac_samples: int = 0  # points per split for Jacobian norms (0 = all)
-    path_pairs: int = 100
-    path_k: int = 8
-    hess_samples: int = 1000
-    hess_matvecs: int = 60
-    lanczos_iters: int = 30
+    output: str = OPTIONS["output"]  # Jacobian of "logits", "softmax", "log_softmax" or "loss"
+    jac_samples: int = OPTIONS["jac_samples"] or 0  # points per split for Jacobian norms (0 = all)
+    path_pairs: int = OPTIONS["path_pairs"]
+    path_k: int = OPTIONS["path_k"]
+    hess_samples: int = OPTIONS["hess_samples"] or 0  # training points of the Hessian groups (0 = all)
+    hess_matvecs: int = OPTIONS["hess_matvecs"]
+    lanczos_iters: int = OPTIONS["lanczos_iters"]
     # tr(H): "auto" = exact tr(GGN) on networks piecewise linear in each parameter, Hutch++ else;
     # "hutchpp" forces the estimator (e.g. to compare), "ggn" refuses other networks.
-    hess_method: str = "auto"
+    hess_method: str = OPTIONS["hess_method"]
     # [metrics.lip_constants]: declared Lipschitz constants for operations AutoLip has none for,
     # keyed by graph node, module path, module type name ("Hardswish") or function name ("cumsum")
     lip_constants: Options = field(default_factory=Options)
@@ -164,15 +167,13 @@ class TrialConfig:
     def trial_id(self) -> str:
         """Stable id: the first 12 hex digits of the SHA-1 of the canonical JSON of the config.
 
-        ``device``, ``checkpoint`` and ``log`` are excluded: they change where and how often a trial is
-        saved, never its numbers, so the same trial on another device is the same trial. Keys
-        added after a release (``ADDED_KEYS``) are left out while they hold their default, so the
-        ids of existing stores stay valid and their sweeps stay resumable.
+        The catalogue's ``ID_FREE`` sections (``device``, ``checkpoint``, ``log``) are excluded:
+        they change where and how often a trial is saved, never its numbers, so the same trial on
+        another device is the same trial. Keys added after a release (``ADDED_KEYS``) are left out
+        while they hold their default, so the ids of existing stores stay valid and their sweeps
+        stay resumable.
         """
-        d = self.to_dict()
-        d.pop("device")
-        d.pop("checkpoint")
-        d.pop("log")
+        d = {k: v for k, v in self.to_dict().items() if not is_id_free(k)}
         for (section, key), default in ADDED_KEYS.items():
             if d[section][key] == default:
                 del d[section][key]
@@ -372,7 +373,7 @@ def sweep_from_dict(d: dict[str, Any], default_name: str = "sweep") -> SweepConf
 
     walk(d, "")
     for key in grid:  # these keys are not part of the trial id: an axis would repeat one trial
-        if key == "device" or key.startswith(("checkpoint.", "log.")):
+        if is_id_free(key):
             raise UserError(f"config key '{key}' cannot be a grid axis: it does not change the trial; give one value")
     base = TrialConfig.from_dict(d)
     name = meta.get("name", default_name)
@@ -457,6 +458,28 @@ def get_key(cfg: TrialConfig, dotted: str):
     return node
 
 
+def flatten(d: dict, prefix: str = "") -> dict:
+    """A config dict (``TrialConfig.to_dict()``) with dotted keys: ``{"model.width": 8, ...}``."""
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(flatten(v, f"{prefix}{k}."))
+        else:
+            out[prefix + k] = v
+    return out
+
+
+def varying_keys(flats: list[dict]) -> list[str]:
+    """The flattened config keys whose values differ between trials, in config order; keys
+    outside the trial id (the catalogue's ``ID_FREE``: device, checkpoint, log) never count."""
+    return [k for k in (flats[0] if flats else {}) if not is_id_free(k) and len({repr(f.get(k)) for f in flats}) > 1]
+
+
+def axes_of(flats: list[dict]) -> list[str]:
+    """The axes of a table of trials: the catalogue's ``BASE_AXES`` and every varying key."""
+    return list(BASE_AXES) + [k for k in varying_keys(flats) if k not in BASE_AXES]
+
+
 def load_sweep(path_or_preset: str, overrides: list[str] | None = None) -> SweepConfig:
     doc, stem = read_toml(path_or_preset)
     doc = apply_overrides(doc, overrides or [])
@@ -489,6 +512,9 @@ __all__ = [
     "set_key",
     "get_key",
     "all_keys",
+    "axes_of",
+    "flatten",
+    "varying_keys",
     "apply_overrides",
     "parse_override",
     "list_presets",

@@ -6,11 +6,9 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 
+from .catalogue import is_id_free
 from .config import SweepConfig, all_keys, get_key, sweep_from_dict
 from .errors import UserError
-
-# Keys that never change a trial's numbers (not in the trial id): free to differ between runs.
-_FREE_KEYS = ("device", "checkpoint.", "log.")
 
 
 def extend_sweep(stored: dict, new: SweepConfig, where: str = "the run directory") -> SweepConfig:
@@ -24,7 +22,7 @@ def extend_sweep(stored: dict, new: SweepConfig, where: str = "the run directory
         raise UserError(f"{where} holds a sweep config this ddscope cannot read ({e}); use another --out") from None
     grid: dict[str, tuple] = {}
     for key in all_keys():
-        if key.startswith(_FREE_KEYS):
+        if is_id_free(key):  # never changes a trial's numbers: free to differ between runs
             continue
         a = old.grid.get(key, (get_key(old.base, key),))
         b = new.grid.get(key, (get_key(new.base, key),))
@@ -41,7 +39,6 @@ def extend_sweep(stored: dict, new: SweepConfig, where: str = "the run directory
 
 def _show(v) -> str:
     return json.dumps(list(v)) if isinstance(v, tuple) else json.dumps(v)
-
 
 
 __all__ = ["extend_sweep"]

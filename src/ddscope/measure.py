@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from .catalogue import SPLITS
 from .checkpoint import checkpoint_config, load_checkpoint, load_weights
 from .config import set_key
 from .errors import UserError
@@ -20,7 +21,7 @@ from .data import prepare
 from .models import make_model
 from .train import measure_epoch, resolve_device
 
-MEASURE_SPLITS = ("train", "train_clean", "train_noisy", "test", "val")
+MEASURE_SPLITS = SPLITS  # every split a trial has (the catalogue's)
 
 
 def measure_checkpoint(path: str | Path, groups, *, samples: int | None = None, output: str | None = None,
@@ -84,57 +85,4 @@ def measure_checkpoint(path: str | Path, groups, *, samples: int | None = None, 
     }
 
 
-def add_spectrum(run_dir: str | Path, *, widths=(), epochs=(), samples: int | None = None, device: str = "cpu",
-                 progress=None) -> list[dict]:
-    """Measure the ``spectrum`` group (top eigenvalues and SLQ density of the loss Hessian) on
-    the saved checkpoints of a run's done trials and add the rows to its store, where the report
-    finds them. ``widths``: the trials' ``model.width`` values (empty: all); ``epochs``: the
-    checkpoint epochs (empty: the last, ``final.pt``; others need ``checkpoint.epochs``).
-
-    Returns one ``{"trial_id", "width", "epoch", "rows"}`` per measured checkpoint; raises
-    UserError when nothing matches (naming what there is)."""
-    from .checkpoint import Checkpointer, trial_dir, verify_checkpoint
-    from .config import TrialConfig
-    from .sweep.store import Store
-
-    run_dir = Path(run_dir)
-    store = Store.open(run_dir)
-    try:
-        todo = []
-        have_widths = set()
-        for t in store.trials("done"):
-            cfg = TrialConfig.from_dict(t["config"])
-            have_widths.add(cfg.model.width)
-            if widths and cfg.model.width not in set(widths):
-                continue
-            saved = Checkpointer(trial_dir(run_dir if run_dir.is_dir() else run_dir.parent, t["trial_id"]), cfg).by_epoch()
-            want = list(epochs) or [cfg.optim.epochs]
-            missing = [e for e in want if e not in saved]
-            if missing:
-                raise UserError(f"trial {t['trial_id']} (width {cfg.model.width}) has no checkpoint at epoch(s) "
-                                f"{missing}; it has {sorted(saved)} (keep more with checkpoint.epochs)")
-            todo += [(t["trial_id"], cfg.model.width, saved[e]) for e in want]
-        if not todo:
-            raise UserError(f"no done trial of {run_dir} has width {sorted(set(widths))}; the done trials have widths "
-                            f"{sorted(have_widths) or 'none'}")
-        for _, _, path in todo:  # every checkpoint is sound before any is measured
-            verify_checkpoint(path)
-        done, measured = [], []
-        for i, (trial_id, width, path) in enumerate(todo):
-            if progress is not None:
-                progress(f"spectrum {i + 1}/{len(todo)}: trial {trial_id} (width {width:g}), {path.name}")
-            out = measure_checkpoint(path, ("spectrum",), samples=samples, device=device)
-            values = {k: v for k, v in out["values"].items() if k.startswith(("hess_eig/", "hess_slq_"))}
-            if not values:
-                raise UserError(f"the spectrum of trial {trial_id} could not be measured: "
-                                f"{out['skipped'].get('spectrum', 'no values')}")
-            measured.append((trial_id, out["epoch"], values))
-            done.append({"trial_id": trial_id, "width": width, "epoch": out["epoch"], "rows": len(values)})
-        for trial_id, epoch, values in measured:  # stored only once every one was measured: a refusal stores nothing
-            store.add_records(trial_id, epoch, values)
-        return done
-    finally:
-        store.close()
-
-
-__all__ = ["MEASURE_SPLITS", "add_spectrum", "measure_checkpoint"]
+__all__ = ["MEASURE_SPLITS", "measure_checkpoint"]

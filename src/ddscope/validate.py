@@ -1,26 +1,21 @@
 """The allowed values of every config key and the range checks of a trial config.
 
-The bottom layer with :mod:`ddscope.config` (which re-exports these names): it imports nothing of
-ddscope but the error type, so the model and data registries can import config without a cycle.
+The bottom layer with :mod:`ddscope.config` (which re-exports these names): it imports only the
+catalogue (the names of groups, families, sources and splits) and the error type.
 """
 
 from __future__ import annotations
 
 import math
 
+from . import catalogue
+from .catalogue import HESS_METHODS, JAC_OUTPUTS, SPLITS
 from .errors import UserError
 from .imports import is_import_spec
 
 NOISE_KINDS = ("uniform", "flip")
-MODEL_NAMES = ("mlp", "cnn1d", "convnet", "mcnn", "resnet18", "vit")  # = ddscope.models.MODELS
-DATA_NAMES = ("mnist1d", "digits", "mnist", "fashion_mnist", "cifar10", "cifar100", "npz")  # = ddscope.data.SOURCES
 OPTIMIZERS = ("sgd", "adam")
 DEVICES = ("cpu", "cuda", "auto")
-METRIC_GROUPS = ("jacobian", "paths", "lipschitz", "hessian", "theorem2", "spectrum", "complexity", "sharpness",
-                 "distance")
-JAC_OUTPUTS = ("logits", "softmax", "log_softmax", "loss")
-HESS_METHODS = ("auto", "ggn", "hutchpp", "hutchinson")  # = metrics.hessian.TRACE_METHODS less "exact"
-SPLITS = ("train", "train_clean", "train_noisy", "test", "val")
 SUBSETS = ("random", "balanced")
 MNIST1D_MIN_SAMPLES = 20  # two per class: at least one training and one test sample each
 
@@ -68,8 +63,8 @@ def check_ranges(c) -> None:
         bad("device", f"must be one of {', '.join(DEVICES)}, got '{c.device}'")
     for key in ("groups", "sparse_groups"):
         for g in getattr(c.metrics, key):
-            if g not in METRIC_GROUPS:
-                bad(f"metrics.{key}", f"unknown group '{g}'; allowed: {', '.join(METRIC_GROUPS)}")
+            if g not in catalogue.GROUPS:
+                bad(f"metrics.{key}", f"unknown group '{g}'; allowed: {', '.join(catalogue.GROUPS)}")
     for s in c.metrics.splits:
         if s not in SPLITS:
             bad("metrics.splits", f"unknown split '{s}'; allowed: {', '.join(SPLITS)}")
@@ -93,14 +88,13 @@ def check_ranges(c) -> None:
         v = getattr(c.metrics, key)
         if v < 0 or (key in ("path_k",) and v < 2):
             bad(f"metrics.{key}", f"out of range: {v}")
-    # Names of model families and data sources: config is the bottom layer and never imports the
-    # registries (ddscope.models.MODELS, ddscope.data.SOURCES); a test checks the lists agree.
-    # "package.module:function" names the user's own factory (imported when a trial builds it).
-    if c.model.name not in MODEL_NAMES and not is_import_spec(c.model.name):
-        bad("model.name", f"unknown model '{c.model.name}'; allowed: {', '.join(sorted(MODEL_NAMES))}, or "
+    # Names of model families and data sources (the catalogue's); "package.module:function" names
+    # the user's own factory (imported when a trial builds it).
+    if c.model.name not in catalogue.FAMILIES and not is_import_spec(c.model.name):
+        bad("model.name", f"unknown model '{c.model.name}'; allowed: {', '.join(sorted(catalogue.FAMILIES))}, or "
                           "'package.module:function' (your factory)")
-    if c.data.name not in DATA_NAMES and not is_import_spec(c.data.name):
-        bad("data.name", f"unknown data set '{c.data.name}'; allowed: {', '.join(sorted(DATA_NAMES))}, or "
+    if c.data.name not in catalogue.SOURCES and not is_import_spec(c.data.name):
+        bad("data.name", f"unknown data set '{c.data.name}'; allowed: {', '.join(sorted(catalogue.SOURCES))}, or "
                          "'package.module:function' (your loader)")
     if c.data.name == "npz" and not c.data.path:
         bad("data.path", "data.name = \"npz\" needs data.path, the .npz file with x_train, y_train, x_test, y_test")

@@ -23,7 +23,7 @@ from ddscope.metrics.complexity import (
     spectral_norm,
 )
 from ddscope.metrics.sharpness import pacbayes_sigma, sharpness_measures
-from ddscope.reference import conv_operator_norm_dense, dense_matrix, per_sample_grads_loop
+from ddscope.metrics.reference import conv_operator_norm_dense, dense_matrix, per_sample_grads_loop
 
 from .conftest import conv1d_net, conv2d_net, mlp
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from ddscope.sweep.store import Store
+from ddscope.runs.store import Store
 from ddscope.train import TrialResult
 
 WIDTHS = [2, 4, 8, 16, 32, 64, 128]

@@ -13,8 +13,8 @@ import pandas as pd
 from ddscope.report import build_report
 from ddscope.report.evidence import evidence_table
 from ddscope.report.summary import dd_summary
-from ddscope.sweep.store import Store
-from ddscope.sweep.table import final_table
+from ddscope.runs.store import Store
+from ddscope.report.table import final_table
 from ddscope.train import TrialResult
 
 WIDTHS = [4, 8, 16, 32, 64]

@@ -10,8 +10,8 @@ import pytest
 from scipy import stats
 
 from ddscope.report.evidence import evidence_table, kendall_rows, spearman_rows
-from ddscope.sweep.store import Store
-from ddscope.sweep.table import final_table
+from ddscope.runs.store import Store
+from ddscope.report.table import final_table
 
 from .synthetic import synthetic_store
 

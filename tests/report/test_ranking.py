@@ -11,8 +11,8 @@ import pytest
 from ddscope.report import build_report
 from ddscope.report.protocols import kendall_tau
 from ddscope.report.ranking import axes_of, measures_of, nets_table, ranking_markdown, ranking_table, scores
-from ddscope.sweep.store import Store
-from ddscope.sweep.table import final_table, tidy
+from ddscope.runs.store import Store
+from ddscope.report.table import final_table, tidy
 
 from .synthetic import SEEDS, TRAIN, WIDTHS, synthetic_store
 

@@ -8,9 +8,9 @@ import pandas as pd
 
 from ddscope.config import load_sweep
 from ddscope.report import build_report
-from ddscope.report.evidence import MEASURES
-from ddscope.sweep.executors import InProcessExecutor
-from ddscope.sweep.runner import run_sweep
+from ddscope.catalogue import measures
+from ddscope.runs.executors import InProcessExecutor
+from ddscope.runs.runner import run_sweep
 
 from ..tiny import CHEAP_COSTLY, EVERY_GROUP, overrides
 
@@ -30,7 +30,7 @@ def test_tiny_sweep_full_report(tmp_path, tiny_overrides):
     ev = pd.read_csv(rep / "evidence.csv")
     want = {"jac_spec_rms/train", "jac_spec_rms/test", "jac_spec_rms/path_same", "lip_upper", "hess_trace",
             "hess_top", "thm2_lhs", "thm2_mid", "thm2_rhs", "dist_rel/all", "lip_lower", "lip_upper_tight", "lip_gap"}
-    assert want <= set(ev["measure"]) <= set(MEASURES)
+    assert want <= set(ev["measure"]) <= set(measures())
     a = ev[ev["region"] == "all"]
     assert (a["n_widths"] == 3).all() and (a["n_seeds"].astype(str) == "2").all()
     ok = a["spearman"].notna()  # a measure may tie across widths; the others have values in [-1, 1]

@@ -9,7 +9,7 @@ import sys
 import pandas as pd
 
 from ddscope.report import build_report, epochs, figures
-from ddscope.sweep.store import Store
+from ddscope.runs.store import Store
 from ddscope.train import TrialResult
 
 from .synthetic import SWEEP, WIDTHS, finish, synthetic_store, trial_config, trial_id
@@ -106,7 +106,7 @@ def test_figures_are_none_without_data():
 
 
 def test_training_never_imports_matplotlib():
-    code = "import sys, ddscope.train, ddscope.sweep.runner, ddscope.sweep.table; sys.exit('matplotlib' in sys.modules)"
+    code = "import sys, ddscope.train, ddscope.runs.runner, ddscope.report.table; sys.exit('matplotlib' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
 
 

@@ -13,8 +13,8 @@ from ddscope.report.summary import (
     representative_widths,
     theorem2_table,
 )
-from ddscope.sweep.store import Store
-from ddscope.sweep.table import final_table
+from ddscope.runs.store import Store
+from ddscope.report.table import final_table
 
 from .synthetic import synthetic_store
 

@@ -12,27 +12,19 @@ from typing import Callable
 
 import torch
 
+from ..catalogue import SOURCES as CATALOGUE_SOURCES
+from ..catalogue import TRACKED, resolve
 from ..config import DataConfig
 from ..errors import UserError
 from ..imports import is_import_spec
-from . import cifar, digits, idx, mnist1d, user
+from . import user
 from .noise import apply_label_noise
 from .source import Dataset
 
 
-def _mnist1d(cfg: DataConfig) -> Dataset:
-    return mnist1d.load(cfg.num_samples, cfg.train_split)
-
-
-SOURCES: dict[str, Callable[[DataConfig], Dataset]] = {
-    "mnist1d": _mnist1d,
-    "digits": lambda cfg: digits.load(),
-    "mnist": lambda cfg: idx.load(cfg.root, "mnist"),
-    "fashion_mnist": lambda cfg: idx.load(cfg.root, "fashion_mnist"),
-    "cifar10": lambda cfg: cifar.load(cfg.root, "cifar10"),
-    "cifar100": lambda cfg: cifar.load(cfg.root, "cifar100"),
-    "npz": user.load_npz,  # data.path; "package.module:function" names a loader (ddscope.data.user)
-}
+# The catalogue's data sources, by name (ddscope.catalogue.SOURCES); "package.module:function"
+# names the user's own loader (ddscope.data.user).
+SOURCES: dict[str, Callable[[DataConfig], Dataset]] = {name: resolve(s.load) for name, s in CATALOGUE_SOURCES.items()}
 
 
 @dataclass(frozen=True)
@@ -84,6 +76,9 @@ def load_source(cfg: DataConfig) -> Dataset:
 def _load_source(name: str, root: str, num_samples: int, train_split: float, path: str, options) -> Dataset:
     cfg = DataConfig(name=name, root=root, num_samples=num_samples, train_split=train_split, path=path,
                      options=options)
+    if name == TRACKED:  # a ddscope.Tracker trial: its tensors were the user's and are not stored
+        raise UserError("this trial was recorded by ddscope.Tracker from tensors of your own training loop; "
+                        "its data are not stored, so it cannot be rerun or measured from the config")
     return user.load_function(cfg) if is_import_spec(name) else SOURCES[name](cfg)
 
 

@@ -166,4 +166,14 @@ def load(root: str | Path, name: str) -> Dataset:
     return Dataset(name, xt, torch.from_numpy(y_train), xs, torch.from_numpy(y_test), num_classes=num_classes)
 
 
-__all__ = ["load", "read_raw", "read_batch", "write_batch", "MalformedFile", "URL"]
+def load_cifar10(cfg) -> Dataset:
+    """The catalogue's loader: CIFAR-10 from ``data.root``."""
+    return load(cfg.root, "cifar10")
+
+
+def load_cifar100(cfg) -> Dataset:
+    """The catalogue's loader: CIFAR-100 from ``data.root``."""
+    return load(cfg.root, "cifar100")
+
+
+__all__ = ["load", "load_cifar10", "load_cifar100", "read_raw", "read_batch", "write_batch", "MalformedFile", "URL"]

@@ -133,4 +133,14 @@ def load(root: str | Path, name: str) -> Dataset:
     return Dataset(name, xt, torch.from_numpy(y_train), xs, torch.from_numpy(y_test), num_classes=10)
 
 
-__all__ = ["load", "read_raw", "read_idx", "write_idx", "MalformedFile", "MAGIC_IMAGES", "MAGIC_LABELS", "FILES"]
+def load_mnist(cfg) -> Dataset:
+    """The catalogue's loader: MNIST from ``data.root``."""
+    return load(cfg.root, "mnist")
+
+
+def load_fashion_mnist(cfg) -> Dataset:
+    """The catalogue's loader: Fashion-MNIST from ``data.root``."""
+    return load(cfg.root, "fashion_mnist")
+
+
+__all__ = ["load", "load_fashion_mnist", "load_mnist", "read_raw", "read_idx", "write_idx", "MalformedFile", "MAGIC_IMAGES", "MAGIC_LABELS", "FILES"]

@@ -65,3 +65,8 @@ def load(num_samples: int = 16000, train_split: float = 0.25, seed: int = 42) ->
         y_test=torch.from_numpy(arrays["y_test"].astype(np.int64)),
         num_classes=10,
     )
+
+
+def load_config(cfg) -> Dataset:
+    """The catalogue's loader: MNIST-1D with ``data.num_samples`` and ``data.train_split``."""
+    return load(cfg.num_samples, cfg.train_split)

@@ -1,7 +1,7 @@
 """Smoothness metrics of a trained network: pure functions ``(model, tensors, ...) -> values``.
 
 Definitions are docs/design.md §1; each is checked against a dense brute-force version in
-``ddscope.reference`` on tiny float64 models (tests/metrics).
+``ddscope.metrics.reference`` on tiny float64 models (tests/metrics).
 """
 
 from ddscope.metrics.distance import distance_from_init, snapshot_params

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from ..catalogue import OPTIONS
 from ddscope.metrics.jacobian import PROBE_RTOL, jacobian_norms
 
 
@@ -43,7 +44,7 @@ def lipschitz_lower(
     hi: Tensor,
     *,
     start_values: Tensor | None = None,
-    steps: int = 30,
+    steps: int = OPTIONS["lip_lower_steps"],
     probes: int = 4,
     sigma: float = 0.02,
     step: float = 0.05,

@@ -1,27 +1,18 @@
-"""The table of metric groups: one row per group — its function, the keys it writes, the key
-that shows it ran, what it measures, and (from the config's defaults) its schedule.
+"""The metric groups' functions: ``compute_<group>(ctx) -> {key: float}``, one per row of the
+catalogue (:data:`ddscope.catalogue.GROUPS`, which names them, says what they write and when they
+run). The suite (:func:`ddscope.metrics.suite.measure`) calls them in the catalogue's order with
+one :class:`~ddscope.metrics.context.Context`.
 
-The suite (:func:`ddscope.metrics.suite.measure`) runs the requested rows in table order, the
-report (:mod:`ddscope.report.coverage`) names the missing ones from it, and the trial's schedule
-comes from ``metrics.groups`` / ``metrics.sparse_groups``, whose defaults are the one source of
-each group's default schedule. Config validation checks names against
-``ddscope.validate.METRIC_GROUPS``, kept equal to this table by a test (config is the bottom
-layer and does not import torch code).
-
-Adding a group: write ``_compute_<name>(ctx) -> {key: value}`` here, add its row to
-:data:`GROUPS` and its name to ``validate.METRIC_GROUPS`` (and to ``MetricsConfig.groups`` or
-``sparse_groups`` if it should run by default); test it against a dense float64 reference.
+Adding a group: write its function (here or in the metric's own module, taking a ``Context``),
+add its row to the catalogue, and test it against a dense float64 reference (docs/design.md §5).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
-
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from ..config import MetricsConfig
+from .context import Context
 from .distance import distance_from_init
 from .hessian import auto_hess_batch, hess_top, hess_trace_detail
 from .ascent import lipschitz_lower
@@ -34,33 +25,6 @@ from .tight import lipschitz_upper_tight
 from .theorem import theorem2
 
 
-@dataclass
-class Context:
-    """What a group's function sees: the model, the named splits, the options, one generator
-    for all randomness (consumed in table order), and values groups share (``shared``)."""
-
-    model: nn.Module
-    splits: dict[str, tuple[Tensor, Tensor]]
-    subsets: dict[str, tuple[str, Tensor]]
-    input_shape: tuple[int, ...]
-    init_state: dict[str, Tensor] | None
-    opt: dict
-    gen: torch.Generator
-    shared: dict = field(default_factory=dict)
-    notes: dict[str, str] = field(default_factory=dict)  # group -> what ran otherwise than asked
-
-    @property
-    def jac_kw(self) -> dict:
-        o = self.opt
-        return dict(output=o["output"], method=o["jac_method"], chunk_size=o["chunk_size"], num_iters=o["jac_iters"],
-                    loss=o["loss"])
-
-    def split(self, name: str, group: str) -> tuple[Tensor, Tensor]:
-        if name not in self.splits:
-            raise ValueError(f"metric group {group!r} needs a {name!r} split; got {', '.join(self.splits) or 'none'}")
-        return self.splits[name]
-
-
 def _subsample(x: Tensor, y: Tensor, n: int | None, generator: torch.Generator) -> tuple[Tensor, Tensor]:
     """A fixed random subset of n samples (all when n is None or ≥ N)."""
     if n is None or n >= len(x):
@@ -69,7 +33,7 @@ def _subsample(x: Tensor, y: Tensor, n: int | None, generator: torch.Generator) 
     return x[idx], y[idx]
 
 
-def _compute_jacobian(ctx: Context) -> dict[str, float]:
+def compute_jacobian(ctx: Context) -> dict[str, float]:
     out: dict[str, float] = {}
     gen, n_max = ctx.gen, ctx.opt["jac_samples"]
     for name, (x, y) in ctx.splits.items():
@@ -100,7 +64,7 @@ def _compute_jacobian(ctx: Context) -> dict[str, float]:
     return out
 
 
-def _compute_paths(ctx: Context) -> dict[str, float]:
+def compute_paths(ctx: Context) -> dict[str, float]:
     x, y = ctx.split("train", "paths")
     out: dict[str, float] = {}
     for name, same in (("path_same", True), ("path_any", False)):
@@ -119,7 +83,7 @@ def _measured(ctx: Context, key: str, value: float) -> None:
     ctx.shared.setdefault("measured_max", {})[key] = value
 
 
-def _compute_lipschitz(ctx: Context) -> dict[str, float]:
+def compute_lipschitz(ctx: Context) -> dict[str, float]:
     """The bracket lip_lower ≤ Lip(f) ≤ lip_upper_tight ≤ lip_upper (and the Lanczos product).
 
     lip_lower needs no bound, so it is measured whether or not the upper bound exists. Every
@@ -199,7 +163,7 @@ def _hessian_batches(ctx: Context, group: str) -> tuple[Tensor, Tensor, list]:
     return ctx.shared["hess_data"]
 
 
-def _compute_hessian(ctx: Context) -> dict[str, float]:
+def compute_hessian(ctx: Context) -> dict[str, float]:
     _, _, _, batches = _hessian_batches(ctx, "hessian")
     trace = hess_trace_detail(ctx.model, batches, method=ctx.opt["hess_method"], num_matvecs=ctx.opt["hess_matvecs"],
                               generator=ctx.gen, vmap_chunk=ctx.opt["hess_vmap"], loss=ctx.opt["loss"],
@@ -213,7 +177,7 @@ def _compute_hessian(ctx: Context) -> dict[str, float]:
                                  loss=ctx.opt["loss"])}
 
 
-def _compute_theorem2(ctx: Context) -> dict[str, float]:
+def compute_theorem2(ctx: Context) -> dict[str, float]:
     xh, yh, hb, _ = _hessian_batches(ctx, "theorem2")
     shared = ctx.shared.get("hess_trace")
     thm = theorem2(ctx.model, xh, yh, hess_trace_value=shared,
@@ -222,78 +186,30 @@ def _compute_theorem2(ctx: Context) -> dict[str, float]:
     return {k: float(v) for k, v in thm.items()}
 
 
-def _compute_spectrum(ctx: Context) -> dict[str, float]:
+def compute_spectrum(ctx: Context) -> dict[str, float]:
     _, _, _, batches = _hessian_batches(ctx, "spectrum")
     s = hess_spectrum(ctx.model, batches, top_k=ctx.opt["spec_top_k"], probes=ctx.opt["spec_probes"],
                       steps=ctx.opt["spec_steps"], generator=ctx.gen, loss=ctx.opt["loss"], vmap_chunk=ctx.opt["hess_vmap"])
     return spectrum_metrics(s)
 
 
-def _compute_complexity(ctx: Context) -> dict[str, float]:
+def compute_complexity(ctx: Context) -> dict[str, float]:
     x, y = _subsample(*ctx.split("train", "complexity"), ctx.opt["cm_samples"], ctx.gen)
     return complexity_measures(ctx.model, x, y, tuple(ctx.input_shape), ctx.init_state, loss=ctx.opt["loss"])
 
 
-def _compute_sharpness(ctx: Context) -> dict[str, float]:
+def compute_sharpness(ctx: Context) -> dict[str, float]:
     x, y = _subsample(*ctx.split("train", "sharpness"), ctx.opt["sharp_samples"], ctx.gen)
     return sharpness_measures(ctx.model, x, y, ctx.init_state, draws=ctx.opt["sharp_draws"],
                               depth=ctx.opt["sharp_depth"], generator=ctx.gen)
 
 
-def _compute_distance(ctx: Context) -> dict[str, float]:
+def compute_distance(ctx: Context) -> dict[str, float]:
     if ctx.init_state is None:
         raise ValueError("metric group 'distance' needs init_state (snapshot_params at step 0)")
     return distance_from_init(ctx.model, ctx.init_state)
 
 
-@dataclass(frozen=True)
-class MetricGroup:
-    name: str
-    compute: Callable[[Context], dict[str, float]]
-    keys: str  # the keys it writes (<split>: every measured split; <layer>: a module path)
-    probe: str  # a key every run of the group writes: the store shows the group ran
-    about: str  # what it measures, in words
-
-    @property
-    def schedule(self) -> str:
-        """``"every"`` metric epoch or ``"sparse"`` by default (``MetricsConfig``), or ``"off"``."""
-        m = MetricsConfig()
-        return "every" if self.name in m.groups else "sparse" if self.name in m.sparse_groups else "off"
-
-
-# In the order the suite runs them: the generator's stream, hence every sampled value, depends on it.
-GROUPS: dict[str, MetricGroup] = {g.name: g for g in (
-    MetricGroup("jacobian", _compute_jacobian,
-                "jac_spec_rms/<split>, jac_spec_mean/<split>, jac_spec_max/<split>, jac_fro_rms/<split>, "
-                "jac_spec_rms_se/<split> (where jac_samples subsamples the split)",
-                "jac_spec_rms/train", "input-Jacobian norms on the data splits"),
-    MetricGroup("paths", _compute_paths, "the jacobian keys for <split> = path_same, path_any, with "
-                "jac_spec_rms_se/<path> (the random pairs' standard error)",
-                "jac_spec_rms/path_same", "Jacobian norms on paths between training points"),
-    MetricGroup("lipschitz", _compute_lipschitz,
-                "lip_upper, lip_upper_lanczos, lip_upper_tight, lip_upper_tight_eclipse (1: ECLipsE-Fast), "
-                "lip_layer/<layer>, lip_layer_lanczos/<layer> (conv and pools), lip_lower, lip_lower_dist (with data)",
-                "lip_upper", "the Lipschitz bracket: certified lower and upper bounds and the per-layer factors"),
-    MetricGroup("hessian", _compute_hessian,
-                "hess_trace, hess_trace_exact (1: verified tr(GGN) or dense, 0: an estimate), hess_trace_se (its standard "
-                "error, 0 when exact), hess_trace/<layer> (exact only), "
-                "hess_top", "hess_trace", "trace and top eigenvalue of the training loss's Hessian"),
-    MetricGroup("theorem2", _compute_theorem2, "thm2_lhs, thm2_mid, thm2_rhs and their parts (theorem2())",
-                "thm2_mid", "the Theorem 2 terms"),
-    MetricGroup("spectrum", _compute_spectrum,
-                "hess_eig/<i> (top-k, 1 = largest), hess_slq_node/<probe>.<step>, hess_slq_weight/<probe>.<step>",
-                "hess_eig/1", "top eigenvalues and spectral density (SLQ) of the training loss's Hessian"),
-    MetricGroup("complexity", _compute_complexity,
-                "cm_params, cm_spec_prod, cm_spec_sum, cm_fro_prod, cm_fro_sum, cm_bft, cm_dist_fro, cm_dist_spec "
-                "(with θ⁰), cm_path (ReLU nets), cm_fisher_rao, cm_margin, cm_inv_margin, cm_spec_margin, "
-                "cm_fro_margin, cm_path_margin, cm_bft_margin", "cm_spec_prod",
-                "the norm, margin and Fisher–Rao measures of the generalisation-measure studies"),
-    MetricGroup("sharpness", _compute_sharpness,
-                "cm_pacbayes_sigma, cm_pacbayes_flat, cm_pacbayes_mag_sigma, cm_pacbayes_mag_flat, "
-                "cm_pacbayes_init (with θ⁰)", "cm_pacbayes_flat",
-                "PAC-Bayes sharpness: the Gaussian weight noise the net tolerates"),
-    MetricGroup("distance", _compute_distance, "dist_abs/<layer>, dist_rel/<layer>, dist_abs/all, dist_rel/all",
-                "dist_rel/all", "distance from initialisation"),
-)}
-
-__all__ = ["GROUPS", "Context", "MetricGroup"]
+__all__ = ["CERTIFICATE_RTOL", "CertificateViolated", "Context", "compute_complexity", "compute_distance",
+           "compute_hessian", "compute_jacobian", "compute_lipschitz", "compute_paths", "compute_sharpness",
+           "compute_spectrum", "compute_theorem2"]

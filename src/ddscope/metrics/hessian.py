@@ -25,6 +25,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, grad, jvp, vmap
 
+from ..catalogue import OPTIONS
 from ddscope.estimators import default_generator, hutchinson_trace, hutchpp_trace, lanczos_top_eig
 from ddscope.metrics.ggn import exact_trace_refusal, ggn_trace, output_hessian_factors
 from ddscope.metrics.jacobian import activations_per_sample, eval_mode, math_attention, memory_budget
@@ -124,7 +125,7 @@ def loss_hvp(
     batches: Iterable[tuple[Tensor, Tensor]],
     *,
     params: Sequence[str] | None = None,
-    vmap_chunk: int | None = 8,
+    vmap_chunk: int | None = OPTIONS["hess_vmap"],
     mode: str = "auto",
     loss: Loss = "cross_entropy",
 ) -> tuple[Callable[[Tensor], Tensor], int]:
@@ -292,13 +293,13 @@ def hess_trace_detail(
     batches: Iterable[tuple[Tensor, Tensor]],
     *,
     method: str = "auto",
-    num_matvecs: int = 100,
+    num_matvecs: int = OPTIONS["hess_matvecs"],
     generator: torch.Generator | None = None,
     params: Sequence[str] | None = None,
-    vmap_chunk: int | None = 8,
+    vmap_chunk: int | None = OPTIONS["hess_vmap"],
     mode: str = "auto",
     loss: Loss = "cross_entropy",
-    grad_chunk: int = 64,
+    grad_chunk: int = OPTIONS["grad_chunk"],
 ) -> TraceResult:
     """tr(H) = Δ_θ L, the Laplacian of the mean training loss (``loss``, as in :func:`loss_hvp`).
 
@@ -461,7 +462,7 @@ def hess_top(
     model: nn.Module,
     batches: Iterable[tuple[Tensor, Tensor]],
     *,
-    num_iters: int = 30,
+    num_iters: int = OPTIONS["lanczos_iters"],
     tol: float = 1e-8,
     generator: torch.Generator | None = None,
     params: Sequence[str] | None = None,

@@ -24,6 +24,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import jvp, vjp, vmap
 
+from ..catalogue import OPTIONS
 from ddscope.estimators import batched_lanczos_top_eig, batched_power_iteration, default_generator
 from ddscope.metrics.losses import Loss, loss_fn
 
@@ -258,7 +259,7 @@ def jacobian_norms(
     y: Tensor | None = None,
     method: str = "auto",
     chunk_size: int | None = None,
-    num_iters: int = 50,
+    num_iters: int = OPTIONS["jac_iters"],
     tol: float = 1e-6,
     generator: torch.Generator | None = None,
     loss: Loss = "cross_entropy",
@@ -474,8 +475,8 @@ def path_jacobian_norms(
     x: Tensor,
     y: Tensor,
     *,
-    n_pairs: int = 100,
-    k: int = 8,
+    n_pairs: int = OPTIONS["path_pairs"],
+    k: int = OPTIONS["path_k"],
     same_class: bool = True,
     generator: torch.Generator | None = None,
     output: str = "logits",

@@ -26,6 +26,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import vjp
 
+from ..catalogue import OPTIONS
 from ddscope.estimators import lanczos_top_eig, sqrt_clamped
 from ddscope.metrics.activations import activation_constant
 from ddscope.metrics.autolip import (
@@ -320,7 +321,7 @@ def walk_lipschitz(model: nn.Module, input_shape: tuple[int, ...], leaf_norm: Le
 
 
 def lipschitz_upper(
-    model: nn.Module, input_shape: tuple[int, ...], *, num_iters: int = 100, tol: float = 1e-8,
+    model: nn.Module, input_shape: tuple[int, ...], *, num_iters: int = OPTIONS["lip_iters"], tol: float = 1e-8,
     generator: torch.Generator | None = None, constants: dict[str, float] | None = None, method: str = "auto",
 ) -> LipschitzBound:
     """Upper bound on the ℓ2 Lipschitz constant of ``model``: AutoLip over its ``torch.fx``

@@ -19,18 +19,19 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, grad, vmap
 
+from ddscope.catalogue import OPTIONS
 from ddscope.metrics.jacobian import eval_mode
 from ddscope.metrics.losses import Loss, loss_fn
 
 
-def per_sample_grad_sq(model: nn.Module, x: Tensor, y: Tensor, *, chunk_size: int = 256,
+def per_sample_grad_sq(model: nn.Module, x: Tensor, y: Tensor, *, chunk_size: int = OPTIONS["grad_chunk"],
                        loss: Loss = "cross_entropy") -> Tensor:
     """‖∇_θ L_n‖² for every sample, (N,), over all parameters with requires_grad, L_n = ℓ(f(x_n), y_n)."""
     parts = per_sample_grad_sq_by_param(model, x, y, chunk_size=chunk_size, loss=loss)
     return sum(parts.values()) if parts else x.new_zeros(len(x))
 
 
-def per_sample_grad_sq_by_param(model: nn.Module, x: Tensor, y: Tensor, *, chunk_size: int = 256,
+def per_sample_grad_sq_by_param(model: nn.Module, x: Tensor, y: Tensor, *, chunk_size: int = OPTIONS["grad_chunk"],
                                 loss: Loss = "cross_entropy") -> dict[str, Tensor]:
     """``{parameter name: ‖∇_{θ_name} L_n‖² (N,)}`` over the parameters with requires_grad.
 

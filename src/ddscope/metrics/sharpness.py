@@ -28,6 +28,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
+from ..catalogue import OPTIONS
 from ddscope.metrics.jacobian import eval_mode
 
 DEVIATION = 0.1  # δ: the tolerated rise of the training error (Jiang et al.)
@@ -84,7 +85,7 @@ def pacbayes_sigma(model: nn.Module, x: Tensor, y: Tensor, *, magnitude_eps: flo
 
 
 def sharpness_measures(model: nn.Module, x: Tensor, y: Tensor, init_state: dict[str, Tensor] | None = None, *,
-                       draws: int = 10, depth: int = 15, generator: torch.Generator | None = None) -> dict[str, float]:
+                       draws: int = OPTIONS["sharp_draws"], depth: int = OPTIONS["sharp_depth"], generator: torch.Generator | None = None) -> dict[str, float]:
     """``cm_pacbayes_flat``, ``cm_pacbayes_mag_flat`` and, with θ⁰, ``cm_pacbayes_init`` (module
     docstring) on training inputs ``x`` and the labels ``y`` the net was fit on."""
     sigma = pacbayes_sigma(model, x, y, draws=draws, depth=depth, generator=generator)

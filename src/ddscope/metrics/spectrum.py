@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from ..catalogue import OPTIONS
 from ddscope.estimators import default_generator
 from ddscope.metrics.hessian import loss_hvp
 from ddscope.metrics.losses import Loss
@@ -87,9 +88,9 @@ def lanczos_quadrature(matvec, dim: int, probes: int, steps: int, *, generator: 
     return nodes, weights, ritz
 
 
-def hess_spectrum(model: nn.Module, batches: Iterable[tuple[Tensor, Tensor]], *, top_k: int = 5, probes: int = 3,
-                  steps: int = 40, generator: torch.Generator | None = None, loss: Loss = "cross_entropy",
-                  vmap_chunk: int | None = 8) -> Spectrum:
+def hess_spectrum(model: nn.Module, batches: Iterable[tuple[Tensor, Tensor]], *, top_k: int = OPTIONS["spec_top_k"], probes: int = OPTIONS["spec_probes"],
+                  steps: int = OPTIONS["spec_steps"], generator: torch.Generator | None = None, loss: Loss = "cross_entropy",
+                  vmap_chunk: int | None = OPTIONS["hess_vmap"]) -> Spectrum:
     """Top-``top_k`` eigenvalues and the SLQ quadrature of the mean-loss Hessian (module doc):
     ``probes`` × ``steps`` Hessian-vector products, batched over the probes."""
     matvec, dim = loss_hvp(model, batches, vmap_chunk=vmap_chunk, loss=loss)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from ..catalogue import OPTIONS
 from ddscope.metrics.hessian import TraceResult, hess_trace_detail
 from ddscope.metrics.jacobian import eval_mode, jacobian_norms
 from ddscope.metrics.autolip import first_linear_map
@@ -67,7 +68,7 @@ def _first_leaf_norm(model: nn.Module, input_shape: tuple[int, ...]) -> float:
     raise ValueError("Theorem 2 needs a model with a parameterised first layer")
 
 
-def theorem2_per_sample(model: nn.Module, x: Tensor, y: Tensor, *, chunk_size: int = 256,
+def theorem2_per_sample(model: nn.Module, x: Tensor, y: Tensor, *, chunk_size: int = OPTIONS["grad_chunk"],
                         loss: Loss = "cross_entropy") -> dict[str, Tensor | float]:
     """Per-sample terms: ``lhs`` (N,) = x_min²/‖θ¹‖² · ‖∇_x L_n‖², ``mid`` (N,) = ‖∇_θ L_n‖²,
     ``input_grad_sq`` (N,) = ‖∇_x L_n‖², and the scalars ``x_min``, ``theta1_norm``.
@@ -93,8 +94,8 @@ def theorem2(
     y: Tensor,
     *,
     hess_trace_value: "float | TraceResult | None" = None,
-    hutch_matvecs: int = 100,
-    chunk_size: int = 256,
+    hutch_matvecs: int = OPTIONS["hess_matvecs"],
+    chunk_size: int = OPTIONS["grad_chunk"],
     hess_batch: int | None = None,
     generator: torch.Generator | None = None,
     loss: Loss = "cross_entropy",

@@ -1,7 +1,8 @@
 """Width-parameterised model families: ``make_model(cfg, input_shape, num_classes)``.
 
-``MODELS`` maps a family name to a constructor
-``(width, input_shape, num_classes, *, depth, batchnorm) -> nn.Module``. Every model is a tree of
+``MODELS`` maps a family name to its constructor
+``(width, input_shape, num_classes, *, depth, batchnorm) -> nn.Module``, as the catalogue's
+:data:`~ddscope.catalogue.FAMILIES` name them. Every model is a tree of
 ``nn.Sequential``, :class:`~ddscope.models.blocks.Residual` and leaf layers so that the Lipschitz
 upper bound can walk it.
 """
@@ -12,24 +13,12 @@ from typing import Callable
 
 from torch import nn
 
+from ..catalogue import FAMILIES, resolve
 from ..config import ModelConfig
 from ..errors import UserError
 from ..imports import is_import_spec, load_callable
-from .cnn1d import cnn1d
-from .convnet import convnet
-from .mcnn import mcnn
-from .mlp import mlp
-from .resnet import resnet18
-from .vit import vit
 
-MODELS: dict[str, Callable[..., nn.Module]] = {
-    "mlp": mlp,
-    "cnn1d": cnn1d,
-    "convnet": convnet,
-    "mcnn": mcnn,
-    "resnet18": resnet18,
-    "vit": vit,
-}
+MODELS: dict[str, Callable[..., nn.Module]] = {name: resolve(f.build) for name, f in FAMILIES.items()}
 
 
 def make_model(cfg: ModelConfig, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:

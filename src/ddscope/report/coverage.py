@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-from ..metrics.groups import GROUPS
+from .. import catalogue
+
 
 def enabled_groups(sweep_cfg: dict) -> set[str] | None:
     """Metric groups the sweep's config asks for (None when the config does not say)."""
@@ -96,7 +97,7 @@ def missing_items(final: pd.DataFrame, counts: dict, metrics: set[str], sweep_cf
             noted.setdefault(group, []).append(why)
     for group, whys in noted.items():
         out.append(f"Metric group '{group}' ran otherwise than asked on {len(whys)} trial(s): {whys[0][:200]}")
-    for group, row in GROUPS.items():
+    for group, row in catalogue.GROUPS.items():
         if group in skipped:
             continue
         what = f"{row.about}: {row.keys}"

@@ -1,5 +1,5 @@
 """Figures against epoch, as pure functions of the tidy table (one row per trial, epoch, metric;
-see :func:`ddscope.sweep.table.tidy`): curves for representative widths, and width × epoch heat
+see :func:`ddscope.report.table.tidy`): curves for representative widths, and width × epoch heat
 maps, both marking the interpolation epoch. One column per label-noise level. The epoch axis is
 log(1 + epoch), so epoch 0 (the initialisation) is on it."""
 

@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from .. import catalogue
 from .summary import (
     conditions,
     at_noise,
@@ -36,50 +37,6 @@ from .summary import (
     mean_by_width,
     peak_width,
 )
-
-# Measures in table order, with what they are (docs/design.md §1).
-MEASURES = {
-    "jac_spec_rms/train": "‖∂f/∂x‖₂ (rms) at training points",
-    "jac_spec_rms/train_clean": "‖∂f/∂x‖₂ (rms), clean-label training points",
-    "jac_spec_rms/train_noisy": "‖∂f/∂x‖₂ (rms), noisy-label training points",
-    "jac_spec_rms/test": "‖∂f/∂x‖₂ (rms) at test points",
-    "jac_spec_rms/path_same": "‖∂f/∂x‖₂ (rms) on paths between same-class training points",
-    "jac_spec_rms/path_any": "‖∂f/∂x‖₂ (rms) on paths between any training points",
-    "jac_spec_mean/train": "mean ‖∂f/∂x‖₂ at training points",
-    "jac_spec_max/train": "max ‖∂f/∂x‖₂ at training points",
-    "jac_fro_rms/train": "‖∂f/∂x‖_F (rms) at training points",
-    "lip_lower": "certified lower bound on Lip(f): largest ‖∂f/∂x‖₂ found by ascent",
-    "lip_upper_tight": "certified upper bound on Lip(f): ECLipsE-Fast (MLPs), else ∏ ‖W_l‖₂",
-    "lip_upper": "Lipschitz upper bound ∏ ‖W_l‖₂ (certified layer norms)",
-    "lip_gap": "bracket gap lip_upper_tight / lip_lower",
-    "hess_trace": "tr H, loss Hessian in θ (exact where hess_trace_exact = 1, else an estimate ± hess_trace_se)",
-    "hess_top": "λ_max(H)",
-    "thm2_lhs": "Theorem 2 LHS",
-    "thm2_mid": "Theorem 2 MID: mean ‖∇_θ L_n‖²",
-    "thm2_rhs": "Theorem 2 RHS: 2 L_max tr H",
-    "input_grad_sq_mean": "mean ‖∇_x L_n‖²",
-    "dist_rel/all": "relative distance from initialisation",
-    "dist_abs/all": "distance from initialisation",
-    # the generalisation-measure zoo (metric groups 'complexity' and 'sharpness'; Jiang et al. 2020)
-    "cm_params": "number of parameters",
-    "cm_spec_prod": "∏ ‖W_l‖₂²",
-    "cm_spec_sum": "Σ ‖W_l‖₂²",
-    "cm_fro_prod": "∏ ‖W_l‖_F²",
-    "cm_fro_sum": "Σ ‖W_l‖_F² (parameter norm)",
-    "cm_dist_fro": "Σ ‖W_l − W⁰_l‖_F²",
-    "cm_dist_spec": "Σ ‖W_l − W⁰_l‖₂²",
-    "cm_bft": "Bartlett–Foster–Telgarsky spectral complexity",
-    "cm_path": "ℓ₂ path norm",
-    "cm_fisher_rao": "Fisher–Rao norm",
-    "cm_inv_margin": "1 / γ² (γ: 10th-percentile output margin)",
-    "cm_spec_margin": "∏ ‖W_l‖₂² / γ²",
-    "cm_fro_margin": "∏ ‖W_l‖_F² / γ²",
-    "cm_path_margin": "path norm / γ²",
-    "cm_bft_margin": "spectral complexity · ‖X‖_F / (γ N)",
-    "cm_pacbayes_flat": "PAC-Bayes sharpness 1 / σ'²",
-    "cm_pacbayes_init": "PAC-Bayes bound ‖θ − θ⁰‖² / 4σ'² + log(N/σ') + 10",
-    "cm_pacbayes_mag_flat": "magnitude-aware PAC-Bayes sharpness 1 / σ'²",
-}
 
 COLUMNS = [
     "condition", "region", "min_width", "measure", "n_widths", "n_seeds", "spearman", "spearman_lo", "spearman_hi", "spearman_p",
@@ -173,9 +130,10 @@ def _n_range(ns: list[int]) -> str:
 
 
 def measures_in(final: pd.DataFrame) -> list[str]:
-    """The measures of :data:`MEASURES` that the table has at least one value of."""
+    """The catalogue's measures (:func:`ddscope.catalogue.measures`: every metric group's, in its
+    order) that the table has at least one value of."""
     d = done_rows(final)
-    return [m for m in MEASURES if m in d and pd.to_numeric(d[m], errors="coerce").notna().any()]
+    return [m for m in catalogue.measures() if m in d and pd.to_numeric(d[m], errors="coerce").notna().any()]
 
 
 def evidence_table(final: pd.DataFrame, *, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:

@@ -1,5 +1,5 @@
 """Figures against width, as pure functions of the final table (one row per trial, the values at
-the last epoch; see :func:`ddscope.sweep.table.final_table`). Each returns a Figure, or None when
+the last epoch; see :func:`ddscope.report.table.final_table`). Each returns a Figure, or None when
 the table has nothing it needs. Colour = label-noise level, line style = series, mean ± std over
 seeds with n in the title."""
 

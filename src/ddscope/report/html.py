@@ -30,7 +30,7 @@ def versions() -> dict:
     import scipy
     import torch
 
-    from .. import __version__
+    from ..version import __version__
 
     return {
         "ddscope": __version__,

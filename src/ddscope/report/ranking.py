@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 
 from . import protocols
-from .evidence import MEASURES
+from .evidence import measures_in
 from .summary import at_noise, conditions, dd_peak, done_rows, interp_threshold, mean_by_width
 
 CRITERION = 0.01  # a net enters the ranking when its training error is at most this
@@ -51,11 +51,11 @@ SCORED = ("tau", "psi", *[f"cmi_{k}" for k in range(K_MAX + 1)], "cmi_pgdl", "si
 
 
 def measures_of(table: pd.DataFrame) -> list[str]:
-    """The measures of the catalogue :data:`~ddscope.report.evidence.MEASURES` (docs/design.md §1's
-    metrics and the zoo) with a value in the table, in its order, and the parameter count where
+    """Every measure of the catalogue (:func:`ddscope.catalogue.measures`: each metric group's,
+    docs/design.md §1) with a value in the table, in its order, and the parameter count where
     the zoo did not record it (a baseline every study ranks)."""
     d = done_rows(table)
-    out = [m for m in MEASURES if m in d and pd.to_numeric(d[m], errors="coerce").notna().any()]
+    out = measures_in(d)
     if "cm_params" not in out and "params" in d and pd.to_numeric(d["params"], errors="coerce").notna().any():
         out.append("params")
     return out

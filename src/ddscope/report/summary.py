@@ -20,7 +20,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ..sweep.table import condition_label
+from .. import catalogue
+from .conditions import condition_label
 
 INTERP_TOL = 0.0
 FIT_TOL = 0.01  # the widest nets must fit all but 1 % of their training labels for a verdict
@@ -28,7 +29,7 @@ MIN_MARGIN = 0.01  # a peak must stand this far (or the seeds' spread) above bot
 
 
 def with_axes(final: pd.DataFrame) -> pd.DataFrame:
-    """``final`` with the ``x`` and ``condition`` columns of ``ddscope.sweep.table``, derived
+    """``final`` with the ``x`` and ``condition`` columns of ``ddscope.report.table``, derived
     from ``model.width`` and ``data.noise`` for a table made without them (by hand, in tests)."""
     if "x" not in final and "model.width" in final:
         final = final.assign(x=final["model.width"])
@@ -46,7 +47,7 @@ def x_axis_of(final: pd.DataFrame) -> str:
 
 def conditions(final: pd.DataFrame) -> list:
     """The conditions of the table in grid order (``[None]`` when it has none): label-noise
-    levels and every other non-seed grid axis (``ddscope.sweep.table``), each kept apart."""
+    levels and every other non-seed grid axis (``ddscope.report.table``), each kept apart."""
     final = with_axes(final)
     if "condition" not in final or final["condition"].dropna().empty:
         return [None]
@@ -171,8 +172,7 @@ def dd_summary(final: pd.DataFrame, noise=None) -> dict:
         widest_train_err=float(train.iloc[-1]) if len(train) else None,
     )
     out["double_descent"], out["verdict"] = verdict(out, c)
-    for metric in [m for m in final.columns if m.startswith(("jac_spec_rms/", "lip_upper", "hess_", "dist_rel/all"))
-                   and is_measure(m)]:
+    for metric in [m for m in catalogue.measures() if m in final.columns]:
         mp = peak_width(mean_by_width(final, metric, noise))
         if mp is not None:
             out[f"peak/{metric}"] = mp
@@ -180,15 +180,11 @@ def dd_summary(final: pd.DataFrame, noise=None) -> dict:
     return out
 
 
-# Keys that describe how a measure was obtained, not a measure: 0/1 flags and standard errors.
-# They have no peak and are never ranked.
-FLAG_SUFFIXES = ("_exact", "_eclipse", "_se")
-
-
 def is_measure(key: str) -> bool:
-    """False for the flags and standard errors of :data:`FLAG_SUFFIXES` (``hess_trace_exact``,
-    ``lip_upper_tight_eclipse``, ``hess_trace_se``, ``thm2_rhs_se``)."""
-    return not key.split("/")[0].endswith(FLAG_SUFFIXES)
+    """Whether ``key`` is one of the catalogue's measures; flags and standard errors
+    (``hess_trace_exact``, ``lip_upper_tight_eclipse``, ``hess_trace_se``) are not: they say how
+    a measure was obtained, so they have no peak and are never ranked."""
+    return key in catalogue.measures()
 
 
 def verdict(s: dict, test_curve: pd.DataFrame) -> tuple[bool, str]:

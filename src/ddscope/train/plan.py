@@ -11,8 +11,9 @@ Two kinds of group (see :mod:`.packed` and :mod:`.stacked`):
 :data:`SUPPORTS` declares, for every config key and each kind, whether members may differ in it
 (``VARIES``), must agree on it (``SAME``: any value, the group step honours it) or must hold one
 of the listed values. A key missing from a kind's table is not supported: trials that set it
-train alone. (``tests/train/test_plan.py`` checks that every config key is declared, so a new
-setting cannot be ignored silently by a group trainer.) Everything else runs alone
+train alone: a key is declared only by naming it, in :data:`SAME_KEYS` or a kind's own rules, so a
+new setting trains alone until someone decides how the group trainers treat it
+(``tests/train/test_group_plan.py`` fails until then). Everything else runs alone
 (``"single"``). :func:`group_trials` first forms packed groups, then stacks what is left, splits
 groups larger than ``max_group`` into parts of balanced cost, and splits further while there are
 fewer groups than ``workers`` so every worker gets one.
@@ -23,25 +24,48 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 
+from ..catalogue import FAMILIES
 from ..config import TrialConfig, all_keys, get_key
 
 VARIES = "varies"  # members may differ
 SAME = "same"  # members must agree; every value is supported
 
 # The families whose training step runs under vmap (tests/train/test_stacked.py), BatchNorm
-# included: running statistics are updated per member in the stacked buffers.
-STACKED_FAMILIES = ("mlp", "cnn1d", "convnet", "mcnn", "resnet18", "vit")
+# included: running statistics are updated per member in the stacked buffers; and those whose
+# widths the packed trainer lays side by side (the catalogue's ``stacks`` / ``packs``).
+STACKED_FAMILIES = tuple(name for name, f in FAMILIES.items() if f.stacks)
+PACKED_FAMILIES = tuple(name for name, f in FAMILIES.items() if f.packs)
+
+# Settings both group trainers honour whatever their value, provided the members agree: the
+# group step reads them exactly as the single-trial step does. Named one by one: a key that is
+# not here and not in a kind's own rules is not supported (its trials train alone).
+SAME_KEYS = (
+    "data.name", "data.root", "data.num_samples", "data.train_split", "data.n_train", "data.subset", "data.val_size",
+    "data.noise", "data.noise_kind", "data.augment", "data.seed", "data.path", "data.options",
+    "model.name", "model.width", "model.depth", "model.batchnorm", "model.options",
+    "optim.name", "optim.lr", "optim.momentum", "optim.weight_decay", "optim.batch_size", "optim.epochs",
+    "optim.warmup_epochs", "optim.amp",
+    "metrics.groups", "metrics.sparse_groups", "metrics.splits", "metrics.epochs", "metrics.num_log_epochs",
+    "metrics.num_sparse_epochs", "metrics.num_eval_epochs", "metrics.output", "metrics.jac_samples",
+    "metrics.path_pairs", "metrics.path_k", "metrics.hess_samples", "metrics.hess_matvecs", "metrics.lanczos_iters",
+    "metrics.hess_method", "metrics.lip_constants",
+    "checkpoint.epochs", "checkpoint.every_epochs", "checkpoint.every_minutes",
+    "log.tensorboard", "log.mlflow", "log.mlflow_experiment",
+    "seed", "device",
+)
 
 
 def _table(varies: tuple[str, ...], only: dict[str, tuple]) -> dict[str, object]:
-    return {key: VARIES if key in varies else only.get(key, SAME) for key in all_keys()}
+    """A kind's rules: its own (``varies``, ``only``) over :data:`SAME_KEYS`; only named keys."""
+    named = dict.fromkeys((*SAME_KEYS, *varies, *only))
+    return {key: VARIES if key in varies else only.get(key, SAME) for key in named}
 
 
 SUPPORTS: dict[str, dict[str, object]] = {
     # Packed: one shared batch order (seed) and one data set; only the width differs. The
     # packed step is written for Flatten, (Linear, ReLU) x depth, Linear (model.batchnorm is
     # not used by the mlp family).
-    "packed": _table(("model.width",), {"model.name": ("mlp",)}),
+    "packed": _table(("model.width",), {"model.name": PACKED_FAMILIES}),
     # Stacked: every member draws its own initialisation, batches and labels.
     "stacked": _table(("seed", "data.seed", "data.noise", "data.noise_kind"), {"model.name": STACKED_FAMILIES}),
 }
@@ -170,4 +194,4 @@ def group_trials(configs: Sequence[TrialConfig], *, max_group: int = 16, enabled
     return [[configs[i] for i in g] for g in split]
 
 
-__all__ = ["KINDS", "SAME", "STACKED_FAMILIES", "SUPPORTS", "VARIES", "group_kind", "group_trials", "packable", "stackable", "trial_cost"]
+__all__ = ["KINDS", "PACKED_FAMILIES", "SAME", "SAME_KEYS", "STACKED_FAMILIES", "SUPPORTS", "VARIES", "group_kind", "group_trials", "packable", "stackable", "trial_cost"]

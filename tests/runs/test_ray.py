@@ -10,9 +10,9 @@ import pytest
 from ddscope.checkpoint import load_checkpoint
 from ddscope.config import load_sweep
 from ddscope.errors import UserError
-from ddscope.sweep.executors import InProcessExecutor, RayExecutor
+from ddscope.runs.executors import InProcessExecutor, RayExecutor
 from ddscope.errors import as_user_error
-from ddscope.sweep.runner import run_sweep
+from ddscope.runs.runner import run_sweep
 from .helpers_sweep import FAST, cli, duplicate_rows, sets, store_rows, table
 
 ray = pytest.importorskip("ray", reason="Ray is not installed; pip install 'ddscope[ray]' to test the Ray executor")

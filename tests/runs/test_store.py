@@ -9,10 +9,10 @@ import pytest
 
 from ddscope.config import load_sweep
 from ddscope.errors import UserError
-from ddscope.sweep.executors import InProcessExecutor
-from ddscope.sweep.runner import run_sweep
-from ddscope.sweep.store import Store
-from ddscope.sweep.table import tidy
+from ddscope.runs.executors import InProcessExecutor
+from ddscope.runs.runner import run_sweep
+from ddscope.runs.store import Store
+from ddscope.report.table import tidy
 from ddscope.train import TrialResult
 
 
@@ -29,7 +29,7 @@ def test_resume_skips_finished_trials(tmp_path, tiny_overrides, monkeypatch):
     store.close()
 
     calls = []
-    import ddscope.sweep.runner as runner
+    import ddscope.runs.runner as runner
 
     real = runner.run_group
     monkeypatch.setattr(runner, "run_group", lambda cfgs, *a: calls.extend(cfgs) or real(cfgs, *a))

@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 
 from ddscope.config import load_sweep
-from ddscope.sweep.executors import InProcessExecutor
-from ddscope.sweep.runner import run_sweep
+from ddscope.runs.executors import InProcessExecutor
+from ddscope.runs.runner import run_sweep
 
 from ..clirun import cli_inline
 from .helpers_sweep import FAST, table

@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..checkpoint import trial_dir
-from ..config import MAX_GROUP, PROGRESS_INTERVAL_S, SweepConfig, TrialConfig, dumps_toml
+from ..catalogue import BASE_AXES
+from ..config import MAX_GROUP, PROGRESS_INTERVAL_S, SweepConfig, TrialConfig, dumps_toml, flatten
 from ..extend import extend_sweep
 from ..errors import UserError, as_user_error
 from ..train import TrialResult, group_trials, run_group
@@ -27,7 +28,6 @@ from .heartbeat import HEARTBEAT_S, Heartbeat
 from .progress import make_progress
 from .loggers import loggers_for
 from .store import STALE_AFTER_S, Store, worker_id
-from .table import BASE_AXES, _flatten
 
 WORKER_DIED = (
     "worker process died abruptly (killed, or out of memory?) each of the times this trial ran; "
@@ -216,7 +216,7 @@ def run_sweep(
         for tid, result in zip(tids, results):
             store.finish(result)
             for logger in loggers:
-                logger.log_trial(tid, _flatten(configs[tid]), log_axes, result.records, result.status)
+                logger.log_trial(tid, flatten(configs[tid]), log_axes, result.records, result.status)
             beat.discard(tid)
             ran += 1
             bar.finish(tid, configs[tid]["optim"]["epochs"], _final_test_error(result))

@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 
 from ddscope.config import load_sweep
-from ddscope.sweep.executors import InProcessExecutor, SubmititExecutor
-from ddscope.sweep.runner import _job, run_sweep
+from ddscope.runs.executors import InProcessExecutor, SubmititExecutor
+from ddscope.runs.runner import _job, run_sweep
 from ddscope.train import run_trial
 
 from ..clirun import cli

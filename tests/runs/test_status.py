@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-from ddscope.sweep.status import eta_seconds, status_text
-from ddscope.sweep.store import Store
+from ddscope.runs.status import eta_seconds, status_text
+from ddscope.runs.store import Store
 
 
 def _store(tmp_path, n: int) -> Store:
@@ -93,7 +93,7 @@ def test_an_eta_before_any_trial_finishes_from_the_running_trials_progress(tmp_p
 
 
 def test_the_driver_writes_each_running_trials_progress_with_its_heartbeat(tmp_path):
-    from ddscope.sweep.heartbeat import Heartbeat
+    from ddscope.runs.heartbeat import Heartbeat
 
     store = _store(tmp_path, 1)
     assert store.claim("me:1:a")[0] == "t0"

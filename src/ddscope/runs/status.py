@@ -7,13 +7,13 @@ import time
 from pathlib import Path
 
 from .store import STALE_AFTER_S, Store, holder_dead
-from .table import _flatten, varying_keys
+from ..config import flatten, varying_keys
 
 
 def _labels(trials: list[dict]) -> dict[str, str]:
     """``width=32 seed=1``-style labels from the config keys that differ between trials."""
-    flat = {t["trial_id"]: _flatten(t["config"]) for t in trials}
-    keys = [k for k in varying_keys(list(flat.values())) if not k.startswith(("checkpoint.", "device"))]
+    flat = {t["trial_id"]: flatten(t["config"]) for t in trials}
+    keys = varying_keys(list(flat.values()))
     keys = keys or ["model.width"]
     return {tid: " ".join(f"{k.split('.')[-1]}={f.get(k)}" for k in keys) for tid, f in flat.items()}
 

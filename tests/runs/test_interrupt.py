@@ -100,7 +100,7 @@ def test_sigterm_during_the_report_keeps_the_previous_one_whole(tmp_path):
 
 def test_ctrl_c_after_the_last_trial_still_writes_the_report(tmp_path, monkeypatch, capsys):
     """Regression: a Ctrl-C that came after every trial had finished skipped the report."""
-    import ddscope.sweep.runner as runner
+    import ddscope.runs.runner as runner
 
     from .helpers_sweep import cli_inline
 

@@ -4,7 +4,7 @@ import re
 import sqlite3
 import threading
 
-from ddscope.sweep.store import Store
+from ddscope.runs.store import Store
 from .helpers_sweep import FAST, duplicate_rows, integrity_ok, sets, start, store_rows
 
 N_TRIALS = 6

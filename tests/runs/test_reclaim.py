@@ -7,11 +7,11 @@ import sys
 import time
 
 from ddscope.config import load_sweep
-from ddscope.sweep import runner
-from ddscope.sweep.executors import InProcessExecutor
-from ddscope.sweep.runner import run_sweep
-from ddscope.sweep.status import status_text
-from ddscope.sweep.store import Store
+from ddscope.runs import runner
+from ddscope.runs.executors import InProcessExecutor
+from ddscope.runs.runner import run_sweep
+from ddscope.runs.status import status_text
+from ddscope.runs.store import Store
 from .helpers_sweep import FAST
 
 

@@ -56,8 +56,8 @@ def _outlived(proc, delay: float, grace: float) -> bool:
 
 SCRIPT = """
 from ddscope.config import load_sweep
-from ddscope.sweep.executors import LocalPoolExecutor
-from ddscope.sweep.runner import run_sweep
+from ddscope.runs.executors import LocalPoolExecutor
+from ddscope.runs.runner import run_sweep
 s = load_sweep("mnist1d-mlp", ["model.width=[4,6,8,10]", "optim.epochs=30", "data.num_samples=400",
                                "metrics.groups=[]", "metrics.sparse_groups=[]"])
 run_sweep(s, {run!r}, LocalPoolExecutor(2), show_progress=False, group=False)

@@ -6,10 +6,10 @@ import pytest
 import ddscope
 from ddscope.cli import main
 from ddscope.config import load_sweep
-from ddscope.sweep.executors import InProcessExecutor
-from ddscope.sweep.runner import run_sweep
-from ddscope.sweep.store import Store
-from ddscope.sweep.table import tidy
+from ddscope.runs.executors import InProcessExecutor
+from ddscope.runs.runner import run_sweep
+from ddscope.runs.store import Store
+from ddscope.report.table import tidy
 from .helpers_sweep import FAST
 
 

@@ -1,5 +1,5 @@
 """Every executor is a backend of one interface (``executors.Executor``) and gives the same
-table as running the trials in this process (Ray: tests/sweep/test_ray.py, on a local cluster)."""
+table as running the trials in this process (Ray: tests/runs/test_ray.py, on a local cluster)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 
 from ddscope.config import load_sweep
-from ddscope.sweep.executors import Executor, InProcessExecutor, LocalPoolExecutor, make_executor
-from ddscope.sweep.runner import run_sweep
+from ddscope.runs.executors import Executor, InProcessExecutor, LocalPoolExecutor, make_executor
+from ddscope.runs.runner import run_sweep
 
 from .helpers_sweep import FAST, table
 

@@ -57,9 +57,9 @@ class _Recorder:
 @pytest.mark.parametrize("executor", ["inprocess", "local"])
 def test_running_trials_report_their_train_and_test_error_to_the_display(tmp_path, monkeypatch, executor):
     from ddscope.config import load_sweep
-    from ddscope.sweep import runner
-    from ddscope.sweep.executors import InProcessExecutor, LocalPoolExecutor
-    from ddscope.sweep.table import load
+    from ddscope.runs import runner
+    from ddscope.runs.executors import InProcessExecutor, LocalPoolExecutor
+    from ddscope.report.table import load
 
     rec = _Recorder()
     monkeypatch.setattr(runner, "make_progress", lambda *a, **k: rec)
@@ -78,7 +78,7 @@ def test_the_bars_show_a_running_trials_errors():
 
     from rich.console import Console
 
-    from ddscope.sweep.progress import Progress
+    from ddscope.runs.progress import Progress
 
     bar = Progress(True, 10, 1, Console(file=StringIO(), force_terminal=True))
     bar.start("t", "width=4", 10)
@@ -90,7 +90,7 @@ def test_the_bars_show_a_running_trials_errors():
 def test_a_progress_line_says_which_trials_have_not_finished_an_epoch_yet():
     import io
 
-    from ddscope.sweep.progress import PlainProgress
+    from ddscope.runs.progress import PlainProgress
 
     out = io.StringIO()
     p = PlainProgress(40, 2, out, log_interval=1e9)

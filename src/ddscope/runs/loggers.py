@@ -116,13 +116,13 @@ def export_run(run_dir: str | Path, fmt: str, out: str) -> str:
     """Every trial of a run directory into TensorBoard (``out``: a folder) or MLflow (``out``: a
     tracking URI or folder); returns where."""
     from .store import Store
-    from .table import _flatten, axes
+    from ..config import axes_of, flatten
 
     store = Store.open(run_dir, readonly=True)
     try:
         trials = store.trials()
-        flats = [_flatten(t["config"]) for t in trials]
-        keys = axes(store, flats)
+        flats = [flatten(t["config"]) for t in trials]
+        keys = axes_of(flats)
         name = str(store.sweep_config().get("sweep", {}).get("name") or Path(run_dir).name)
         logger = TensorBoardLogger(out) if fmt == "tensorboard" else MLflowLogger(out, name)
         by_trial: dict[str, list] = {t["trial_id"]: [] for t in trials}

@@ -36,7 +36,7 @@ EXECUTORS = ("inprocess", "local", "ray", "slurm", "submitit-local")
 
 
 class Executor(Protocol):
-    """What the sweep driver needs of a backend (``ddscope.sweep.runner.run_sweep``)."""
+    """What the sweep driver needs of a backend (``ddscope.runs.runner.run_sweep``)."""
 
     max_workers: int  # trials (or vectorised groups) in flight at once
     inline: bool  # jobs run inside submit(): progress callbacks may be plain closures

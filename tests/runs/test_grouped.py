@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 
 from ddscope.config import load_sweep
-from ddscope.sweep.executors import InProcessExecutor
-from ddscope.sweep.runner import run_sweep
+from ddscope.runs.executors import InProcessExecutor
+from ddscope.runs.runner import run_sweep
 from .helpers_sweep import FAST, cli, duplicate_rows, integrity_ok, sets, start, store_rows, table, wait_for
 
 ARGS = FAST + ["model.width=[4,8,16,32]", "optim.epochs=6"]

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from ddscope.sweep.store import Store
-from ddscope.sweep.table import tidy
+from ddscope.runs.store import Store
+from ddscope.report.table import tidy
 
 from .. import clirun
 from ..clirun import cli_inline, env

@@ -9,10 +9,10 @@ import pytest
 import ddscope.train.members
 from ddscope.checkpoint import trial_dir
 from ddscope.config import load_sweep
-from ddscope.sweep.executors import InProcessExecutor, LocalPoolExecutor
-from ddscope.sweep.runner import WORKER_DEATH_RETRIES, WORKER_DIED, run_sweep
-from ddscope.sweep.status import status_text
-from ddscope.sweep.store import Store
+from ddscope.runs.executors import InProcessExecutor, LocalPoolExecutor
+from ddscope.runs.runner import WORKER_DEATH_RETRIES, WORKER_DIED, run_sweep
+from ddscope.runs.status import status_text
+from ddscope.runs.store import Store
 from .helpers_sweep import FAST, cli_inline, duplicate_rows, sets, table
 
 

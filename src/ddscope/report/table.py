@@ -1,4 +1,5 @@
-"""Tables from the store, for pandas users, the report and export (CSV / Parquet).
+"""Tables from the store, for pandas users, the report and export (CSV / Parquet); the
+conditions and the x-axis are the report's (:mod:`.conditions`).
 
 - :func:`tidy` — one row per (trial, epoch, metric), with the trial's config axes as columns.
 - :func:`final_table` — one row per trial: its axes, parameter count, state, final errors and
@@ -15,58 +16,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from .store import Store
-
-# Config keys that always appear as columns, whether or not the sweep varies them.
-BASE_AXES = ("model.name", "model.width", "data.name", "data.noise", "seed")
-
-
-def _flatten(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flatten(v, f"{prefix}{k}."))
-        else:
-            out[prefix + k] = v
-    return out
-
-
-def varying_keys(flats: list[dict]) -> list[str]:
-    """The flattened config keys whose values differ between the trials, in config order."""
-    return [k for k in (flats[0] if flats else {}) if len({repr(f.get(k)) for f in flats}) > 1]
-
+from ..config import axes_of, flatten, varying_keys
+from ..runs.store import Store
+from .conditions import condition_keys, condition_label, x_axis
 
 def axes(store: Store, flats: list[dict] | None = None) -> list[str]:
     """The base axes plus every config key that differs between the sweep's trials."""
-    flats = [_flatten(t["config"]) for t in store.trials()] if flats is None else flats
-    return list(BASE_AXES) + [k for k in varying_keys(flats) if k not in BASE_AXES]
-
-
-# Axes that replicate a trial (seeds of the initialisation and of the data draw): pooled into
-# mean ± std. Every other varying axis is a *condition*, kept apart in every figure and table.
-REPLICATE_AXES = ("seed", "data.seed")
-# The x-axis of the report: width, or the training-set size when width is fixed (sample-wise
-# double descent).
-X_AXES = ("model.width", "data.n_train")
-
-
-def x_axis(varying: list[str]) -> str:
-    """``model.width`` unless it is fixed while ``data.n_train`` varies."""
-    return "data.n_train" if "data.n_train" in varying and "model.width" not in varying else "model.width"
-
-
-def condition_keys(flats: list[dict], varying: list[str], x: str) -> list[str]:
-    """``data.noise`` plus every varying config key that is neither a replicate nor the x-axis."""
-    keys = ["data.noise"] if flats and "data.noise" in flats[0] else []
-    return keys + [k for k in varying if k not in keys and k != x and k not in REPLICATE_AXES
-                   and not k.startswith(("checkpoint.", "device"))]
-
-
-def condition_label(key: str, value) -> str:
-    short = key.split(".")[-1]
-    if key == "data.noise" and isinstance(value, (int, float)):
-        return f"noise {100 * float(value):g} %"
-    return f"{short} {value:g}" if isinstance(value, float) else f"{short} {value}"
+    return axes_of([flatten(t["config"]) for t in store.trials()] if flats is None else flats)
 
 
 def _order(v):
@@ -76,7 +32,7 @@ def _order(v):
 def trials_frame(store: Store) -> pd.DataFrame:
     """One row per trial: id, state, axes, params, interp_epoch, wall_s, error."""
     trials = store.trials()  # read once: the axes, the conditions and the rows all come from it
-    flats = [_flatten(t["config"]) for t in trials]
+    flats = [flatten(t["config"]) for t in trials]
     varying = varying_keys(flats)
     cols = axes(store, flats)
     columns = ["trial_id", "status", *cols, "params", "n_train", "n_test", "interp_epoch", "wall_s", "trainer", "error",
@@ -115,17 +71,16 @@ def trials_frame(store: Store) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=columns)  # the columns even with no trial (a store just made)
 
 
-def tidy(store: Store) -> pd.DataFrame:
-    """Long table: trial_id, axes..., epoch, metric, value."""
-    recs = pd.DataFrame(list(store.records()), columns=["trial_id", "epoch", "metric", "value"])
-    trials = trials_frame(store).drop(columns=["error", "wall_s", "trainer", "skipped_groups", "metric_notes"])
-    return recs.merge(trials, on="trial_id", how="left")
+def _records(store: Store) -> pd.DataFrame:
+    return pd.DataFrame(list(store.records()), columns=["trial_id", "epoch", "metric", "value"])
 
 
-def final_table(store: Store) -> pd.DataFrame:
-    """One row per trial with the last recorded value of each metric (wide)."""
-    trials = trials_frame(store)
-    recs = pd.DataFrame(list(store.records()), columns=["trial_id", "epoch", "metric", "value"])
+def _tidy(trials: pd.DataFrame, recs: pd.DataFrame) -> pd.DataFrame:
+    return recs.merge(trials.drop(columns=["error", "wall_s", "trainer", "skipped_groups", "metric_notes"]),
+                      on="trial_id", how="left")
+
+
+def _final(trials: pd.DataFrame, recs: pd.DataFrame) -> pd.DataFrame:
     if recs.empty:
         return trials
     last = recs.sort_values("epoch").groupby(["trial_id", "metric"]).tail(1)
@@ -133,6 +88,23 @@ def final_table(store: Store) -> pd.DataFrame:
     wide = wide.drop(columns=[c for c in ("interp_epoch",) if c in wide.columns])
     out = trials.merge(wide, on="trial_id", how="left")
     return out.sort_values(["condition_index", "x", "seed"]).reset_index(drop=True)
+
+
+def tidy(store: Store) -> pd.DataFrame:
+    """Long table: trial_id, axes..., epoch, metric, value."""
+    return _tidy(trials_frame(store), _records(store))
+
+
+def final_table(store: Store) -> pd.DataFrame:
+    """One row per trial with the last recorded value of each metric (wide)."""
+    return _final(trials_frame(store), _records(store))
+
+
+def tables(store: Store) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``(final_table, tidy)`` from one read of the store's trials and one of its records (the
+    report needs both)."""
+    trials, recs = trials_frame(store), _records(store)
+    return _final(trials, recs), _tidy(trials, recs)
 
 
 def load(run_dir: str | Path) -> pd.DataFrame:

@@ -11,15 +11,25 @@ from __future__ import annotations
 
 import time
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .catalogue import TRACKED
-from .config import MAX_GROUP, SweepConfig, TrialConfig, apply_overrides, read_toml, set_key, sweep_from_dict
+from .catalogue import TRACKED, scheduled
+from .config import (
+    MAX_GROUP,
+    PROGRESS_INTERVAL_S,
+    SweepConfig,
+    TrialConfig,
+    apply_overrides,
+    read_toml,
+    set_key,
+    sweep_from_dict,
+)
 from .data import TrialData
 from .errors import UserError
 
@@ -27,7 +37,7 @@ from .errors import UserError
 def sweep(config: str | Path | Mapping | SweepConfig = "mnist1d-mlp", overrides: Sequence[str] | Mapping | None = None,
           out: str | Path | None = None, *, executor: str = "inprocess", workers: int | None = None,
           retry_failed: bool = False, report: bool = True, group: bool = True, max_group: int = MAX_GROUP,
-          progress: bool = False) -> Path:
+          progress: bool = False, resume: bool = False, **executor_options) -> Path:
     """Run a sweep; returns its run directory (default ``runs/<sweep name>``).
 
     Args:
@@ -35,16 +45,41 @@ def sweep(config: str | Path | Mapping | SweepConfig = "mnist1d-mlp", overrides:
         overrides: ``["model.width=[8,16]", ...]`` or ``{"model.width": [8, 16], ...}`` (a list
             value on a scalar key is a grid axis).
         out: the run directory; rerunning into it resumes (finished trials are kept).
-        executor: ``"inprocess"`` (default), ``"local"`` (a process pool of ``workers``) or ``"ray"``.
+        executor: ``"inprocess"`` (default), ``"local"`` (a process pool of ``workers``), ``"ray"``,
+            ``"slurm"`` or ``"submitit-local"``; ``executor_options``: ``address`` (Ray),
+            ``gpus_per_trial`` (Ray, Slurm), ``partition``, ``time_limit_min``, ``cpus_per_trial``
+            (Slurm) — the ``ddscope sweep`` options of the same names.
+        resume: require an existing run directory.
         report: write ``<out>/report`` at the end.
 
     Bad input raises :class:`~ddscope.errors.UserError` before anything is written. Failed
     trials do not raise: they are stored as failed (``ddscope status``) and named in a warning.
     """
-    from .runs.executors import make_executor
-    from .runs.preflight import preflight
-    from .runs.runner import run_sweep
+    done = run(config, overrides, out, executor=executor, workers=workers, retry_failed=retry_failed, group=group,
+               max_group=max_group, progress=progress, resume=resume, **executor_options)
+    if done.outcome.failed:
+        warnings.warn(f"{len(done.outcome.failed)} trial(s) failed: "
+                      + "; ".join(f"{t}: {why}" for t, why in done.outcome.failed[:3]), stacklevel=2)
+    if report:
+        from .report import build_report
 
+        build_report(done.run_dir)
+    return done.run_dir
+
+
+@dataclass(frozen=True)
+class SweepRun:
+    """What :func:`run` did: the sweep as run, its run directory and the outcome (counts, the
+    trials that failed in this run)."""
+
+    spec: SweepConfig
+    run_dir: Path
+    outcome: object  # ddscope.runs.runner.SweepOutcome
+
+
+def load_spec(config: str | Path | Mapping | SweepConfig, overrides: Sequence[str] | Mapping | None = None) -> SweepConfig:
+    """The sweep a preset name, TOML file, TOML document or :class:`SweepConfig` with
+    ``overrides`` describes, validated (``UserError`` on bad input)."""
     if isinstance(config, SweepConfig):
         doc, name = config.to_dict(), config.name
     elif isinstance(config, Mapping):
@@ -52,19 +87,48 @@ def sweep(config: str | Path | Mapping | SweepConfig = "mnist1d-mlp", overrides:
     else:
         doc, name = read_toml(str(config))
     items = dict(overrides) if isinstance(overrides, Mapping) else list(overrides or [])
-    spec = sweep_from_dict(apply_overrides(doc, items), default_name=name)
-    run_dir = Path(out) if out is not None else Path("runs") / spec.name
-    preflight(spec, run_dir)
-    outcome = run_sweep(spec, run_dir, make_executor(executor, workers), retry_failed=retry_failed,
-                        show_progress=progress, group=group, max_group=max_group)
-    if outcome.failed:
-        warnings.warn(f"{len(outcome.failed)} trial(s) failed: "
-                      + "; ".join(f"{t}: {why}" for t, why in outcome.failed[:3]), stacklevel=2)
-    if report:
-        from .report import build_report
+    return sweep_from_dict(apply_overrides(doc, items), default_name=name)
 
-        build_report(run_dir)
-    return run_dir
+
+# Which executors take which of the executor options (anything else is refused, one line).
+EXECUTOR_OPTIONS = {"address": ("ray",), "gpus_per_trial": ("ray", "slurm", "submitit-local"),
+                    "partition": ("slurm",), "time_limit_min": ("slurm", "submitit-local"),
+                    "cpus_per_trial": ("slurm", "submitit-local")}
+
+
+def run(config: str | Path | Mapping | SweepConfig, overrides: Sequence[str] | Mapping | None = None,
+        out: str | Path | None = None, *, executor: str = "inprocess", workers: int | None = None,
+        retry_failed: bool = False, group: bool = True, max_group: int = MAX_GROUP, progress: bool = False,
+        resume: bool = False, console=None, progress_interval: float = PROGRESS_INTERVAL_S,
+        on_start: Callable[[SweepConfig, Path], None] | None = None, **executor_options) -> SweepRun:
+    """The sweep driver that :func:`sweep` and ``ddscope sweep`` share: validate the config and
+    the executor's options, check everything that can be checked before anything is written
+    (:func:`~ddscope.runs.preflight.preflight`), call ``on_start(spec, run_dir)``, run the
+    pending trials (:func:`~ddscope.runs.runner.run_sweep`). Returns a :class:`SweepRun`."""
+    from .runs.executors import make_executor
+    from .runs.preflight import preflight
+    from .runs.runner import run_sweep
+
+    for key, value in executor_options.items():
+        takers = EXECUTOR_OPTIONS.get(key)
+        if takers is None:
+            raise UserError(f"unknown executor option '{key}'; allowed: {', '.join(EXECUTOR_OPTIONS)}")
+        if value and executor not in takers:
+            flag = "--" + key.replace("_min", "").replace("_", "-")
+            names = takers[0] if len(takers) == 1 else f"{', '.join(takers[:-1])} or {takers[-1]}"
+            raise UserError(f"{flag} needs --executor {names}")
+    spec = load_spec(config, overrides)  # validates everything before anything is written
+    run_dir = Path(out) if out is not None else Path("runs") / spec.name
+    preflight(spec, run_dir, resume=resume)  # devices, run directory, data, your factories: one line
+    if on_start is not None:
+        on_start(spec, run_dir)
+    given = {k: v for k, v in executor_options.items() if v is not None}
+    slurm = {k: given[k] for k in ("partition", "time_limit_min", "cpus_per_trial") if k in given}
+    ex = make_executor(executor, workers, given.get("address"), given.get("gpus_per_trial", 0),
+                       folder=run_dir / "submitit", **(slurm if executor in ("slurm", "submitit-local") else {}))
+    outcome = run_sweep(spec, run_dir, ex, retry_failed=retry_failed, show_progress=progress, console=console,
+                        group=group, max_group=max_group, progress_interval=progress_interval)
+    return SweepRun(spec, run_dir, outcome)
 
 
 class Tracker:
@@ -100,7 +164,7 @@ class Tracker:
 
     def __init__(self, out: str | Path, *, train: tuple[Tensor, Tensor], test: tuple[Tensor, Tensor],
                  val: tuple[Tensor, Tensor] | None = None, labels: Mapping | None = None,
-                 groups: Sequence[str] = ("jacobian", "lipschitz", "distance"), metrics: Mapping | None = None,
+                 groups: Sequence[str] = scheduled("every"), metrics: Mapping | None = None,
                  noisy_mask: Tensor | None = None, y_train_clean: Tensor | None = None,
                  num_classes: int | None = None, epochs: int | None = None, name: str = "tracked"):
         self.run_dir = Path(out)
@@ -165,18 +229,15 @@ class Tracker:
     def log(self, epoch: int, model: nn.Module) -> dict[str, float]:
         """Losses and errors on every split and the metric groups of ``model`` (eval mode, its
         training flag restored) at ``epoch``; stored at once. Returns this epoch's values."""
-        from .train.evaluate import epoch_errors, measure_epoch
+        from .train.evaluate import measure_epoch, record_errors
 
         if self._store is None:
             raise RuntimeError("Tracker.log before Tracker.start(model)")
         was_training = model.training
         model.eval()
         try:
-            rows = []
-            for split, (loss_v, err_v) in epoch_errors(model, self.data).items():
-                rows += [(epoch, f"loss/{split}", loss_v), (epoch, f"err/{split}", err_v)]
-                if split == "train" and err_v == 0.0 and self.interp_epoch is None:
-                    self.interp_epoch = epoch
+            rows: list[tuple[int, str, float]] = []  # the training loop's records and interpolation test
+            self.interp_epoch = record_errors(model, self.data, None, epoch, 0, rows, self.interp_epoch, diverge=False)
             if self.groups:
                 rows += measure_epoch(self.cfg, model, self.data, self.init_state, epoch, self.groups, self.skipped,
                                       self.notes)
@@ -190,10 +251,7 @@ class Tracker:
         """Mark the trial done (or ``"failed"``) and close the store; returns the run directory."""
         if self._store is None:
             raise RuntimeError("Tracker.finish before Tracker.start(model)")
-        if self.interp_epoch is not None:
-            last = max(e for e, _, _ in self.records)
-            self.records.append((last, "interp_epoch", float(self.interp_epoch)))
-        self._write(status)
+        self._write(status, last_epoch=max((e for e, _, _ in self.records), default=0))
         self._store.close()
         self._store = None
         return self.run_dir
@@ -205,17 +263,19 @@ class Tracker:
         if self._store is not None:
             self.finish("failed" if exc_type is not None else "done")
 
-    def _write(self, status: str) -> None:
-        from .train.result import TrialResult
+    def _write(self, status: str, last_epoch: int | None = None) -> None:
+        """The trial's row in the store as it stands; ``last_epoch``: it is finished (the
+        interpolation epoch is closed as the training loop closes it)."""
+        from .train.result import TrialResult, close_interpolation, data_summary
 
-        summary = {"params": self.params, "n_train": len(self.data.x_train), "n_test": len(self.data.x_test), "n_noisy": int(self.data.noisy_mask.sum()),
-                   "trainer": "tracker", "interp_epoch": self.interp_epoch, "resumed_from_epoch": None,
-                   "wall_s": time.perf_counter() - self._t0, "skipped_groups": dict(self.skipped),
-                   "metric_notes": dict(self.notes)}
-        mask = np.packbits(self.data.noisy_mask.cpu().numpy()).tobytes()
         result = TrialResult(trial_id=self.cfg.trial_id, config=self.cfg.to_dict(), status=status,
                              records=list(self.records),
-                             summary=summary, noisy_mask=mask)
+                             summary={**data_summary(self.data, self.params, "tracker"), "interp_epoch": self.interp_epoch,
+                                      "wall_s": time.perf_counter() - self._t0, "skipped_groups": dict(self.skipped),
+                                      "metric_notes": dict(self.notes)},
+                             noisy_mask=np.packbits(self.data.noisy_mask.cpu().numpy()).tobytes())
+        if last_epoch is not None:
+            close_interpolation(result, self.interp_epoch, last_epoch)
         self._store.finish(result)
 
 
@@ -244,4 +304,4 @@ def _merge_axes(stored: dict, doc: dict, axes: list[str]) -> dict:
     return out
 
 
-__all__ = ["Tracker", "sweep"]
+__all__ = ["EXECUTOR_OPTIONS", "SweepRun", "Tracker", "load_spec", "run", "sweep"]

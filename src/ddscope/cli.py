@@ -57,40 +57,41 @@ def _run(config: str, *, overrides: tuple[str, ...], out: str | None, executor: 
          address: str | None, gpus_per_trial: float, partition: str | None, time_limit: int, cpus_per_trial: int,
          retry_failed: bool, resume: bool, report: bool,
          quiet: bool, group: bool, max_group: int, progress_interval: float) -> None:
-    from .config import load_sweep
-    from .runs.executors import make_executor
-    from .runs.runner import run_sweep
+    """``ddscope sweep`` / ``demo``: the Python API's driver (:func:`ddscope.api.run`), with the
+    header line, signals, the report and the exit codes of a command."""
+    from .api import run
 
     _check_out(out)
-    if executor != "ray" and address:
-        raise UserError("--address needs --executor ray")
-    if executor not in ("ray", "slurm", "submitit-local") and gpus_per_trial:
-        raise UserError("--gpus-per-trial needs --executor ray, slurm or submitit-local")
-    if executor != "slurm" and partition:
-        raise UserError("--partition needs --executor slurm")
-    sweep = load_sweep(config, list(overrides))  # validates everything before anything is written
-    run_dir = Path(out) if out else Path("runs") / sweep.name
-    from .runs.preflight import preflight
-
-    preflight(sweep, run_dir, resume=resume)  # devices, run directory, data, your factories: one line
     con = _console()
-    n = len(sweep.trials())
-    axes = ", ".join(f"{k} × {len(v)}" for k, v in sweep.grid.items()) or "one trial"
-    con.print(f"[bold]ddscope[/] sweep [cyan]{sweep.name}[/]: {n} trials ({axes}) → {run_dir}")
-    ex = make_executor(executor, workers, address, gpus_per_trial, folder=run_dir / "submitit",
-                       **({"partition": partition, "time_limit_min": time_limit, "cpus_per_trial": cpus_per_trial}
-                          if executor in ("slurm", "submitit-local") else {}))
+    started: dict = {}
+
+    def announce(sweep, run_dir: Path) -> None:
+        started.update(sweep=sweep, run_dir=run_dir)
+        n = len(sweep.trials())
+        axes = ", ".join(f"{k} × {len(v)}" for k, v in sweep.grid.items()) or "one trial"
+        con.print(f"[bold]ddscope[/] sweep [cyan]{sweep.name}[/]: {n} trials ({axes}) → {run_dir}")
+
+    # the Slurm settings have defaults of their own: given only to the executors that take them
+    slurm = ({"time_limit_min": time_limit, "cpus_per_trial": cpus_per_trial}
+             if executor in ("slurm", "submitit-local") else {})
     with _stop_signals() as stopped_by:
         try:
-            outcome = run_sweep(sweep, run_dir, ex, retry_failed=retry_failed, show_progress=not quiet, console=con,
-                                group=group, max_group=max_group, progress_interval=progress_interval)
+            done = run(config, list(overrides), out, executor=executor, workers=workers, retry_failed=retry_failed,
+                       group=group, max_group=max_group, progress=not quiet, resume=resume, console=con,
+                       progress_interval=progress_interval, on_start=announce, address=address,
+                       gpus_per_trial=gpus_per_trial, partition=partition, **slurm)
         except KeyboardInterrupt:
             code = 128 + stopped_by.get("signal", signal.SIGINT)
+            if not started:  # stopped while checking, before anything was written
+                con.print("[yellow]interrupted[/] before the sweep started: nothing was written")
+                sys.exit(code)
+            run_dir, sweep = started["run_dir"], started["sweep"]
             if report and _all_finished(run_dir, sweep):  # the stop came after the last trial
                 con.print("[yellow]interrupted[/] after every trial finished: writing the report")
                 click.echo(f"report: {_make_report(run_dir, quiet=quiet)}")
             con.print(f"[yellow]interrupted[/]: finished trials are stored; rerun the same command to resume ({run_dir})")
             sys.exit(code)
+    run_dir, outcome = done.run_dir, done.outcome
     c = outcome.counts
     con.print(f"trials: {c['done']} done, {c['failed']} failed, {c['pending']} pending, {c['running']} running (this run: {outcome.ran})")
     for tid, why in outcome.failed:

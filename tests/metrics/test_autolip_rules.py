@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ddscope import reference as R
+from ddscope.metrics import reference as R
 from ddscope.metrics.activations import FUNCTIONAL, activation_constant
 from ddscope.metrics.ascent import lipschitz_lower
 from ddscope.metrics.jacobian import jacobian_norms

@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from ddscope import reference as R
+from ddscope.metrics import reference as R
 from ddscope.metrics import measure
 from ddscope.metrics.ascent import lipschitz_lower
 from ddscope.metrics.jacobian import jacobian_norms

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from ddscope import reference as R
+from ddscope.metrics import reference as R
 from ddscope.metrics.convnorm import DENSE_MAX_ENTRIES, conv_norm_certified, conv_norm_fft, dense_entries
 from ddscope.metrics.lipschitz import conv_operator_norm, lipschitz_upper
 

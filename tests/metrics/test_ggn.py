@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from ddscope import reference as R
+from ddscope.metrics import reference as R
 from ddscope.metrics import measure
 from ddscope.metrics.ggn import exact_trace_refusal, ggn_trace, output_hessian_factors
 from ddscope.metrics.hessian import flat_params, hess_trace, hess_trace_detail

@@ -11,7 +11,7 @@ import math
 import pytest
 import torch
 
-from ddscope import reference as R
+from ddscope.metrics import reference as R
 from ddscope.metrics import hessian as HM
 from ddscope.metrics.hessian import HVP_MODES, auto_hess_batch, hess_top, hess_trace, loss_hvp
 

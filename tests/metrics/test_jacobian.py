@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from ddscope import reference as R
+from ddscope.metrics import reference as R
 from ddscope.metrics import jacobian as jac
 from ddscope.metrics.jacobian import OUTPUTS, JacNorms, aggregate, jacobian_norms, path_jacobian_norms, path_points
 

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ddscope import reference as R
+from ddscope.metrics import reference as R
 from ddscope.metrics.jacobian import jacobian_norms, path_points
 from ddscope.metrics.lipschitz import conv_operator_norm, lipschitz_upper, max_pool_lipschitz
 from ddscope.models import MODELS

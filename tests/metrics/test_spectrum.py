@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ddscope import reference as R
+from ddscope.metrics import reference as R
 from ddscope.metrics import measure
 from ddscope.metrics.spectrum import (hess_spectrum, lanczos_quadrature, quadrature_from_metrics, spectral_density,
                                       spectrum_metrics)

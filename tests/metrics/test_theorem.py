@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from ddscope import reference as R
+from ddscope.metrics import reference as R
 from ddscope.metrics.theorem import per_sample_grad_sq, theorem2, theorem2_per_sample
 
 KEYS = ("thm2_lhs", "thm2_mid", "thm2_rhs", "thm2_lhs_le_mid", "thm2_mid_le_rhs", "loss_max", "x_min",

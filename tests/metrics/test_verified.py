@@ -14,7 +14,7 @@ from torch import nn
 
 import ddscope.metrics.hessian as H
 import ddscope.metrics.jacobian as J
-from ddscope import reference as R
+from ddscope.metrics import reference as R
 from ddscope.metrics.hessian import hess_trace_detail
 from ddscope.metrics.jacobian import jacobian_norms
 from ddscope.metrics.suite import MetricNote, MetricSkipped, measure

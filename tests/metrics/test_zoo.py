@@ -18,7 +18,7 @@ import math
 import pytest
 import torch
 
-from ddscope import reference as R
+from ddscope.metrics import reference as R
 from ddscope.metrics.ascent import lipschitz_lower
 from ddscope.metrics.hessian import hess_trace_detail
 from ddscope.metrics.jacobian import jacobian_norms, math_attention

@@ -9,7 +9,6 @@ from pathlib import Path
 import torch
 
 from ..config import SweepConfig
-from ..extend import extend_sweep
 from ..data import check_sizes
 from ..errors import UserError, check_writable
 from ..imports import is_import_spec
@@ -30,9 +29,10 @@ def preflight(sweep: SweepConfig, run_dir: Path, *, resume: bool = False) -> Non
     if resume and not (run_dir / "store.sqlite").exists():
         raise UserError(f"--resume: no store at {run_dir / 'store.sqlite'} to resume")
     if (run_dir / "store.sqlite").exists():
-        store = Store.open(run_dir / "store.sqlite")  # a corrupted store stops us here, untouched
-        try:  # and so does another sweep's run directory (run_sweep checks again, atomically)
-            extend_sweep(store.sweep_config(), sweep, where=f"run directory {run_dir}")
+        # A corrupted store stops us here, untouched. (Another sweep's run directory is refused by
+        # run_sweep, atomically with extending the stored sweep: the refusal changes nothing.)
+        store = Store.open(run_dir / "store.sqlite")
+        try:
             store.trials()  # every row readable
         finally:
             store.close()

@@ -280,7 +280,7 @@ class Store:
             )
         return back
 
-    def claim(self, worker: str, only: set[str] | None = None, stale_after: float = 300.0,
+    def claim(self, worker: str, only: set[str] | None = None, stale_after: float = STALE_AFTER_S,
               unit: str | None = None) -> tuple[str, dict] | None:
         """Atomically take the next pending trial (in sweep order) for ``worker``; ``unit`` names
         the vectorised group it will train in (None: alone)."""

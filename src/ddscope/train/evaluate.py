@@ -64,14 +64,15 @@ def epoch_errors(model: nn.Module, data: TrialData) -> dict[str, tuple[float, fl
     return out
 
 
-def record_errors(model: nn.Module, data: TrialData, schedule: Schedule, epoch: int, step: int,
-                  rec: list, interp_epoch: int | None) -> int | None:
+def record_errors(model: nn.Module, data: TrialData, schedule: Schedule | None, epoch: int, step: int,
+                  rec: list, interp_epoch: int | None, *, diverge: bool = True) -> int | None:
     """End of an epoch, model in eval mode: append its losses and errors to ``rec`` if the
-    schedule records them, else only test for interpolation; returns the (possibly new)
-    interpolation epoch. A non-finite training loss raises :class:`Diverged`."""
-    if schedule.evaluates(epoch):
+    schedule (None: every epoch) records them, else only test for interpolation; returns the
+    (possibly new) interpolation epoch: the first at which the training error is 0. A
+    non-finite training loss raises :class:`Diverged` (``diverge``) or is recorded as it is."""
+    if schedule is None or schedule.evaluates(epoch):
         for name, (loss_v, err_v) in epoch_errors(model, data).items():
-            if name == "train" and not math.isfinite(loss_v):
+            if diverge and name == "train" and not math.isfinite(loss_v):
                 raise Diverged(epoch, step, loss_v)
             rec.append((epoch, f"loss/{name}", loss_v))
             rec.append((epoch, f"err/{name}", err_v))

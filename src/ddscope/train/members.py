@@ -24,7 +24,7 @@ from ..models import count_parameters, make_model
 from .batches import resolve_device
 from .evaluate import measure_epoch, record_errors
 from .optim import Slots
-from .result import Diverged, TrialResult
+from .result import Diverged, TrialResult, close_interpolation, data_summary
 from .schedule import Schedule
 
 
@@ -87,8 +87,7 @@ def build_members(configs: Sequence[TrialConfig], kind: str, ckpt_dirs: Sequence
             d = d.inputs_as(ref.dtype)  # a factory's float64 model gets float64 inputs
         result = TrialResult(trial_id=c.trial_id, config=c.to_dict(), status="done")
         result.noisy_mask = np.packbits(d.noisy_mask.cpu().numpy()).tobytes()
-        result.summary.update(n_train=int(d.x_train.shape[0]), n_test=int(d.x_test.shape[0]), n_noisy=int(d.noisy_mask.sum()),
-                              params=count_parameters(model), resumed_from_epoch=None, trainer=kind)
+        result.summary.update(data_summary(d, count_parameters(model), kind))
         members.append(Member(cfg=c, data=d, model=model, result=result, index=j, schedule=Schedule(c),
                               folder=None if folder is None else Checkpointer(folder, c),
                               init_state={k: v.detach().clone() for k, v in model.named_parameters()}))
@@ -158,9 +157,7 @@ def finish(members: Sequence[Member], t0: float) -> list[TrialResult]:
     for m in members:
         s = m.result.summary
         if m.result.status == "done":
-            s["interp_epoch"] = m.interp_epoch
-            if m.interp_epoch is not None:
-                m.result.records.append((m.cfg.optim.epochs, "interp_epoch", float(m.interp_epoch)))
+            close_interpolation(m.result, m.interp_epoch, m.cfg.optim.epochs)
         s["wall_s"] = m.elapsed0 + wall / len(members)
         if len(members) > 1:
             s.update(group_wall_s=wall, group_size=len(members))

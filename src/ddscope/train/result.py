@@ -27,4 +27,20 @@ class TrialResult:
     noisy_mask: bytes = b""  # np.packbits of the (N_train,) noisy-label mask
 
 
-__all__ = ["Diverged", "TrialResult"]
+def data_summary(data, params: int, trainer: str) -> dict:
+    """The summary keys a trial has from its start: the sizes of its splits, how many training
+    labels are noisy, its parameter count and which trainer ran it (``data`` a ``TrialData``)."""
+    return {"n_train": int(data.x_train.shape[0]), "n_test": int(data.x_test.shape[0]),
+            "n_noisy": int(data.noisy_mask.sum()), "params": int(params), "resumed_from_epoch": None,
+            "trainer": trainer}
+
+
+def close_interpolation(result: TrialResult, interp_epoch: int | None, last_epoch: int) -> None:
+    """A finished trial's interpolation epoch: in the summary, and as the ``interp_epoch``
+    record at its last epoch when it interpolated."""
+    result.summary["interp_epoch"] = interp_epoch
+    if interp_epoch is not None:
+        result.records.append((last_epoch, "interp_epoch", float(interp_epoch)))
+
+
+__all__ = ["Diverged", "TrialResult", "close_interpolation", "data_summary"]

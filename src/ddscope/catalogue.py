@@ -87,8 +87,9 @@ _GROUPS = (
                     Measure("jac_spec_mean/<split>", "mean ‖∂f/∂x‖₂ {where}"),
                     Measure("jac_spec_max/<split>", "max ‖∂f/∂x‖₂ {where}"),
                     Measure("jac_fro_rms/<split>", "‖∂f/∂x‖_F (rms) {where}"))),
-    Group("paths", _G + "compute_paths", "the jacobian keys for <split> = path_same, path_any, with "
-          "jac_spec_rms_se/<path> (the random pairs' standard error)",
+    Group("paths", _G + "compute_paths",
+          "jac_spec_rms/<path>, jac_spec_mean/<path>, jac_spec_max/<path>, jac_fro_rms/<path> for <path> = path_same, "
+          "path_any, and jac_spec_rms_se/<path> (the random pairs' standard error)",
           "jac_spec_rms/path_same", "Jacobian norms on paths between training points", schedule="sparse",
           needs=("train",)),  # its measures are the jacobian group's, on the paths
     Group("lipschitz", _G + "compute_lipschitz",
@@ -108,7 +109,9 @@ _GROUPS = (
           measures=(Measure("hess_trace", "tr H, loss Hessian in θ (exact where hess_trace_exact = 1, else an "
                                           "estimate ± hess_trace_se)"),
                     Measure("hess_top", "λ_max(H)"))),
-    Group("theorem2", _G + "compute_theorem2", "thm2_lhs, thm2_mid, thm2_rhs and their parts (theorem2())",
+    Group("theorem2", _G + "compute_theorem2",
+          "thm2_lhs, thm2_mid, thm2_rhs, thm2_rhs_se (0 when tr H is exact), thm2_lhs_le_mid, thm2_mid_le_rhs (1: "
+          "the inequality held), input_grad_sq_mean, theta1_norm, x_min, loss_max",
           "thm2_mid", "the Theorem 2 terms", schedule="sparse", needs=("train",),
           measures=(Measure("thm2_lhs", "Theorem 2 LHS"),
                     Measure("thm2_mid", "Theorem 2 MID: mean ‖∇_θ L_n‖²"),
@@ -172,6 +175,11 @@ def smoother_direction() -> dict[str, bool]:
 
 
 # ----------------------------------------------------------------------------- options
+
+# The [metrics] config keys that are not options of measure(): they decide when and on which
+# splits the groups run (the trial's schedule), not how a group measures.
+SCHEDULE_KEYS = ("groups", "sparse_groups", "splits", "epochs", "num_log_epochs", "num_sparse_epochs",
+                 "num_eval_epochs")
 
 # The options of ddscope.metrics.measure and their defaults. The [metrics] config keys of the same
 # name take their defaults from here, as do the metric functions' own keyword arguments (a test
@@ -285,5 +293,5 @@ def resolve(spec: str):
 
 
 __all__ = ["BASE_AXES", "DATA_NAMES", "FAMILIES", "GROUPS", "HESS_METHODS", "ID_FREE", "JAC_OUTPUTS", "METRIC_GROUPS",
-           "MODEL_NAMES", "OPTIONS", "PATHS", "SOURCES", "SPLITS", "TRACKED", "WHERE", "Family", "Group", "Measure",
+           "MODEL_NAMES", "OPTIONS", "PATHS", "SCHEDULE_KEYS", "SOURCES", "SPLITS", "TRACKED", "WHERE", "Family", "Group", "Measure",
            "Source", "is_id_free", "measures", "resolve", "scheduled", "smoother_direction"]

@@ -126,3 +126,23 @@ def test_quiet_errors_ends_a_script_with_one_line(tmp_path, raise_, code, line):
     script.write_text("import ddscope\nddscope.quiet_errors()\nraise ValueError('a bug')\n")
     r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
     assert r.returncode == 1 and "Traceback" in r.stderr and "ValueError: a bug" in r.stderr
+
+
+def test_the_api_checks_executor_options_as_the_cli_does(tmp_path):
+    """One driver: ddscope.sweep refuses what ``ddscope sweep`` refuses, before anything is written."""
+    with pytest.raises(UserError, match="--address needs --executor ray"):
+        ddscope.sweep("mnist1d-mlp", TINY, out=tmp_path / "a", executor="local", address="10.0.0.1:6379")
+    with pytest.raises(UserError, match="--partition needs --executor slurm"):
+        ddscope.sweep("mnist1d-mlp", TINY, out=tmp_path / "b", executor="inprocess", partition="gpu")
+    with pytest.raises(UserError, match="unknown executor option 'adress'"):
+        ddscope.sweep("mnist1d-mlp", TINY, out=tmp_path / "c", adress="x")
+    assert not any(tmp_path.iterdir())
+
+
+def test_a_sweepconfig_is_run_as_given(tmp_path):
+    from ddscope.api import load_spec
+    from ddscope.config import load_sweep
+
+    spec = load_sweep("mnist1d-mlp", [f"{k}={v}" for k, v in TINY.items()])
+    assert load_spec(spec) is spec
+    assert load_spec(spec, {"seed": 3}).base.seed == 3

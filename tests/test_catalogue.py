@@ -256,3 +256,12 @@ def test_the_docs_list_the_reports_figures():
     assert len({f.name for f in FIGURES}) == len(FIGURES)
     assert (ROOT / "docs" / "report.md").read_text(encoding="utf-8") == figure_docs(), (
         "docs/report.md is out of date: python -m ddscope.report.contents > docs/report.md")
+
+
+def test_a_tracked_trials_data_cannot_be_loaded_again():
+    """ddscope.Tracker's trials name the catalogue's TRACKED source: loading it is one clear line."""
+    from ddscope.config import DataConfig
+    from ddscope.data import load_source
+
+    with pytest.raises(UserError, match="recorded by ddscope.Tracker"):
+        load_source(DataConfig(name=catalogue.TRACKED))

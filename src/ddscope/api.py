@@ -32,6 +32,7 @@ from .config import (
 )
 from .data import TrialData
 from .errors import UserError
+from .validate import check_ranges
 
 
 def sweep(config: str | Path | Mapping | SweepConfig = "mnist1d-mlp", overrides: Sequence[str] | Mapping | None = None,
@@ -80,6 +81,10 @@ class SweepRun:
 def load_spec(config: str | Path | Mapping | SweepConfig, overrides: Sequence[str] | Mapping | None = None) -> SweepConfig:
     """The sweep a preset name, TOML file, TOML document or :class:`SweepConfig` with
     ``overrides`` describes, validated (``UserError`` on bad input)."""
+    if isinstance(config, SweepConfig) and not overrides:
+        for t in config.trials() or [config.base]:  # a SweepConfig built by hand is checked too
+            check_ranges(t)
+        return config
     if isinstance(config, SweepConfig):
         doc, name = config.to_dict(), config.name
     elif isinstance(config, Mapping):

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import click
 
-from .config import MAX_GROUP, METRIC_GROUPS, PROGRESS_INTERVAL_S
+from .catalogue import JAC_OUTPUTS, PATHS, SPLITS
+from .config import DEVICES, MAX_GROUP, METRIC_GROUPS, PROGRESS_INTERVAL_S
 from .errors import UserError, as_user_error, check_writable, one_line
 
 DEMO_PRESET = "mnist1d-mlp"
@@ -318,9 +319,9 @@ def export(run_dir, fmt, out):
               show_default=True, help="Metric groups (repeat the option); default all.")
 @click.option("--samples", type=Finite(0, 10**9, integer=True), default=None,
               help="Samples per split for Jacobian norms and the Hessian (0 = all; default: the trial's).")
-@click.option("--output", type=click.Choice(["logits", "softmax", "log_softmax", "loss"]), default=None,
+@click.option("--output", type=click.Choice(JAC_OUTPUTS), default=None,
               help="Jacobian of this output map (default: the trial's).")
-@click.option("--device", type=click.Choice(["cpu", "cuda", "auto"]), default="auto", show_default=True)
+@click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
 @click.option("--data-root", default=None, help="Folder of real data sets (default: the trial's data.root).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def measure(checkpoint, groups, samples, output, device, data_root, as_json):
@@ -359,7 +360,7 @@ def measure(checkpoint, groups, samples, output, device, data_root, as_json):
 @click.option("--epoch", "epochs", multiple=True, type=Finite(0, 10**9, integer=True),
               help="Checkpoint epochs (repeat; need checkpoint.epochs); default: the last (final.pt).")
 @click.option("--samples", type=Finite(0, 10**9, integer=True), default=None, help="Training samples for the Hessian (0 = all; default: the trial's).")
-@click.option("--device", type=click.Choice(["cpu", "cuda", "auto"]), default="auto", show_default=True)
+@click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
 def spectrum(run_dir, widths, epochs, samples, device):
     """Add the Hessian's top eigenvalues and spectral density (SLQ) of chosen trials to a run's
     store, from their checkpoints; `ddscope report` then draws them."""
@@ -373,7 +374,7 @@ def spectrum(run_dir, widths, epochs, samples, device):
         click.echo(f"trial {d['trial_id']} width {d['width']:g} epoch {d['epoch']}: {d['rows']} rows")
 
 
-_SPLIT_COLUMNS = ("train", "train_clean", "train_noisy", "test", "val", "path_same", "path_any")
+_SPLIT_COLUMNS = (*SPLITS, *PATHS)  # the catalogue's splits, then the paths between training points
 
 
 def _measure_tables(out: dict):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ..catalogue import PATHS
 from .context import Context
 from .distance import distance_from_init
 from .hessian import auto_hess_batch, hess_top, hess_trace_detail
@@ -67,7 +68,7 @@ def compute_jacobian(ctx: Context) -> dict[str, float]:
 def compute_paths(ctx: Context) -> dict[str, float]:
     x, y = ctx.split("train", "paths")
     out: dict[str, float] = {}
-    for name, same in (("path_same", True), ("path_any", False)):
+    for name, same in zip(PATHS, (True, False)):  # same-class pairs, then any two points
         agg = path_jacobian_norms(ctx.model, x, y, n_pairs=ctx.opt["path_pairs"], k=ctx.opt["path_k"],
                                   same_class=same, generator=ctx.gen,
                                   witnesses=ctx.shared.setdefault("witnesses", []) if ctx.opt["output"] == "logits" else None,

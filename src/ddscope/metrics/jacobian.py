@@ -24,11 +24,11 @@ import torch
 from torch import Tensor, nn
 from torch.func import jvp, vjp, vmap
 
-from ..catalogue import OPTIONS
+from ..catalogue import JAC_OUTPUTS, OPTIONS
 from ddscope.estimators import batched_lanczos_top_eig, batched_power_iteration, default_generator
 from ddscope.metrics.losses import Loss, loss_fn
 
-OUTPUTS = ("logits", "softmax", "log_softmax", "loss")
+OUTPUTS = JAC_OUTPUTS  # the output maps a Jacobian is taken of (the catalogue's)
 METHODS = ("auto", "exact", "lanczos", "power")
 # method="auto" computes all C rows of J at once (memory chunk·C·d) when C ≤ AUTO_MAX_CLASSES
 # or C·d ≤ AUTO_MAX_CD; otherwise it runs Lanczos (memory chunk·num_iters·min(C, d)).

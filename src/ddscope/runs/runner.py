@@ -133,7 +133,9 @@ def run_sweep(
         raise
     if not (run_dir / "config.toml").exists() or (run_dir / "config.toml").read_text() != dumps_toml(merged):
         _write_atomic(run_dir / "config.toml", dumps_toml(merged))
-    configs = {t.trial_id: t.to_dict() for t in sweep.trials()}
+    trials = {t.trial_id: t for t in sweep.trials()}
+    # plain dicts: what the store keeps and what crosses to a worker process (rebuilt there once)
+    configs = {tid: t.to_dict() for tid, t in trials.items()}
     store.add_trials(configs.items())
     mine = set(configs)
     if retry_failed:
@@ -149,7 +151,7 @@ def run_sweep(
     # The plan: units of trial ids, a unit of several trains as one vectorised group.
     units: list[list[str]] = []
     if group and todo:
-        cfgs = [TrialConfig.from_dict(configs[t["trial_id"]]) for t in todo]
+        cfgs = [trials[t["trial_id"]] for t in todo]
         units = [[c.trial_id for c in g] for g in group_trials(cfgs, max_group=max_group, workers=executor.max_workers)]
         units = [u for u in units if len(u) > 1]  # singletons go through the plain claim loop
 

@@ -265,3 +265,19 @@ def test_a_tracked_trials_data_cannot_be_loaded_again():
 
     with pytest.raises(UserError, match="recorded by ddscope.Tracker"):
         load_source(DataConfig(name=catalogue.TRACKED))
+
+
+def test_the_drivers_defaults_are_configs():
+    """The sweep driver's defaults (group size, progress interval) are stated once, in config."""
+    from ddscope.config import MAX_GROUP, PROGRESS_INTERVAL_S
+    from ddscope.runs import progress, runner
+    from ddscope.train import plan
+
+    import ddscope.api as api
+
+    assert inspect.signature(plan.group_trials).parameters["max_group"].default == MAX_GROUP
+    assert inspect.signature(api.run).parameters["max_group"].default == MAX_GROUP
+    assert inspect.signature(runner.run_sweep).parameters["max_group"].default == MAX_GROUP
+    for f in (progress.make_progress, runner.run_sweep, api.run):
+        name = "log_interval" if f is progress.make_progress else "progress_interval"
+        assert inspect.signature(f).parameters[name].default == PROGRESS_INTERVAL_S, f

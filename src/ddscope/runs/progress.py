@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 
+from ..config import PROGRESS_INTERVAL_S
 from .status import fmt_duration  # one duration format for status and progress
 
 
@@ -18,7 +19,7 @@ class PlainProgress:
 
     The ETA is elapsed × (epochs left / epochs done) over this run's epochs."""
 
-    def __init__(self, total_epochs: int, n_trials: int, stream, log_interval: float = 30.0):
+    def __init__(self, total_epochs: int, n_trials: int, stream, log_interval: float = PROGRESS_INTERVAL_S):
         self.total, self.n_trials, self.stream, self.interval = max(total_epochs, 1), n_trials, stream, log_interval
         self.t0 = self.last = time.monotonic()
         self.done, self.seen, self.finished_epochs = 0, {}, 0
@@ -73,7 +74,7 @@ class PlainProgress:
         pass
 
 
-def make_progress(enabled: bool, total_epochs: int, n_trials: int, console=None, log_interval: float = 30.0):
+def make_progress(enabled: bool, total_epochs: int, n_trials: int, console=None, log_interval: float = PROGRESS_INTERVAL_S):
     """Bars on a terminal, plain lines otherwise (``console``: a rich Console; None: stderr)."""
     if enabled and console is not None and not console.is_terminal:
         return PlainProgress(total_epochs, n_trials, console.file, log_interval)

@@ -25,7 +25,7 @@ import json
 from collections.abc import Sequence
 
 from ..catalogue import FAMILIES
-from ..config import TrialConfig, all_keys, get_key
+from ..config import MAX_GROUP, TrialConfig, all_keys, get_key
 
 VARIES = "varies"  # members may differ
 SAME = "same"  # members must agree; every value is supported
@@ -143,7 +143,7 @@ def _balanced_split(group: list[int], parts: int, cost: list[float], capacity: i
     return [sorted(b) for b in bins if b]
 
 
-def group_trials(configs: Sequence[TrialConfig], *, max_group: int = 16, enabled: bool = True,
+def group_trials(configs: Sequence[TrialConfig], *, max_group: int = MAX_GROUP, enabled: bool = True,
                  workers: int = 1) -> list[list[TrialConfig]]:
     """Partition ``configs`` into groups that :func:`~ddscope.train.run_group` trains together.
 

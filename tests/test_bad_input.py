@@ -1,5 +1,5 @@
 """Bad input fuzzed at the CLI: every case exits 2 with one line on stderr (``ddscope: error:
-...``), no traceback, and leaves the store as it was (DESIGN.md §4). A file that is not a ddscope
+...``), no traceback, and leaves the store as it was (docs/design.md §4). A file that is not a ddscope
 store is not touched at all (not even switched to WAL mode), and a sweep refused up front creates
 nothing in its run directory.
 
@@ -120,6 +120,18 @@ CASES = {
     "max-group 0": lambda run, tmp: [*sweep_args(tmp / "new"), "--max-group", "0"],
     "override without =": lambda run, tmp: ["sweep", "mnist1d-mlp", "--set", "model.width", "--out", str(tmp / "new")],
     "empty grid axis": lambda run, tmp: sweep_args(tmp / "new", "model.width=[]"),
+    "volume: K = 0": lambda run, tmp: sweep_args(tmp / "new", 'metrics.sparse_groups=["volume"]', "metrics.vol_k=0"),
+    "volume: a sampler without strength": lambda run, tmp: sweep_args(tmp / "new", 'metrics.vol_samplers=["shift"]'),
+    "volume: a path that does not increase": lambda run, tmp: sweep_args(tmp / "new",
+                                                                         'metrics.vol_samplers=["shift@2,1"]'),
+    "volume: an unknown family": lambda run, tmp: sweep_args(tmp / "new", 'metrics.vol_samplers=["blur@2"]'),
+    "volume: a shift longer than the signal": lambda run, tmp: sweep_args(
+        tmp / "new", 'metrics.sparse_groups=["volume"]', 'metrics.vol_samplers=["shift@40"]'),
+    "volume: more Fourier components erased than there are": lambda run, tmp: sweep_args(
+        tmp / "new", 'metrics.sparse_groups=["volume"]', 'metrics.vol_samplers=["erase@5,10,15,20,25"]'),
+    "volume: an augmentation that does not import": lambda run, tmp: sweep_args(
+        tmp / "new", 'metrics.sparse_groups=["volume"]', 'metrics.vol_samplers=["nosuchmodule:blur@1"]'),
+    "volume: an output map that does not exist": lambda run, tmp: sweep_args(tmp / "new", "metrics.vol_output='grad'"),
     "unknown key": lambda run, tmp: sweep_args(tmp / "new", "model.widht=4"),
     "unknown option": lambda run, tmp: [*sweep_args(tmp / "new"), "--bogus"],
     "another sweep's run directory (epochs)": lambda run, tmp: sweep_args(run, "optim.epochs=3"),

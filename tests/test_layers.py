@@ -13,7 +13,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "ddscope"
 
 # Bottom to top; a module is placed by its first dotted name under ddscope.
 LAYERS = (
-    ("version", "catalogue", "errors", "paths", "tomlio", "imports", "validate", "config"),
+    ("version", "catalogue", "errors", "paths", "tomlio", "imports", "samplers", "validate", "config"),
     ("estimators", "data", "models"),
     ("metrics",),
     ("train", "checkpoint"),

@@ -37,6 +37,7 @@ WHERE = {
     "path_any": "on paths between any two training points",
 }
 SPLIT = "<split>"  # the placeholder of a measure's key for every split and path
+SAMPLER = "<sampler>"  # ... and for the label of every neighbourhood sampler a store holds
 
 
 # ----------------------------------------------------------------------------- metric groups
@@ -53,10 +54,11 @@ class Measure:
     lower_is_smoother: bool = True
 
     def expand(self) -> list[tuple[str, str]]:
-        """``[(key, words)]``: one per split and path for a ``<split>`` key, else the key itself."""
+        """``[(key, words)]``: one per split and path for a ``<split>`` key, else the key itself
+        (a ``<sampler>`` stays: :func:`measures` fills it in from the keys a store holds)."""
         if SPLIT not in self.key:
             return [(self.key, self.words)]
-        return [(self.key.replace(SPLIT, s), self.words.format(where=WHERE[s])) for s in (*SPLITS, *PATHS)]
+        return [(self.key.replace(SPLIT, s), self.words.replace("{where}", WHERE[s])) for s in (*SPLITS, *PATHS)]
 
 
 @dataclass(frozen=True)
@@ -70,7 +72,7 @@ class Group:
     name: str
     compute: str
     keys: str  # the keys it writes (<split>: every measured split; <layer>: a module path)
-    probe: str  # a key every run of the group writes: the store shows the group ran
+    probe: str  # a key every run of the group writes, or the head of such keys (vol_jac_spec_rms/...): it ran
     about: str  # what it measures, in words
     schedule: str = "off"
     needs: tuple[str, ...] = ()
@@ -148,6 +150,24 @@ _GROUPS = (
           measures=(Measure("cm_pacbayes_flat", "PAC-Bayes sharpness 1 / σ'²"),
                     Measure("cm_pacbayes_init", "PAC-Bayes bound ‖θ − θ⁰‖² / 4σ'² + log(N/σ') + 10"),
                     Measure("cm_pacbayes_mag_flat", "magnitude-aware PAC-Bayes sharpness 1 / σ'²"))),
+    Group("volume", _G + "compute_volume",
+          "vol_jac_spec_rms/<split>/<sampler>, vol_jac_fro_rms/<split>/<sampler>, vol_loss/<split>/<sampler>, "
+          "vol_acc/<split>/<sampler>, and along paths vol_tangent_jac/<split>/<sampler>, "
+          "vol_tangent_hess/<split>/<sampler> (<split>: train_clean, train_noisy, or train without label noise; "
+          "<sampler>: the label of each metrics.vol_samplers entry, e.g. shift1, shift_path1-4)",
+          "vol_jac_spec_rms", "sharpness over volumes around training points, clean and noisy labels apart",
+          needs=("train",),
+          measures=(Measure("vol_jac_spec_rms/<split>/<sampler>",
+                            "‖∂g/∂x‖₂ (rms) over {sampler} neighbourhoods, {where}"),
+                    Measure("vol_jac_fro_rms/<split>/<sampler>",
+                            "‖∂g/∂x‖_F (rms) over {sampler} neighbourhoods, {where}"),
+                    Measure("vol_loss/<split>/<sampler>", "mean loss over {sampler} neighbourhoods, {where}"),
+                    Measure("vol_acc/<split>/<sampler>", "fraction of {sampler} neighbourhoods that predict the "
+                            "training label, {where}", lower_is_smoother=False),
+                    Measure("vol_tangent_jac/<split>/<sampler>", "derivative of g along {sampler} paths (finite "
+                            "differences), {where}"),
+                    Measure("vol_tangent_hess/<split>/<sampler>", "second derivative of g along {sampler} paths "
+                            "(finite differences), {where}"))),
     Group("distance", _G + "compute_distance", "dist_abs/<layer>, dist_rel/<layer>, dist_abs/all, dist_rel/all",
           "dist_rel/all", "distance from initialisation", schedule="every", needs=("init_state",),
           measures=(Measure("dist_rel/all", "relative distance from initialisation"),
@@ -163,15 +183,33 @@ def scheduled(schedule: str) -> tuple[str, ...]:
     return tuple(name for name, g in GROUPS.items() if g.schedule == schedule)
 
 
-def measures() -> dict[str, str]:
+def _rows(columns=None):
+    """(key, words, lower_is_smoother) of every measure, in catalogue order; a ``<sampler>`` key
+    once per sampler label among ``columns`` (none without columns)."""
+    for g in GROUPS.values():
+        for m in g.measures:
+            for key, words in m.expand():
+                if SAMPLER not in key:
+                    yield key, words, m.lower_is_smoother
+                    continue
+                head, _, tail = key.partition(SAMPLER)
+                for col in (() if columns is None else columns):
+                    col = str(col)
+                    label = col[len(head): len(col) - len(tail)] if col.startswith(head) and col.endswith(tail) else ""
+                    if label and "/" not in label and len(col) > len(head) + len(tail):
+                        yield col, words.replace("{sampler}", label), m.lower_is_smoother
+
+
+def measures(columns=None) -> dict[str, str]:
     """Every measure key the report compares with the test error -> its words, in catalogue order
-    (``<split>`` expanded to every split and path)."""
-    return {key: words for g in GROUPS.values() for m in g.measures for key, words in m.expand()}
+    (``<split>`` expanded to every split and path; ``<sampler>`` to the sampler labels found
+    among ``columns``, e.g. a final table's)."""
+    return {key: words for key, words, _ in _rows(columns)}
 
 
-def smoother_direction() -> dict[str, bool]:
+def smoother_direction(columns=None) -> dict[str, bool]:
     """Measure key -> ``lower_is_smoother``."""
-    return {key: m.lower_is_smoother for g in GROUPS.values() for m in g.measures for key, _ in m.expand()}
+    return {key: lower for key, _, lower in _rows(columns)}
 
 
 # ----------------------------------------------------------------------------- options
@@ -212,6 +250,12 @@ OPTIONS: dict[str, object] = {
     "grad_chunk": 64,  # samples per per-sample-gradient pass in theorem2 (memory ~ grad_chunk x #params)
     "loss": "cross_entropy",  # the loss of hessian, theorem2 and output="loss": cross_entropy, mse or a callable
     "lip_constants": None,  # declared Lipschitz constants {node, module path or op name: L} (lipschitz_upper)
+    # group "volume": neighbourhood samplers ('family@strength' a ball, 'family@s1,s2,...' a path;
+    # ddscope.metrics.neighbourhood), balls or paths per point, training points per split, output map
+    "vol_samplers": ("shift@1", "shift@1,2,3,4"),
+    "vol_k": 4,
+    "vol_samples": 200,
+    "vol_output": "loss",
 }
 JAC_OUTPUTS = ("logits", "softmax", "log_softmax", "loss")
 HESS_METHODS = ("auto", "ggn", "hutchpp", "hutchinson")  # the config's; measure() also takes "exact"

@@ -115,6 +115,12 @@ class MetricsConfig:
     # tr(H): "auto" = exact tr(GGN) on networks piecewise linear in each parameter, Hutch++ else;
     # "hutchpp" forces the estimator (e.g. to compare), "ggn" refuses other networks.
     hess_method: str = OPTIONS["hess_method"]
+    # group "volume" (docs/design.md §6): neighbourhood samplers, balls/paths per point, training
+    # points per split (0 = all), the output map whose input Jacobian is taken
+    vol_samplers: tuple[str, ...] = OPTIONS["vol_samplers"]
+    vol_k: int = OPTIONS["vol_k"]
+    vol_samples: int = OPTIONS["vol_samples"] or 0
+    vol_output: str = OPTIONS["vol_output"]
     # [metrics.lip_constants]: declared Lipschitz constants for operations AutoLip has none for,
     # keyed by graph node, module path, module type name ("Hardswish") or function name ("cumsum")
     lip_constants: Options = field(default_factory=Options)
@@ -146,7 +152,9 @@ PROGRESS_INTERVAL_S = 30.0  # a plain progress line this often when stderr is no
 
 # Keys added after trial ids were first published -> their default (see TrialConfig.trial_id).
 ADDED_KEYS = {("metrics", "num_eval_epochs"): 0, ("data", "path"): "", ("data", "options"): {},
-              ("model", "options"): {}, ("metrics", "hess_method"): "auto", ("metrics", "lip_constants"): {}}
+              ("model", "options"): {}, ("metrics", "hess_method"): "auto", ("metrics", "lip_constants"): {},
+              ("metrics", "vol_samplers"): list(OPTIONS["vol_samplers"]), ("metrics", "vol_k"): OPTIONS["vol_k"],
+              ("metrics", "vol_samples"): OPTIONS["vol_samples"], ("metrics", "vol_output"): OPTIONS["vol_output"]}
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from . import catalogue
 from .catalogue import HESS_METHODS, JAC_OUTPUTS, SPLITS
 from .errors import UserError
 from .imports import is_import_spec
+from .samplers import parse_samplers
 
 NOISE_KINDS = ("uniform", "flip")
 OPTIMIZERS = ("sgd", "adam")
@@ -75,6 +76,16 @@ def check_ranges(c) -> None:
     for name, value in c.metrics.lip_constants.items():
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
             bad(f"metrics.lip_constants.{name}", f"must be a finite number >= 0 (a Lipschitz constant), got {value!r}")
+    if c.metrics.vol_output not in JAC_OUTPUTS:
+        bad("metrics.vol_output", f"must be one of {', '.join(JAC_OUTPUTS)}, got '{c.metrics.vol_output}'")
+    if c.metrics.vol_k < 1:
+        bad("metrics.vol_k", f"must be >= 1 (balls or paths per training point), got {c.metrics.vol_k}")
+    if c.metrics.vol_samples < 0:
+        bad("metrics.vol_samples", f"must be >= 0 (0 = every training point), got {c.metrics.vol_samples}")
+    try:  # the grammar here; whether a sampler fits the data's shape is checked with the data (preflight)
+        parse_samplers(c.metrics.vol_samplers)
+    except ValueError as e:
+        bad("metrics.vol_samplers", str(e))
     if any(e < 0 for e in c.metrics.epochs):
         bad("metrics.epochs", "epochs must be >= 0")
     if any(e < 0 for e in c.checkpoint.epochs):

@@ -22,7 +22,9 @@ from .sharpness import sharpness_measures
 from .jacobian import JacNorms, aggregate, jacobian_norms, path_jacobian_norms, rms_standard_error, top_points
 from .lipschitz import lipschitz_upper
 from .spectrum import hess_spectrum, spectrum_metrics
+from .neighbourhood import check_sampler, parse_samplers
 from .tight import lipschitz_upper_tight
+from .volume import volume_measures
 from .theorem import theorem2
 
 
@@ -205,6 +207,30 @@ def compute_sharpness(ctx: Context) -> dict[str, float]:
                               depth=ctx.opt["sharp_depth"], generator=ctx.gen)
 
 
+def compute_volume(ctx: Context) -> dict[str, float]:
+    """Sharpness over volumes around training points (:mod:`.volume`), on ``vol_samples`` points
+    of each of the training split's clean and noisy subsets (the whole split without them), for
+    every sampler of ``vol_samplers``."""
+    o = ctx.opt
+    samplers = parse_samplers(o["vol_samplers"])
+    for sampler in samplers:
+        check_sampler(sampler, tuple(ctx.input_shape))
+    x, y = ctx.split("train", "volume")
+    parts = {name: mask for name, (parent, mask) in ctx.subsets.items() if parent == "train"} or {"train": None}
+    out: dict[str, float] = {}
+    for name, mask in parts.items():
+        keep = mask.to(x.device) if mask is not None else None
+        xs, ys = (x, y) if keep is None else (x[keep], y[keep])
+        if len(xs) == 0:  # no noisy label: nothing to measure around
+            continue
+        xs, ys = _subsample(xs, ys, o["vol_samples"] or None, ctx.gen)
+        for sampler in samplers:
+            values = volume_measures(ctx.model, xs, ys, sampler, k=o["vol_k"], output=o["vol_output"], loss=o["loss"],
+                                     generator=ctx.gen, chunk_size=o["chunk_size"])
+            out.update({f"{k}/{name}/{sampler.label}": v for k, v in values.items()})
+    return out
+
+
 def compute_distance(ctx: Context) -> dict[str, float]:
     if ctx.init_state is None:
         raise ValueError("metric group 'distance' needs init_state (snapshot_params at step 0)")
@@ -213,4 +239,4 @@ def compute_distance(ctx: Context) -> dict[str, float]:
 
 __all__ = ["CERTIFICATE_RTOL", "CertificateViolated", "Context", "compute_complexity", "compute_distance",
            "compute_hessian", "compute_jacobian", "compute_lipschitz", "compute_paths", "compute_sharpness",
-           "compute_spectrum", "compute_theorem2"]
+           "compute_spectrum", "compute_theorem2", "compute_volume"]

@@ -21,12 +21,13 @@ from ddscope.metrics.jacobian import JacNorms, eval_mode, output_fn
 from ddscope.metrics.lipschitz import AVG_POOLS, MAX_POOLS, LipschitzBound, leaf_lipschitz, record_input_shapes, walk_lipschitz
 
 
-def dense_jacobian(model: nn.Module, x: Tensor, *, output: str = "logits", y: Tensor | None = None) -> Tensor:
+def dense_jacobian(model: nn.Module, x: Tensor, *, output: str = "logits", y: Tensor | None = None,
+                   loss="cross_entropy") -> Tensor:
     """J(x_n) ∈ R^{C×d} for every sample, (N, C, d), by autograd one sample at a time."""
     jacs = []
     with eval_mode(model):
         for n in range(len(x)):
-            fn = output_fn(model, output, None if y is None else y[n : n + 1])
+            fn = output_fn(model, output, None if y is None else y[n : n + 1], loss)
             J = torch.autograd.functional.jacobian(lambda v: fn(v.view(1, *x.shape[1:]))[0], x[n].reshape(-1))
             jacs.append(J)  # (C, d)
     return torch.stack(jacs)
@@ -161,3 +162,54 @@ def theorem2_dense(model: nn.Module, x: Tensor, y: Tensor) -> dict[str, float | 
         "theta1_norm": theta1,
         "input_grad_sq_mean": input_grad_sq_mean,
     }
+
+
+def volume_reference(model: nn.Module, pts: Tensor, y: Tensor, *, path: bool, output: str = "loss",
+                     loss="cross_entropy") -> dict[str, float]:
+    """The volume quantities (:mod:`ddscope.metrics.volume`) by plain loops over points,
+    directions and anchors: ``pts`` (N, K, *shape) ball points or (N, K, A, *shape) path anchors
+    (as :func:`ddscope.metrics.neighbourhood.draw` gives them), ``y`` (N,) the labels. Dense
+    Jacobians one point at a time, the trapezoid rule written out segment by segment."""
+    from ddscope.metrics.losses import loss_fn
+
+    ell = loss_fn(loss)
+    n, k = pts.shape[:2]
+    shape = pts.shape[3:] if path else pts.shape[2:]
+
+    def at(z: Tensor, label: Tensor) -> tuple[float, float, float, float, Tensor]:
+        J = dense_jacobian(model, z.reshape(1, *shape), output=output, y=label.reshape(1), loss=loss)[0]
+        with torch.no_grad(), eval_mode(model):
+            logits = model(z.reshape(1, *shape))
+            g = output_fn(model, output, label.reshape(1), loss)(z.reshape(1, *shape))[0]
+        return (float(torch.linalg.svdvals(J)[0]) ** 2, float(torch.linalg.matrix_norm(J)) ** 2,
+                float(ell(logits, label.reshape(1))[0]), float(int(logits.reshape(-1).argmax()) == int(label)), g)
+
+    sums = {"spec": 0.0, "fro": 0.0, "loss": 0.0, "acc": 0.0, "tan": 0.0, "hess": 0.0}
+    hess_terms = 0
+    for i in range(n):
+        for j in range(k):
+            if not path:
+                s2, f2, lo, ac, _ = at(pts[i, j], y[i])
+                for key, v in zip(("spec", "fro", "loss", "acc"), (s2, f2, lo, ac)):
+                    sums[key] += v / (n * k)
+                continue
+            anchors = pts[i, j]
+            vals = [at(a, y[i]) for a in anchors]
+            lengths = [float((anchors[a + 1] - anchors[a]).norm()) for a in range(len(anchors) - 1)]
+            total = sum(lengths)
+            for q, key in enumerate(("spec", "fro", "loss", "acc")):
+                integral = sum(0.5 * (vals[a][q] + vals[a + 1][q]) * lengths[a] for a in range(len(lengths)))
+                sums[key] += (integral / total if total > 0 else vals[0][q]) / (n * k)
+            slopes = [(vals[a + 1][4] - vals[a][4]) / lengths[a] for a in range(len(lengths))]
+            sums["tan"] += sum(lengths[a] / total * float(slopes[a].norm()) ** 2 for a in range(len(lengths))) / (n * k)
+            for a in range(1, len(lengths)):
+                second = 2 * (slopes[a] - slopes[a - 1]) / (lengths[a] + lengths[a - 1])
+                sums["hess"] += float(second.norm()) ** 2
+                hess_terms += 1
+    out = {"vol_jac_spec_rms": sums["spec"] ** 0.5, "vol_jac_fro_rms": sums["fro"] ** 0.5, "vol_loss": sums["loss"],
+           "vol_acc": sums["acc"]}
+    if path:
+        out["vol_tangent_jac"] = sums["tan"] ** 0.5
+        if hess_terms:
+            out["vol_tangent_hess"] = (sums["hess"] / hess_terms) ** 0.5
+    return out

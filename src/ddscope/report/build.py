@@ -168,7 +168,7 @@ def _sections(data: ReportData, ev: pd.DataFrame, summaries: dict, fig_html: dic
     for f in FIGURES:  # the headline figures before the long table
         if f.headline:
             secs.append((f.title, f.section(data, fig_html[f.name])))
-    legend = "".join(f"<li><code>{html.esc(m)}</code>: {html.esc(d)}</li>" for m, d in catalogue.measures().items()
+    legend = "".join(f"<li><code>{html.esc(m)}</code>: {html.esc(d)}</li>" for m, d in catalogue.measures(ev["measure"] if not ev.empty else ()).items()
                      if (ev["measure"] == m).any()) if not ev.empty else ""
     secs.append(("Evidence table", html.evidence_html(ev) + (
         "<p>Per noise level, correlation across widths between each measure and the test error (per-width means "

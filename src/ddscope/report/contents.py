@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from . import epochs, figures, html, ranking, ranking_figure
+from . import epochs, figures, html, ranking, ranking_figure, volume
 from .summary import theorem2_table
 
 
@@ -146,6 +146,19 @@ FIGURES: tuple[Figure, ...] = (
            'or the group in the schedule), and its top eigenvalues against width.',
            needs="hess_slq_* (metric group 'spectrum'; ddscope spectrum RUN adds it from checkpoints)",
            draw=lambda d: figures.spectrum(d.final), opt_in=True),
+    Figure('volume', 'Sharpness over volumes',
+           'rms of ‖∂g/∂x‖₂ (g: metrics.vol_output, the loss by default) over the neighbourhoods of training points '
+           'spanned by each sampler of metrics.vol_samplers — balls of weak augmentations and geodesic paths of '
+           'ever stronger ones (Gamba et al., TMLR 2023) — at the last epoch against width, clean-label and '
+           'noisy-label points side by side on one scale; right: the fraction of the noisy points\' neighbourhoods '
+           'that still predict the noisy label, and the test error. Mean over seeds, bands ± 1 std.',
+           needs="vol_* (metric group 'volume')",
+           draw=lambda d: volume.volume(d.final)),
+    Figure('volume_epochs', 'Volume sharpness over epochs',
+           'rms of ‖∂g/∂x‖₂ over the first sampler\'s neighbourhoods of clean-label and noisy-label training points, '
+           'and the test error, against epoch for the representative widths (as in \'Over epochs\').',
+           needs="vol_* over epochs (metric group 'volume')",
+           draw=lambda d: volume.volume_epochs(d.long, d.reps)),
     Figure('distance', 'Distance from initialisation',
            "Relative distance ‖θₗ − θₗ⁰‖_F / ‖θₗ⁰‖_F of each layer's parameters at the last epoch (heat map, "
            'mean over seeds; layers are module paths from input to output), and of the whole network.',

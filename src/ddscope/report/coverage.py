@@ -101,7 +101,7 @@ def missing_items(final: pd.DataFrame, counts: dict, metrics: set[str], sweep_cf
         if group in skipped:
             continue
         what = f"{row.about}: {row.keys}"
-        if row.probe in metrics:
+        if any(m == row.probe or m.startswith(row.probe + "/") for m in metrics):  # the probe, or its keys
             continue
         if row.schedule == "off" and (enabled is None or group not in enabled):
             continue  # an opt-in group (spectrum) nobody asked for is not missing

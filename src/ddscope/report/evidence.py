@@ -133,7 +133,7 @@ def measures_in(final: pd.DataFrame) -> list[str]:
     """The catalogue's measures (:func:`ddscope.catalogue.measures`: every metric group's, in its
     order) that the table has at least one value of."""
     d = done_rows(final)
-    return [m for m in catalogue.measures() if m in d and pd.to_numeric(d[m], errors="coerce").notna().any()]
+    return [m for m in catalogue.measures(d.columns) if m in d and pd.to_numeric(d[m], errors="coerce").notna().any()]
 
 
 def evidence_table(final: pd.DataFrame, *, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:

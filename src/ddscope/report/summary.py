@@ -172,7 +172,7 @@ def dd_summary(final: pd.DataFrame, noise=None) -> dict:
         widest_train_err=float(train.iloc[-1]) if len(train) else None,
     )
     out["double_descent"], out["verdict"] = verdict(out, c)
-    for metric in [m for m in catalogue.measures() if m in final.columns]:
+    for metric in [m for m in catalogue.measures(final.columns) if m in final.columns]:
         mp = peak_width(mean_by_width(final, metric, noise))
         if mp is not None:
             out[f"peak/{metric}"] = mp
@@ -184,7 +184,7 @@ def is_measure(key: str) -> bool:
     """Whether ``key`` is one of the catalogue's measures; flags and standard errors
     (``hess_trace_exact``, ``lip_upper_tight_eclipse``, ``hess_trace_se``) are not: they say how
     a measure was obtained, so they have no peak and are never ranked."""
-    return key in catalogue.measures()
+    return key in catalogue.measures([key])
 
 
 def verdict(s: dict, test_curve: pd.DataFrame) -> tuple[bool, str]:

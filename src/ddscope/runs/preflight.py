@@ -12,6 +12,7 @@ from ..config import SweepConfig
 from ..data import check_sizes
 from ..errors import UserError, check_writable
 from ..imports import is_import_spec
+from ..samplers import check_sampler, parse_samplers
 from ..models import make_model
 from ..train import resolve_device
 from .loggers import loggers_for
@@ -43,7 +44,30 @@ def preflight(sweep: SweepConfig, run_dir: Path, *, resume: bool = False) -> Non
             continue
         checked.add((t.model.name, t.data))
         _check_factory(t, sources[t.data])
+    for t in trials:
+        if "volume" in (*t.metrics.groups, *t.metrics.sparse_groups):
+            check_volume_samplers(t.metrics.vol_samplers, sources[t.data])
     loggers_for(sweep.base.log, sweep.name)  # [log]: the extras are installed (last: MLflow makes its folder)
+
+
+def check_volume_samplers(specs, ds) -> None:
+    """Every sampler of ``metrics.vol_samplers`` applies to the data set ``ds``: its rank, its
+    strengths, and a user's augmentation returns one sample of the input's shape per sample."""
+    from ..metrics.neighbourhood import draw
+
+    try:
+        samplers = parse_samplers(specs)
+        for sampler in samplers:
+            check_sampler(sampler, tuple(ds.input_shape))
+            x = ds.x_train[:2].to(torch.get_default_dtype())
+            if len(x):
+                draw(sampler, x, 1, torch.Generator(device="cpu").manual_seed(0))
+    except UserError:
+        raise
+    except Exception as e:  # noqa: BLE001 — a user's augmentation is the user's code
+        lines = str(e).strip().splitlines()
+        raise UserError(f"config key 'metrics.vol_samplers': {lines[0] if lines else type(e).__name__} "
+                        f"(data {ds.name})") from None
 
 
 PREFLIGHT_SAMPLES = 3  # an odd count: an output that depends on the batch size shows at 3 as at any

@@ -234,7 +234,7 @@ class Tracker:
     def log(self, epoch: int, model: nn.Module) -> dict[str, float]:
         """Losses and errors on every split and the metric groups of ``model`` (eval mode, its
         training flag restored) at ``epoch``; stored at once. Returns this epoch's values."""
-        from .train.evaluate import measure_epoch, record_errors
+        from .train.evaluate import loss_of, measure_epoch, record_errors
 
         if self._store is None:
             raise RuntimeError("Tracker.log before Tracker.start(model)")
@@ -242,7 +242,8 @@ class Tracker:
         model.eval()
         try:
             rows: list[tuple[int, str, float]] = []  # the training loop's records and interpolation test
-            self.interp_epoch = record_errors(model, self.data, None, epoch, 0, rows, self.interp_epoch, diverge=False)
+            self.interp_epoch = record_errors(model, self.data, None, epoch, 0, rows, self.interp_epoch, diverge=False,
+                                              loss=loss_of(self.cfg))
             if self.groups:
                 rows += measure_epoch(self.cfg, model, self.data, self.init_state, epoch, self.groups, self.skipped,
                                       self.notes)

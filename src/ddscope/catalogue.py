@@ -258,6 +258,10 @@ OPTIONS: dict[str, object] = {
     "vol_output": "loss",
 }
 JAC_OUTPUTS = ("logits", "softmax", "log_softmax", "loss")
+# optim.loss: the training loss of a trial, and of every metric that takes a loss (Theorem 2, the
+# Hessian, output = "loss", the volume group): cross-entropy (with optim.label_smoothing) or the
+# squared error to one-hot targets (Belkin et al. 2019; Nakkiran et al. 2020, appendix).
+TRAIN_LOSSES = ("cross_entropy", "mse")
 HESS_METHODS = ("auto", "ggn", "hutchpp", "hutchinson")  # the config's; measure() also takes "exact"
 
 
@@ -337,5 +341,5 @@ def resolve(spec: str):
 
 
 __all__ = ["BASE_AXES", "DATA_NAMES", "FAMILIES", "GROUPS", "HESS_METHODS", "ID_FREE", "JAC_OUTPUTS", "METRIC_GROUPS",
-           "MODEL_NAMES", "OPTIONS", "PATHS", "SCHEDULE_KEYS", "SOURCES", "SPLITS", "TRACKED", "WHERE", "Family", "Group", "Measure",
+           "MODEL_NAMES", "OPTIONS", "PATHS", "SCHEDULE_KEYS", "SOURCES", "SPLITS", "TRACKED", "TRAIN_LOSSES", "WHERE", "Family", "Group", "Measure",
            "Source", "is_id_free", "measures", "resolve", "scheduled", "smoother_direction"]

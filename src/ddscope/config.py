@@ -88,6 +88,10 @@ class OptimConfig:
     epochs: int = 500
     warmup_epochs: int = 0  # linear learning-rate warm-up over this many epochs
     amp: bool = False  # mixed precision for training on CUDA (metrics stay float32)
+    # The training loss, and the loss of every metric that takes one: "cross_entropy" or "mse"
+    # (squared error to one-hot targets); label_smoothing ε in [0, 1) smooths the cross-entropy.
+    loss: str = "cross_entropy"
+    label_smoothing: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -154,7 +158,8 @@ PROGRESS_INTERVAL_S = 30.0  # a plain progress line this often when stderr is no
 ADDED_KEYS = {("metrics", "num_eval_epochs"): 0, ("data", "path"): "", ("data", "options"): {},
               ("model", "options"): {}, ("metrics", "hess_method"): "auto", ("metrics", "lip_constants"): {},
               ("metrics", "vol_samplers"): list(OPTIONS["vol_samplers"]), ("metrics", "vol_k"): OPTIONS["vol_k"],
-              ("metrics", "vol_samples"): OPTIONS["vol_samples"], ("metrics", "vol_output"): OPTIONS["vol_output"]}
+              ("metrics", "vol_samples"): OPTIONS["vol_samples"], ("metrics", "vol_output"): OPTIONS["vol_output"],
+              ("optim", "loss"): "cross_entropy", ("optim", "label_smoothing"): 0.0}
 
 
 @dataclass(frozen=True)

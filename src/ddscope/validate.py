@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 
 from . import catalogue
-from .catalogue import HESS_METHODS, JAC_OUTPUTS, SPLITS
+from .catalogue import HESS_METHODS, JAC_OUTPUTS, SPLITS, TRAIN_LOSSES
 from .errors import UserError
 from .imports import is_import_spec
 from .samplers import parse_samplers
@@ -60,6 +60,12 @@ def check_ranges(c) -> None:
         bad("optim.weight_decay", f"must be >= 0, got {c.optim.weight_decay}")
     if not 0.0 <= c.optim.momentum < 1.0:
         bad("optim.momentum", f"must be in [0, 1), got {c.optim.momentum}")
+    if c.optim.loss not in TRAIN_LOSSES:
+        bad("optim.loss", f"must be one of {', '.join(TRAIN_LOSSES)}, got '{c.optim.loss}'")
+    if not 0.0 <= c.optim.label_smoothing < 1.0:
+        bad("optim.label_smoothing", f"must be in [0, 1), got {c.optim.label_smoothing}")
+    if c.optim.label_smoothing and c.optim.loss != "cross_entropy":
+        bad("optim.label_smoothing", f"smooths the cross-entropy; optim.loss is '{c.optim.loss}'")
     if c.device not in DEVICES:
         bad("device", f"must be one of {', '.join(DEVICES)}, got '{c.device}'")
     for key in ("groups", "sparse_groups"):

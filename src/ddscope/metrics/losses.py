@@ -14,7 +14,7 @@ from collections.abc import Callable
 import torch.nn.functional as F
 from torch import Tensor
 
-LOSSES = ("cross_entropy", "mse")
+LOSSES = ("cross_entropy", "mse")  # = ddscope.catalogue.TRAIN_LOSSES
 Loss = str | Callable[[Tensor, Tensor], Tensor]
 
 
@@ -30,6 +30,50 @@ def _mse(out: Tensor, y: Tensor, reduction: str = "none") -> Tensor:
     target = F.one_hot(y, out.shape[1]).to(out.dtype) if not y.is_floating_point() else y.reshape(len(y), -1)
     per = (out - target).square().mean(1)
     return per.sum() if reduction == "sum" else per
+
+
+class LabelSmoothing:
+    """Cross-entropy to the smoothed targets (1 − ε) e_y + ε/C (Szegedy et al. 2016), per sample:
+    ``F.cross_entropy(..., label_smoothing=ε)``. A picklable callable, so a trial's loss crosses to
+    worker processes; its Hessian in the logits is cross-entropy's (the targets sum to 1)."""
+
+    def __init__(self, epsilon: float):
+        if not 0.0 <= float(epsilon) < 1.0:
+            raise ValueError(f"label smoothing must be in [0, 1), got {epsilon}")
+        self.epsilon = float(epsilon)
+
+    def __call__(self, out: Tensor, y: Tensor) -> Tensor:
+        return F.cross_entropy(out.reshape(len(out), -1), y, reduction="none", label_smoothing=self.epsilon)
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, LabelSmoothing) and other.epsilon == self.epsilon
+
+    def __hash__(self) -> int:
+        return hash(("label_smoothing", self.epsilon))
+
+    def __repr__(self) -> str:
+        return f"LabelSmoothing({self.epsilon:g})"
+
+
+def trial_loss(name: str = "cross_entropy", label_smoothing: float = 0.0) -> Loss:
+    """The loss a trial's ``optim.loss`` and ``optim.label_smoothing`` name, as :func:`loss_fn`
+    takes it: ``"cross_entropy"``, ``"mse"`` or a :class:`LabelSmoothing`."""
+    if name not in LOSSES:
+        raise ValueError(f"unknown loss {name!r}; allowed: {', '.join(LOSSES)}")
+    if label_smoothing:
+        if name != "cross_entropy":
+            raise ValueError("label smoothing applies to the cross-entropy only")
+        return LabelSmoothing(label_smoothing)
+    return name
+
+
+def batch_losses(out: Tensor, y: Tensor, loss: Loss) -> Tensor:
+    """Per-sample losses of outputs ``out`` (..., C) against labels ``y`` (...): the training
+    step's loss for any leading shape (a stacked group's (M, B, C))."""
+    if loss == "cross_entropy":  # classes on dim 1: on the CPU several times faster than on the last
+        return F.cross_entropy(out.movedim(-1, 1) if out.dim() > 2 else out, y, reduction="none")
+    lead = y.shape
+    return loss_fn(loss)(out.reshape(-1, out.shape[-1]), y.reshape(-1)).reshape(lead)
 
 
 def loss_fn(loss: Loss = "cross_entropy") -> Callable[..., Tensor]:
@@ -51,4 +95,4 @@ def loss_fn(loss: Loss = "cross_entropy") -> Callable[..., Tensor]:
                      "per-sample losses")
 
 
-__all__ = ["LOSSES", "Loss", "loss_fn"]
+__all__ = ["LOSSES", "LabelSmoothing", "Loss", "batch_losses", "loss_fn", "trial_loss"]

@@ -14,21 +14,28 @@ from torch import nn
 
 from ..config import TrialConfig
 from ..data import TrialData
+from ..metrics.losses import Loss, loss_fn, trial_loss
 from ..metrics.suite import measure, options_from_config
 from .result import Diverged
 from .schedule import Schedule
 
 
 @torch.no_grad()
-def per_sample_loss_err(model: nn.Module, x: torch.Tensor, y: torch.Tensor, chunk: int = 1024):
-    """Per-sample cross-entropy (N,) and 0/1 error (N,) of ``model`` in its current mode."""
+def per_sample_loss_err(model: nn.Module, x: torch.Tensor, y: torch.Tensor, chunk: int = 1024,
+                        loss: Loss = "cross_entropy"):
+    """Per-sample ``loss`` (N,) (the trial's; cross-entropy by default) and 0/1 error (N,) of
+    ``model`` in its current mode."""
     losses, wrong = [], []
+    per = loss_fn(loss)
     for i in range(0, x.shape[0], chunk):
         logits = model(x[i : i + chunk]).float()  # (B, C)
         yy = y[i : i + chunk]
-        # Classes on dim 1 of a (1, C, B) tensor: on the CPU the log-softmax over a short last
-        # dimension (C = 10) of thousands of rows is several times slower than over dim 1.
-        losses.append(F.cross_entropy(logits.T[None], yy[None], reduction="none")[0])
+        if loss == "cross_entropy":
+            # Classes on dim 1 of a (1, C, B) tensor: on the CPU the log-softmax over a short last
+            # dimension (C = 10) of thousands of rows is several times slower than over dim 1.
+            losses.append(F.cross_entropy(logits.T[None], yy[None], reduction="none")[0])
+        else:
+            losses.append(per(logits, yy))
         wrong.append((logits.argmax(1) != yy).float())
     if not losses:
         return torch.zeros(0), torch.zeros(0)
@@ -47,31 +54,32 @@ def _mean(t: torch.Tensor) -> float:
     return t.mean().item() if t.numel() else math.nan
 
 
-def epoch_errors(model: nn.Module, data: TrialData) -> dict[str, tuple[float, float]]:
+def epoch_errors(model: nn.Module, data: TrialData, loss: Loss = "cross_entropy") -> dict[str, tuple[float, float]]:
     """(loss, error) on train (noisy labels), its clean and noisy subsets, test and val; the
     subsets reuse the training pass."""
-    loss, err = per_sample_loss_err(model, data.x_train, data.y_train)
+    per, err = per_sample_loss_err(model, data.x_train, data.y_train, loss=loss)
     m = data.noisy_mask
     out = {
-        "train": (_mean(loss), _mean(err)),
-        "train_clean": (_mean(loss[~m]), _mean(err[~m])),
-        "train_noisy": (_mean(loss[m]), _mean(err[m])),
+        "train": (_mean(per), _mean(err)),
+        "train_clean": (_mean(per[~m]), _mean(err[~m])),
+        "train_noisy": (_mean(per[m]), _mean(err[m])),
     }
     for name, x, y in (("test", data.x_test, data.y_test), ("val", data.x_val, data.y_val)):
         if x.shape[0]:
-            lo, er = per_sample_loss_err(model, x, y)
+            lo, er = per_sample_loss_err(model, x, y, loss=loss)
             out[name] = (_mean(lo), _mean(er))
     return out
 
 
 def record_errors(model: nn.Module, data: TrialData, schedule: Schedule | None, epoch: int, step: int,
-                  rec: list, interp_epoch: int | None, *, diverge: bool = True) -> int | None:
+                  rec: list, interp_epoch: int | None, *, diverge: bool = True,
+                  loss: Loss = "cross_entropy") -> int | None:
     """End of an epoch, model in eval mode: append its losses and errors to ``rec`` if the
-    schedule (None: every epoch) records them, else only test for interpolation; returns the
+    schedule (None: every epoch) records them (``loss``: the trial's), else only test for interpolation; returns the
     (possibly new) interpolation epoch: the first at which the training error is 0. A
     non-finite training loss raises :class:`Diverged` (``diverge``) or is recorded as it is."""
     if schedule is None or schedule.evaluates(epoch):
-        for name, (loss_v, err_v) in epoch_errors(model, data).items():
+        for name, (loss_v, err_v) in epoch_errors(model, data, loss).items():
             if diverge and name == "train" and not math.isfinite(loss_v):
                 raise Diverged(epoch, step, loss_v)
             rec.append((epoch, f"loss/{name}", loss_v))
@@ -104,8 +112,9 @@ def measure_epoch(cfg: TrialConfig, model, data: TrialData, init_state, epoch: i
     subsets = {k: ("train", mask) for k, mask in masks.items() if k in m.splits}
     # A fresh generator per (trial, epoch): metric sampling never perturbs training randomness.
     gen = torch.Generator(device="cpu").manual_seed(cfg.seed * 100_003 + epoch)
+    options = {**options_from_config(m), "loss": loss_of(cfg)}  # every metric that takes a loss: the trial's
     values = measure(model, splits, subsets=subsets, metrics=groups, input_shape=data.input_shape,
-                     init_state=init_state, options=options_from_config(m), generator=gen)
+                     init_state=init_state, options=options, generator=gen)
     if skipped is not None:
         skipped.update(values.skipped)
     if notes is not None:
@@ -113,4 +122,9 @@ def measure_epoch(cfg: TrialConfig, model, data: TrialData, init_state, epoch: i
     return [(epoch, k, float(v)) for k, v in values.items()]
 
 
-__all__ = ["epoch_errors", "measure_epoch", "per_sample_loss_err", "record_errors", "train_error_is_zero"]
+def loss_of(cfg: TrialConfig) -> Loss:
+    """The trial's loss (``optim.loss``, ``optim.label_smoothing``), as the metrics take it."""
+    return trial_loss(cfg.optim.loss, cfg.optim.label_smoothing)
+
+
+__all__ = ["epoch_errors", "loss_of", "measure_epoch", "per_sample_loss_err", "record_errors", "train_error_is_zero"]

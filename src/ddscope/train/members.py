@@ -22,7 +22,7 @@ from ..config import DataConfig, TrialConfig
 from ..data import TrialData, prepare
 from ..models import count_parameters, make_model
 from .batches import resolve_device
-from .evaluate import measure_epoch, record_errors
+from .evaluate import loss_of, measure_epoch, record_errors
 from .optim import Slots
 from .result import Diverged, TrialResult, close_interpolation, data_summary
 from .schedule import Schedule
@@ -101,7 +101,8 @@ def log_epoch(member: Member, epoch: int, step: int) -> None:
     model, rec = member.model, member.result.records
     try:
         model.eval()  # BatchNorm uses running statistics
-        member.interp_epoch = record_errors(model, member.data, member.schedule, epoch, step, rec, member.interp_epoch)
+        member.interp_epoch = record_errors(model, member.data, member.schedule, epoch, step, rec, member.interp_epoch,
+                                            loss=loss_of(member.cfg))
         groups = member.schedule.groups(epoch)
         if groups:
             skipped = member.result.summary.setdefault("skipped_groups", {})  # group -> why it could not run

@@ -44,7 +44,7 @@ SAME_KEYS = (
     "data.noise", "data.noise_kind", "data.augment", "data.seed", "data.path", "data.options",
     "model.name", "model.width", "model.depth", "model.batchnorm", "model.options",
     "optim.name", "optim.lr", "optim.momentum", "optim.weight_decay", "optim.batch_size", "optim.epochs",
-    "optim.warmup_epochs", "optim.amp",
+    "optim.warmup_epochs", "optim.amp", "optim.loss", "optim.label_smoothing",
     "metrics.groups", "metrics.sparse_groups", "metrics.splits", "metrics.epochs", "metrics.num_log_epochs",
     "metrics.num_sparse_epochs", "metrics.num_eval_epochs", "metrics.output", "metrics.jac_samples",
     "metrics.path_pairs", "metrics.path_k", "metrics.hess_samples", "metrics.hess_matvecs", "metrics.lanczos_iters",
@@ -66,7 +66,9 @@ SUPPORTS: dict[str, dict[str, object]] = {
     # Packed: one shared batch order (seed) and one data set; only the width differs. The
     # packed step is written for Flatten, (Linear, ReLU) x depth, Linear (model.batchnorm is
     # not used by the mlp family).
-    "packed": _table(("model.width",), {"model.name": PACKED_FAMILIES}),
+    # (its hand-written backward is the plain cross-entropy's)
+    "packed": _table(("model.width",), {"model.name": PACKED_FAMILIES, "optim.loss": ("cross_entropy",),
+                                        "optim.label_smoothing": (0.0,)}),
     # Stacked: every member draws its own initialisation, batches and labels.
     "stacked": _table(("seed", "data.seed", "data.noise", "data.noise_kind"), {"model.name": STACKED_FAMILIES}),
 }

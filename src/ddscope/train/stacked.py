@@ -21,10 +21,10 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call, vmap
 
+from ..metrics.losses import batch_losses
 from ..models import make_model
 from .members import Member, bury
 from .trainer import Trainer
@@ -105,7 +105,7 @@ class StackedTrainer(Trainer):
             with self.autocast():
                 logits = self.forward(params, buffers, xb)  # (M, B, C)
                 # Classes on dim 1: CPU log-softmax over a last dim of ~10 is several times slower.
-                yield F.cross_entropy(logits.transpose(1, 2), yb, reduction="none").mean(1)
+                yield batch_losses(logits, yb, self.loss).mean(1)  # (M,)
 
     def bury(self, j: int) -> None:
         bury(self.optimizer, list(self.stack.params), j)

@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..metrics.losses import batch_losses, trial_loss
 from .batches import augmenter, index_batches
 from .members import Member, bury
 from .optim import Slots, make_optimizer
@@ -47,6 +48,7 @@ class Trainer(ABC):
         self.optimizer, self.scheduler = make_optimizer(cfg, module, math.ceil(self.n / self.batch_size))
         self.augment = augmenter(cfg, data)
         self.use_amp = cfg.optim.amp and self.device.type == "cuda"
+        self.loss = trial_loss(cfg.optim.loss, cfg.optim.label_smoothing)  # the members share their optim settings
         tensors = self.optimizer.param_groups[0]["params"]
         for m in members:
             m.slots = Slots(m.model, tensors)
@@ -79,7 +81,9 @@ class TrialTrainer(Trainer):
         self.model.train()
         for xb, yb in index_batches(self.data, self.batch_size, self.orders[0], self.augment, self.device):
             with self.autocast():
-                loss = F.cross_entropy(self.model(xb), yb)
+                out = self.model(xb)
+                # the plain cross-entropy as it always was (its mean reduction, bit for bit)
+                loss = F.cross_entropy(out, yb) if self.loss == "cross_entropy" else batch_losses(out, yb, self.loss).mean()
             yield loss.reshape(1)
 
     def bury(self, j: int) -> None:

@@ -146,3 +146,35 @@ def test_a_sweepconfig_is_run_as_given(tmp_path):
     spec = load_sweep("mnist1d-mlp", [f"{k}={v}" for k, v in TINY.items()])
     assert load_spec(spec) is spec
     assert load_spec(spec, {"seed": 3}).base.seed == 3
+
+
+def test_the_tracker_measures_volumes_around_clean_and_noisy_points_under_its_loss(tmp_path):
+    """The volume group on a user's loop: clean and noisy points apart, the trial's loss (MSE)
+    in the volume loss; a sampler that does not fit the tensors is one line at construction."""
+    (x, y), test = _blobs(40, 0), _blobs(20, 1)
+    noisy = torch.arange(40) % 5 == 0
+    y_noisy = torch.where(noisy, (y + 1) % 3, y)
+    torch.manual_seed(0)
+    model = Net(8)
+    with ddscope.Tracker(tmp_path / "vol", train=(x, y_noisy), test=test, noisy_mask=noisy, y_train_clean=y,
+                         groups=["volume"], labels={"optim.loss": "mse"},
+                         metrics={"vol_samples": 5, "vol_k": 2, "vol_samplers": ["shift@1", "shift@1,2"]}) as tracker:
+        tracker.start(model, log=False)
+        got = tracker.log(1, model)
+    keys = {"vol_loss/train_clean/shift1", "vol_loss/train_noisy/shift1", "vol_tangent_jac/train_noisy/shift_path1-2"}
+    assert keys <= set(got)
+    # the same measurement by hand, with the Tracker's generator: the MSE's volume loss, not the CE's
+    subsets = {"train_clean": ("train", ~noisy), "train_noisy": ("train", noisy)}
+    opts = {"vol_samples": 5, "vol_k": 2, "vol_samplers": ("shift@1", "shift@1,2")}
+    again = {loss: measure(model, {"train": (x, y_noisy), "test": test}, subsets=subsets, metrics=["volume"],
+                           input_shape=(12,), options={**opts, "loss": loss},
+                           generator=torch.Generator().manual_seed(tracker.cfg.seed * 100_003 + 1))
+             for loss in ("mse", "cross_entropy")}
+    assert got["vol_loss/train_noisy/shift1"] == pytest.approx(again["mse"]["vol_loss/train_noisy/shift1"], rel=1e-6)
+    assert abs(again["mse"]["vol_loss/train_noisy/shift1"] - again["cross_entropy"]["vol_loss/train_noisy/shift1"]) > 0.1
+    with torch.no_grad():
+        mse = float(((model(x) - F.one_hot(y_noisy, 3)) ** 2).mean())
+    assert got["loss/train"] == pytest.approx(mse, rel=1e-5)
+    with pytest.raises(UserError, match="metrics.vol_samplers.*at most 11 pixels"):
+        ddscope.Tracker(tmp_path / "bad", train=(x, y), test=test, groups=["volume"],
+                        metrics={"vol_samplers": ["shift@12"]})

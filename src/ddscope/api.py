@@ -191,6 +191,10 @@ class Tracker:
                    "metrics.sparse_groups": [], **{f"metrics.{k}": v for k, v in (metrics or {}).items()},
                    **dict(labels or {})}
         self.cfg = set_key(TrialConfig(), updates)
+        if "volume" in self.cfg.metrics.groups:  # its samplers must fit these tensors: one line now, not a skip later
+            from .runs.preflight import check_volume_samplers
+
+            check_volume_samplers(self.cfg.metrics.vol_samplers, self.data)
         self.labels = dict(labels or {})
         self.groups = list(groups)
         self.records: list[tuple[int, str, float]] = []

@@ -45,7 +45,21 @@ def _make_report(run_dir: Path, out: Path | None = None, *, quiet: bool = False,
     return build_report(run_dir, out, progress=None if quiet else say, **ranking)
 
 
-REPORT_QUIET_S = 2.0  # a report faster than this prints only its path
+REPORT_QUIET_S = 2.0  # a report (or a measurement) faster than this prints only its result
+
+
+def _slow_lines(what: str):
+    """``say(line)`` that prints ``what: line`` on stderr once the work has taken REPORT_QUIET_S:
+    progress lines for a long measurement, silence for a quick one."""
+    import time
+
+    t0 = time.perf_counter()
+
+    def say(line: str) -> None:
+        if time.perf_counter() - t0 >= REPORT_QUIET_S:
+            click.echo(f"{what}: {line} ({time.perf_counter() - t0:.0f} s)", err=True)
+
+    return say
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -338,7 +352,7 @@ def measure(checkpoint, groups, samples, output, device, data_root, as_json):
     with warnings.catch_warnings():  # said once below, not as a warning per group
         warnings.simplefilter("ignore", MetricSkipped)
         out = measure_checkpoint(Path(checkpoint), groups, samples=samples, output=output, device=device,
-                                 data_root=data_root)
+                                 data_root=data_root, progress=_slow_lines("measure"))
     for group, why in out["skipped"].items():
         click.echo(f"ddscope: metric group '{group}' skipped: {why}", err=True)
     for group, why in out.get("notes", {}).items():

@@ -24,7 +24,7 @@ from .train import measure_epoch, resolve_device
 MEASURE_SPLITS = SPLITS  # every split a trial has (the catalogue's)
 
 
-def measure_checkpoint(path: str | Path, groups, *, samples: int | None = None, output: str | None = None,
+def measure_checkpoint(path: str | Path, groups, *, progress=None, samples: int | None = None, output: str | None = None,
                        device: str = "cpu", data_root: str | None = None) -> dict:
     """Rebuild a checkpoint's model from its stored config and measure it on its own data.
 
@@ -73,7 +73,8 @@ def measure_checkpoint(path: str | Path, groups, *, samples: int | None = None, 
     init_state = {k: v.detach().clone() for k, v in theta0.named_parameters()}
     skipped: dict[str, str] = {}
     notes: dict[str, str] = {}
-    records = measure_epoch(cfg, model, data, init_state, state["epoch"], list(groups), skipped, notes)
+    records = measure_epoch(cfg, model, data, init_state, state["epoch"], list(groups), skipped, notes,
+                            progress=progress)
     return {
         "checkpoint": str(path),
         "trial_id": trial_id,

@@ -212,3 +212,12 @@ def test_the_group_measures_clean_and_noisy_points_apart_and_a_bad_sampler_skips
         bad = measure(model, {"train": (x, y)}, metrics=["volume"], input_shape=(1, 12),
                       options={"vol_samplers": ("shift@12",)})
     assert "at most 11 pixels" in bad.skipped["volume"]
+
+
+def test_a_long_measurement_says_where_it_is():
+    lines: list[str] = []
+    model = _mlp().float()
+    measure(model, {"train": (torch.randn(8, 1, 12), torch.arange(8) % 3)}, metrics=["volume", "jacobian"],
+            input_shape=(1, 12), options={"vol_samples": 2, "vol_k": 1}, progress=lines.append)
+    assert lines[0] == "metric group jacobian ..." and lines[2] == "metric group volume ..."
+    assert lines[3].startswith("metric group volume: ") and lines[3].endswith(" s")

@@ -9,6 +9,7 @@ default to the same values).
 
 from __future__ import annotations
 
+import time
 import warnings
 from collections.abc import Sequence
 
@@ -66,6 +67,7 @@ def measure(
     generator: torch.Generator | None = None,
     subsets: dict[str, tuple[str, Tensor]] | None = None,
     loss=None,
+    progress=None,
 ) -> Measurement:
     """Compute the requested metric groups; returns plain floats (booleans as 0.0 / 1.0).
 
@@ -90,6 +92,8 @@ def measure(
         generator: all randomness (subsets, paths, probes); ``None``: seeded 0.
         loss: the loss of ``hessian``, ``theorem2`` and ``output="loss"``: ``"cross_entropy"``
             (default), ``"mse"`` or a callable ``(outputs, targets) -> per-sample losses``.
+        progress: ``progress(line)`` hears each group as it starts and ends (with its seconds), for a
+            long measurement's progress lines.
         subsets: named subsets of another split by a boolean mask, e.g.
             ``{"train_clean": ("train", ~noisy), "train_noisy": ("train", noisy)}``: their Jacobian
             aggregates reuse the parent's per-sample norms instead of a second pass.
@@ -120,6 +124,9 @@ def measure(
         for name, group in groups.items():  # catalogue order: the generator's stream depends on it
             if name not in metrics:
                 continue
+            t0 = time.perf_counter()
+            if progress is not None:
+                progress(f"metric group {name} ...")
             try:
                 out.update(catalogue.resolve(group.compute)(ctx))
             except Exception as e:  # noqa: BLE001 — one group that cannot run must not lose the others
@@ -127,6 +134,8 @@ def measure(
                 lines = str(e).strip().splitlines()
                 skipped[name] = f"{type(e).__name__}: {lines[0] if lines else ''}"
                 warnings.warn(f"metric group '{name}' skipped: {skipped[name]}", MetricSkipped, stacklevel=2)
+            if progress is not None:
+                progress(f"metric group {name}: {time.perf_counter() - t0:.1f} s")
     for name, why in ctx.notes.items():
         warnings.warn(f"metric group '{name}': {why}", MetricNote, stacklevel=2)
     return Measurement({k: float(v) for k, v in out.items()}, skipped, ctx.notes)

@@ -93,7 +93,7 @@ def record_errors(model: nn.Module, data: TrialData, schedule: Schedule | None, 
 
 def measure_epoch(cfg: TrialConfig, model, data: TrialData, init_state, epoch: int,
                   groups, skipped: dict[str, str] | None = None,
-                  notes: dict[str, str] | None = None) -> list[tuple[int, str, float]]:
+                  notes: dict[str, str] | None = None, progress=None) -> list[tuple[int, str, float]]:
     """The metric ``groups`` of ``model`` at ``epoch`` as records, with the options of
     ``cfg.metrics``; the same numbers whether called in training or on a checkpoint later.
     Groups that cannot run on this model are left out, with their reasons put in ``skipped``;
@@ -114,7 +114,7 @@ def measure_epoch(cfg: TrialConfig, model, data: TrialData, init_state, epoch: i
     gen = torch.Generator(device="cpu").manual_seed(cfg.seed * 100_003 + epoch)
     options = {**options_from_config(m), "loss": loss_of(cfg)}  # every metric that takes a loss: the trial's
     values = measure(model, splits, subsets=subsets, metrics=groups, input_shape=data.input_shape,
-                     init_state=init_state, options=options, generator=gen)
+                     init_state=init_state, options=options, generator=gen, progress=progress)
     if skipped is not None:
         skipped.update(values.skipped)
     if notes is not None:

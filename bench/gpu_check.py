@@ -42,7 +42,8 @@ PRESETS = ("cifar10-convnet", "cifar10-resnet18")
 CIFAR10_TRAIN = 50_000
 # The smoke mode's metric settings: every group runs, on a handful of points.
 SMOKE_METRICS = ["metrics.jac_samples=16", "metrics.hess_samples=16", "metrics.hess_matvecs=3",
-                 "metrics.lanczos_iters=2", "metrics.path_pairs=2", "metrics.path_k=3"]
+                 "metrics.lanczos_iters=2", "metrics.path_pairs=2", "metrics.path_k=3", "metrics.vol_samples=4",
+                 "metrics.vol_k=1"]
 
 
 def write_cifar10(root: Path, n_train: int, n_test: int) -> None:

@@ -30,6 +30,8 @@ CHEAP_COSTLY: dict = {
     "metrics.path_pairs": 6,
     "metrics.path_k": 3,
     "metrics.num_sparse_epochs": 1,
+    "metrics.vol_samples": 4,
+    "metrics.vol_k": 1,
 }
 
 

@@ -329,8 +329,9 @@ def export(run_dir, fmt, out):
 
 @cli.command()
 @click.argument("checkpoint", type=click.Path(dir_okay=False))
-@click.option("--groups", "groups", multiple=True, type=click.Choice(METRIC_GROUPS), default=METRIC_GROUPS,
-              show_default=True, help="Metric groups (repeat the option); default all.")
+@click.option("--groups", "groups", multiple=True, type=click.Choice(METRIC_GROUPS),
+              help="Metric groups (repeat the option); default: every group on by default and every opt-in group "
+                   "(spectrum, complexity, sharpness, volume) the trial's config names.")
 @click.option("--samples", type=Finite(0, 10**9, integer=True), default=None,
               help="Samples per split for Jacobian norms and the Hessian (0 = all; default: the trial's).")
 @click.option("--output", type=click.Choice(JAC_OUTPUTS), default=None,
@@ -351,7 +352,7 @@ def measure(checkpoint, groups, samples, output, device, data_root, as_json):
 
     with warnings.catch_warnings():  # said once below, not as a warning per group
         warnings.simplefilter("ignore", MetricSkipped)
-        out = measure_checkpoint(Path(checkpoint), groups, samples=samples, output=output, device=device,
+        out = measure_checkpoint(Path(checkpoint), list(groups) or None, samples=samples, output=output, device=device,
                                  data_root=data_root, progress=_slow_lines("measure"))
     for group, why in out["skipped"].items():
         click.echo(f"ddscope: metric group '{group}' skipped: {why}", err=True)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from . import catalogue
 from .catalogue import SPLITS
 from .checkpoint import checkpoint_config, load_checkpoint, load_weights
 from .config import set_key
@@ -33,6 +34,9 @@ def measure_checkpoint(path: str | Path, groups, *, progress=None, samples: int 
     from the trial's seed (the same draw) when that file is absent. With the trial's own options
     the values equal the ones stored at that epoch: the same function with the same seeds.
 
+    ``groups``: the metric groups; None: every group on by default (the catalogue's schedule) and
+    every opt-in group the trial's config names.
+
     Returns ``{"checkpoint", "trial_id", "epoch", "init", "values": {metric: float},
     "skipped": {group: reason}}`` (groups that cannot run on this model are skipped, the
     others measured).
@@ -41,6 +45,9 @@ def measure_checkpoint(path: str | Path, groups, *, progress=None, samples: int 
     state = load_checkpoint(path)
     cfg = checkpoint_config(state, path)
     trial_id = cfg.trial_id  # the trial's own id: the overrides below would change the hash
+    if groups is None:
+        named = (*cfg.metrics.groups, *cfg.metrics.sparse_groups)
+        groups = [g for g, row in catalogue.GROUPS.items() if row.schedule != "off" or g in named]
     updates: dict = {"device": device, "metrics.splits": list(MEASURE_SPLITS)}
     if samples is not None:
         updates.update({"metrics.jac_samples": samples, "metrics.hess_samples": samples})

@@ -149,10 +149,13 @@ def test_a_table_without_training_errors_has_no_ranking(tables):
     assert ranking_table(final.drop(columns=["err/train"])).empty
 
 
-def test_the_cli_passes_the_ranking_options(tables, tmp_path, capsys):
+def test_the_cli_passes_the_ranking_options(tables, tmp_path, capsys, monkeypatch):
     import json
 
+    from ddscope.report import ranking
     from tests.clirun import cli_inline
+
+    monkeypatch.setattr(ranking, "N_BOOT", 10)  # the options are under test, not the intervals
 
     run, _, _ = tables
     code, _, err = cli_inline(capsys, "report", str(run), "--out", str(tmp_path / "a"))

@@ -86,10 +86,13 @@ def test_trial_ids_are_pinned():
     # a key added later (ADDED_KEYS) changes the id only when set away from its default
     assert ("metrics", "num_eval_epochs") in ADDED_KEYS
     assert set_key(TrialConfig(), {"metrics.num_eval_epochs": 10}).trial_id == "95f2507bbb2d"
-    # the preset's ids changed once on purpose, when it gained the measure zoo (sparse_groups): a run
-    # directory of the earlier preset is refused as "another sweep" (extend_sweep), never mixed
-    assert [t.trial_id for t in load_sweep("mnist1d-mlp").trials()][:3] == ["c930ab80bc9a", "97a815c3a573",
-                                                                              "a3f8b2d3779a"]
+    # the preset's ids changed on purpose when it gained the measure zoo and again when it gained the
+    # volume group (sparse_groups): a run directory of an earlier preset is refused as "another
+    # sweep" (extend_sweep), never mixed
+    assert [t.trial_id for t in load_sweep("mnist1d-mlp").trials()][:3] == ["fdb2c4635ae3", "a33c58bdeb3f",
+                                                                              "ca9fc026011e"]
+    # the keys added with the volume group and the training losses leave every other id alone
+    assert set_key(TrialConfig(), {"metrics.vol_k": 4, "optim.loss": "cross_entropy"}).trial_id == "45e7f19fe97b"
 
 
 def test_negative_schedule_is_a_user_error():

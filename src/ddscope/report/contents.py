@@ -68,7 +68,8 @@ def _ranking_section(d: ReportData, fig: str) -> str:
 class Figure:
     """One figure: ``name`` is its file stem (PNG and PDF); ``draw(data)`` returns a matplotlib
     Figure or None when the store lacks ``needs``; ``headline`` figures come before the evidence
-    table; an ``opt_in`` figure that is not drawn is not reported missing; ``section(data,
+    table; an ``opt_in`` figure that is not drawn is not reported missing (its group is, when
+    enabled and absent: coverage); ``section(data,
     figure_html)`` is the page's section body (default: the figure alone)."""
 
     name: str
@@ -153,12 +154,12 @@ FIGURES: tuple[Figure, ...] = (
            'noisy-label points side by side on one scale; right: the fraction of the noisy points\' neighbourhoods '
            'that still predict the noisy label, and the test error. Mean over seeds, bands ± 1 std.',
            needs="vol_* (metric group 'volume')",
-           draw=lambda d: volume.volume(d.final)),
+           draw=lambda d: volume.volume(d.final), opt_in=True),
     Figure('volume_epochs', 'Volume sharpness over epochs',
            'rms of ‖∂g/∂x‖₂ over the first sampler\'s neighbourhoods of clean-label and noisy-label training points, '
            'and the test error, against epoch for the representative widths (as in \'Over epochs\').',
            needs="vol_* over epochs (metric group 'volume')",
-           draw=lambda d: volume.volume_epochs(d.long, d.reps)),
+           draw=lambda d: volume.volume_epochs(d.long, d.reps), opt_in=True),
     Figure('distance', 'Distance from initialisation',
            "Relative distance ‖θₗ − θₗ⁰‖_F / ‖θₗ⁰‖_F of each layer's parameters at the last epoch (heat map, "
            'mean over seeds; layers are module paths from input to output), and of the whole network.',

@@ -177,10 +177,12 @@ def over_parameterised(nets: pd.DataFrame, final: pd.DataFrame) -> pd.DataFrame:
 
 
 def ranking_table(final: pd.DataFrame, long: pd.DataFrame | None = None, *, epochs: str = "final",
-                  criterion: float | None = CRITERION, n_boot: int = N_BOOT, seed: int = 0) -> pd.DataFrame:
+                  criterion: float | None = CRITERION, n_boot: int | None = None, seed: int = 0) -> pd.DataFrame:
     """One row per (region, target, measure): every protocol's score and its interval (columns
     :data:`COLUMNS`), sorted within each (region, target) by Ψ, largest first. Empty without
-    test errors."""
+    test errors. ``n_boot``: bootstrap draws for the intervals (None: :data:`N_BOOT`, read when
+    called)."""
+    n_boot = N_BOOT if n_boot is None else n_boot
     nets = nets_table(final, long, epochs=epochs) if "err/test" in final else pd.DataFrame()
     if nets.empty or "err/test" not in nets or "err/train" not in nets:
         return pd.DataFrame(columns=COLUMNS)  # the targets and the criterion need both errors

@@ -284,3 +284,70 @@ def test_the_drivers_defaults_are_configs():
     for f in (progress.make_progress, runner.run_sweep, api.run):
         name = "log_interval" if f is progress.make_progress else "progress_interval"
         assert inspect.signature(f).parameters[name].default == PROGRESS_INTERVAL_S, f
+
+
+# ----------------------------------------------------------------------------- one driver, one read
+
+
+def test_a_sweep_extends_its_run_directory_once_and_the_report_reads_the_store_once(tmp_path, monkeypatch):
+    import ddscope
+    import ddscope.extend
+    from ddscope.report import build_report
+    from ddscope.runs.store import Store
+    from tests.tiny import TINY
+
+    calls = {"extend": 0, "trials": 0, "records": 0}
+    real_parse = ddscope.extend.sweep_from_dict
+
+    def counting_parse(*a, **kw):  # every extend_sweep call reads the stored sweep, however it was imported
+        calls["extend"] += 1
+        return real_parse(*a, **kw)
+
+    monkeypatch.setattr(ddscope.extend, "sweep_from_dict", counting_parse)
+    run = ddscope.sweep("mnist1d-mlp", {**TINY, "model.width": [4, 6]}, out=tmp_path / "run", report=False)
+    ddscope.sweep("mnist1d-mlp", {**TINY, "model.width": [4, 6, 8]}, out=run, report=False)  # extended in place
+    assert calls["extend"] == 2  # once per sweep: the preflight no longer repeats it
+    for name in ("trials", "records"):
+        real = getattr(Store, name)
+
+        def counting(self, *a, _real=real, _name=name, **kw):
+            calls[_name] += 1
+            return _real(self, *a, **kw)
+
+        monkeypatch.setattr(Store, name, counting)
+    build_report(run)
+    assert (calls["trials"], calls["records"]) == (1, 1)
+
+
+def test_the_tracker_and_the_training_loop_write_the_same_summary_keys(tmp_path):
+    import ddscope
+    from ddscope.runs.store import Store
+    from tests.tiny import TINY
+
+    run = ddscope.sweep("mnist1d-mlp", {**TINY, "model.width": 4}, out=tmp_path / "run", report=False)
+    x, y = torch.randn(30, 5), torch.arange(30) % 3
+    model = nn.Sequential(nn.Linear(5, 4), nn.ReLU(), nn.Linear(4, 3))
+    with ddscope.Tracker(tmp_path / "mine", train=(x, y), test=(x[:9], y[:9]), groups=["distance"]) as tracker:
+        tracker.start(model)
+    summaries = []
+    for folder in (run, tmp_path / "mine"):
+        store = Store.open(folder, readonly=True)
+        try:
+            summaries.append(store.trials()[0]["summary"])
+        finally:
+            store.close()
+    swept, tracked = summaries
+    shared = {"params", "n_train", "n_test", "n_noisy", "interp_epoch", "resumed_from_epoch", "trainer", "wall_s",
+              "skipped_groups", "metric_notes"}
+    assert shared <= set(swept) and shared <= set(tracked)
+
+
+def test_the_group_trainers_guard_fails_for_a_key_nobody_declared(monkeypatch):
+    """plan's tables hold only named keys: a new config key is missing from them (so its trials
+    train alone) until it is declared, which is what tests/train/test_group_plan.py checks."""
+    from ddscope.train import plan
+
+    table = plan._table(("model.width",), {})
+    assert "optim.brand_new_key" not in table and set(table) == set(plan.SAME_KEYS)
+    monkeypatch.setattr(plan, "all_keys", lambda: [*all_keys(), "optim.brand_new_key"])
+    assert not plan.supports("stacked", [TrialConfig(), set_key(TrialConfig(), {"seed": 1})])

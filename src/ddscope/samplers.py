@@ -35,6 +35,8 @@ class Sampler:
     spec: str
     family: str
     strengths: tuple[float, ...]
+    function: object = None  # a callable given directly (Python API), else None
+
 
     @property
     def is_path(self) -> bool:
@@ -42,14 +44,23 @@ class Sampler:
 
     @property
     def label(self) -> str:
-        name = self.family.rpartition(":")[2] if is_import_spec(self.family) else self.family
+        name = self.family.rpartition(":")[2] if is_import_spec(self.family) or self.function else self.family
         s = [f"{v:g}" for v in self.strengths]
         return f"{name}_path{s[0]}-{s[-1]}" if self.is_path else f"{name}{s[0]}"
 
 
-def parse_sampler(spec: str) -> Sampler:
+def parse_sampler(spec) -> Sampler:
     """``"shift@1"``, ``"shift@1,2,3,4"``, ``"erase@5"``, ``"package.module:function@0.5"`` (a
-    function without ``@`` has strength 1). ValueError naming what is wrong."""
+    function without ``@`` has strength 1); from Python also a callable ``augment(x, strength,
+    generator)`` (a ball of strength 1) or a pair ``(augment, strengths)``. ValueError naming what
+    is wrong."""
+    if callable(spec) or (isinstance(spec, (tuple, list)) and len(spec) == 2 and callable(spec[0])):
+        fn, strengths = (spec, (1.0,)) if callable(spec) else spec
+        strengths = (strengths,) if isinstance(strengths, (int, float)) else tuple(strengths)
+        name = getattr(fn, "__name__", type(fn).__name__)
+        text = f"{name}@{','.join(f'{float(s):g}' for s in strengths)}" if strengths else name
+        parsed = parse_sampler(f"user:{text}")  # the strengths' checks, on a stand-in import name
+        return Sampler(spec=text, family=f"user:{name}", strengths=parsed.strengths, function=fn)
     if not isinstance(spec, str) or not spec.strip():
         raise ValueError(f"a sampler is 'name@strength' or 'name@s1,s2,...', got {spec!r}")
     family, at, rest = spec.strip().partition("@")

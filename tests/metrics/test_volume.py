@@ -221,3 +221,18 @@ def test_a_long_measurement_says_where_it_is():
             input_shape=(1, 12), options={"vol_samples": 2, "vol_k": 1}, progress=lines.append)
     assert lines[0] == "metric group jacobian ..." and lines[2] == "metric group volume ..."
     assert lines[3].startswith("metric group volume: ") and lines[3].endswith(" s")
+
+
+def test_a_python_callable_is_a_sampler_in_measure():
+    """From Python, ``vol_samplers`` takes your augmentation itself: a ball, or a path with its strengths."""
+    def jitter(x, strength, generator):
+        return x + strength * torch.randn(x.shape, generator=generator, dtype=x.dtype)
+
+    model = _mlp().float()
+    x, y = torch.randn(10, 1, 12), torch.arange(10) % 3
+    out = measure(model, {"train": (x, y)}, metrics=["volume"], input_shape=(1, 12),
+                  options={"vol_samplers": (jitter, (jitter, (0.1, 0.2, 0.3))), "vol_samples": 3, "vol_k": 2})
+    assert not out.skipped
+    assert {"vol_loss/train/jitter1", "vol_tangent_hess/train/jitter_path0.1-0.3"} <= set(out)
+    with pytest.raises(ValueError, match="must increase"):
+        parse_sampler((jitter, (0.3, 0.1)))

@@ -106,12 +106,15 @@ lr = 0.05
 
 [metrics]
 groups = ["jacobian", "lipschitz", "distance"]
-sparse_groups = ["hessian", "theorem2"]
+sparse_groups = ["hessian", "theorem2", "volume"]
 num_log_epochs = 2
 num_sparse_epochs = 1
 hess_samples = 24
 hess_matvecs = 6
 lanczos_iters = 4
+vol_samplers = ["shift@1", "shift@1,2,3"]
+vol_samples = 5
+vol_k = 2
 {extra}
 '''
 
@@ -142,7 +145,8 @@ def test_own_factory_on_npz_data_sweeps_reports_and_measures(tmp_path):
     assert m.returncode == 0, m.stderr
     out = json.loads(m.stdout)
     assert out["trial_id"] == tid and out["skipped"] == {}
-    for key in ("jac_spec_rms/train", "lip_upper", "hess_trace", "thm2_mid", "dist_rel/all"):
+    for key in ("jac_spec_rms/train", "lip_upper", "hess_trace", "thm2_mid", "dist_rel/all",
+                "vol_jac_spec_rms/train_noisy/shift1", "vol_tangent_jac/train_clean/shift_path1-3"):  # named by the trial
         assert key in out["values"], key
     assert out["values"]["lip_upper"] >= out["values"]["jac_spec_max/train"]
 

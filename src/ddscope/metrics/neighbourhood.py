@@ -86,6 +86,8 @@ FAMILIES: dict[str, Augment] = {"shift": shift, "erase": erase}  # names: ddscop
 
 def augment_of(sampler: Sampler) -> Augment:
     """The augmentation function of ``sampler``: a built-in one, or the user's, imported."""
+    if sampler.function is not None:
+        return sampler.function
     if is_import_spec(sampler.family):
         return load_callable(sampler.family, "metrics.vol_samplers")
     return FAMILIES[sampler.family]

@@ -5,7 +5,6 @@ config values of every TOML type, CLI options with nan/inf/huge/empty values —
 from __future__ import annotations
 
 import json
-import shutil
 import sqlite3
 from pathlib import Path
 

@@ -17,7 +17,6 @@ from . import catalogue
 from .catalogue import SPLITS
 from .checkpoint import checkpoint_config, load_checkpoint, load_weights
 from .config import set_key
-from .errors import UserError
 from .data import prepare
 from .models import make_model
 from .train import measure_epoch, resolve_device

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from ddscope.metrics import measure
-from ddscope.metrics.neighbourhood import FAMILIES, draw, erase, parse_sampler, path_average, shift
+from ddscope.metrics.neighbourhood import FAMILIES, draw, erase, parse_sampler, path_average
 from ddscope.metrics.reference import volume_reference
 from ddscope.metrics.volume import volume_measures
 from ddscope.samplers import SAMPLER_FAMILIES, check_sampler, parse_samplers

@@ -28,10 +28,10 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor, fx, nn
-from torch.func import functional_call, hessian, jvp, vjp, vmap
+from torch.func import hessian, vmap
 from torch.nn.utils import parametrize
 
-from ddscope.metrics.autolip import _name, trace
+from ddscope.metrics.fxgraph import node_name as _name, trace
 from ddscope.metrics.jacobian import eval_mode
 from ddscope.metrics.losses import Loss, loss_fn
 from ddscope.metrics.persample import per_sample_grad_sq_by_param

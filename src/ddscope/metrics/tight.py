@@ -22,7 +22,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, fx, nn
 
-from ddscope.metrics.autolip import _name, trace
+from ddscope.metrics.fxgraph import node_name as _name, trace
 from ddscope.metrics.convnorm import ROUNDING_MARGIN
 
 # Elementwise with slope in [0, β] everywhere: β·ψ with ψ slope-restricted in [0, 1], and β

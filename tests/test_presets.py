@@ -57,9 +57,12 @@ def test_every_row_of_the_design_table_has_a_preset():
 def test_cifar_preset_runs_tiny_end_to_end(preset, tmp_path):
     name = load_sweep(preset).base.data.name
     _write_cifar(tmp_path / "data", name)
+    # CIFAR-100's 100 logits make the lip_lower ascent (8 chains x 30 steps of Jacobians) take 2 min
+    # on 2 cores; cifar10-convnet runs the lipschitz group on the same family, so here it is left out.
+    lighter = ['metrics.groups=["jacobian", "distance"]'] if name == "cifar100" else []
     trials = _run(preset, tmp_path / "run", [
         f"data.root='{tmp_path / 'data'}'", "model.width=[1,2]", "data.val_size=20", "data.noise=0.2",
-        "optim.batch_size=64",
+        "optim.batch_size=64", *lighter,
     ])
     assert len(trials) == 2 and (trials["status"] == "done").all(), trials["error"].tolist()
 

@@ -86,19 +86,3 @@ def test_apply_overrides_does_not_mutate():
     d = {"model": {"width": 3}}
     apply_overrides(d, ["model.width=5"])
     assert d == {"model": {"width": 3}}
-
-
-def test_no_import_cycles_in_the_package():
-    """The layer below never reaches up, not even through a lazy import (shared/tools)."""
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    import pytest
-
-    root = Path(__file__).resolve().parents[1]
-    tool = root.parent / "shared" / "tools" / "import_cycles.py"
-    if not tool.is_file():
-        pytest.skip("shared/tools/import_cycles.py is not beside this checkout")
-    out = subprocess.run([sys.executable, str(tool), str(root / "src" / "ddscope")], capture_output=True, text=True)
-    assert out.returncode == 0, out.stdout + out.stderr

@@ -85,3 +85,56 @@ def test_the_checker_sees_an_upward_import(tmp_path):
                      + "\n\ndef _late():\n    from ..report import build_report\n", encoding="utf-8")
     found = [t for _, t in _imports(probe, "metrics.distance")]
     assert "report" in found and _layer("report") > _layer("metrics.distance")
+
+
+def _graph() -> dict[str, set[str]]:
+    """Module -> the ddscope modules it imports (lazy imports included); a name imported from a
+    package is its submodule when there is one, else the package's ``__init__``."""
+    names = {_module_name(p) for p in MODULES}
+
+    def resolve(target: str) -> str | None:
+        for cand in (target, f"{target}.__init__"):
+            if cand in names:
+                return cand
+        head = target.rpartition(".")[0]  # from .x import name: the module x
+        return resolve(head) if head else ("__init__" if "__init__" in names else None)
+
+    return {_module_name(p): {m for _, t in _imports(p) if (m := resolve(t)) and m != _module_name(p)}
+            for p in MODULES}
+
+
+def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One import cycle of ``graph`` (the modules in order), or None."""
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(n: str) -> list[str] | None:
+        state[n] = 1
+        stack.append(n)
+        for m in sorted(graph.get(n, ())):
+            if state.get(m) == 1:
+                return stack[stack.index(m):] + [m]
+            if m not in state and (found := visit(m)):
+                return found
+        stack.pop()
+        state[n] = 2
+        return None
+
+    for n in sorted(graph):
+        if n not in state and (found := visit(n)):
+            return found
+    return None
+
+
+def test_no_import_cycle_in_the_package():
+    """No module reaches itself through imports, lazy ones included (a package's ``__init__``
+    re-exporting its submodules is not a cycle: edges into a package's own ``__init__`` from
+    inside it are left out)."""
+    graph = {n: {m for m in deps if not (m.endswith("__init__") and n.startswith(m[: -len("__init__")]))}
+             for n, deps in _graph().items()}
+    assert _cycle(graph) is None, " -> ".join(_cycle(graph))
+
+
+def test_the_cycle_finder_finds_a_cycle():
+    assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": set()}) == ["a", "b", "c", "a"]
+    assert _cycle({"a": {"b"}, "b": set()}) is None

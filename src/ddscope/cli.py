@@ -34,30 +34,24 @@ def _console():
 def _make_report(run_dir: Path, out: Path | None = None, *, quiet: bool = False, **ranking) -> Path:
     from .report import build_report
 
-    import time
-
-    t0 = time.perf_counter()
-
-    def say(line: str) -> None:  # only a report that is slow says what it is doing
-        if time.perf_counter() - t0 >= REPORT_QUIET_S:
-            click.echo(f"report: {line}", err=True)
-
-    return build_report(run_dir, out, progress=None if quiet else say, **ranking)
+    # only a report that is slow says what it is doing (its lines carry their own times)
+    return build_report(run_dir, out, progress=None if quiet else _slow_lines("report", timed=False), **ranking)
 
 
 REPORT_QUIET_S = 2.0  # a report (or a measurement) faster than this prints only its result
 
 
-def _slow_lines(what: str):
-    """``say(line)`` that prints ``what: line`` on stderr once the work has taken REPORT_QUIET_S:
-    progress lines for a long measurement, silence for a quick one."""
+def _slow_lines(what: str, *, timed: bool = True):
+    """``say(line)`` that prints ``what: line`` (``timed``: with the seconds so far) on stderr once
+    the work has taken REPORT_QUIET_S: progress lines for a long report or measurement, silence
+    for a quick one."""
     import time
 
     t0 = time.perf_counter()
 
     def say(line: str) -> None:
         if time.perf_counter() - t0 >= REPORT_QUIET_S:
-            click.echo(f"{what}: {line} ({time.perf_counter() - t0:.0f} s)", err=True)
+            click.echo(f"{what}: {line}" + (f" ({time.perf_counter() - t0:.0f} s)" if timed else ""), err=True)
 
     return say
 

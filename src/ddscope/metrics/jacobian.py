@@ -132,19 +132,22 @@ def output_fn(model: nn.Module, output: str, y: Tensor | None = None, loss: Loss
     if output == "loss" and y is None:
         raise ValueError("output='loss' needs the labels y")
 
-    per_sample = loss_fn(loss) if output == "loss" else None
+    loss_fn(loss)  # an unknown loss is refused here, not at the first call
+    return lambda x: output_of(model(x), output, y, loss)
 
-    def fn(x: Tensor) -> Tensor:
-        if per_sample is not None:
-            return per_sample(model(x), y)[:, None]  # (B, 1)
-        logits = model(x).reshape(x.shape[0], -1)  # (B, C)
-        if output == "softmax":
-            return logits.softmax(dim=-1)
-        if output == "log_softmax":
-            return logits.log_softmax(dim=-1)
-        return logits
 
-    return fn
+def output_of(out: Tensor, output: str, y: Tensor | None = None, loss: Loss = "cross_entropy") -> Tensor:
+    """g applied to the model's outputs ``out`` (B, ...): (B, C) logits, softmax or log-softmax,
+    or (B, 1) per-sample ``loss`` against ``y`` — the map of :func:`output_fn`, for outputs
+    already computed."""
+    if output == "loss":
+        return loss_fn(loss)(out, y)[:, None]  # (B, 1)
+    logits = out.reshape(out.shape[0], -1)  # (B, C)
+    if output == "softmax":
+        return logits.softmax(dim=-1)
+    if output == "log_softmax":
+        return logits.log_softmax(dim=-1)
+    return logits
 
 
 def _rows_autograd(fn: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:

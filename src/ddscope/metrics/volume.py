@@ -27,7 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from ..catalogue import OPTIONS
-from .jacobian import eval_mode, jacobian_norms, output_fn
+from .jacobian import eval_mode, jacobian_norms, output_of
 from .losses import Loss, loss_fn
 from .neighbourhood import Sampler, draw, path_average
 
@@ -44,7 +44,7 @@ def _forward(model: nn.Module, z: Tensor, y: Tensor, output: str, loss: Loss) ->
             logits = model(zz)
             losses.append(ell(logits, yy))
             hits.append((logits.reshape(len(zz), -1).argmax(1) == yy).to(logits.dtype))
-            values.append(output_fn(model, output, yy, loss)(zz).reshape(len(zz), -1))
+            values.append(output_of(logits, output, yy, loss))  # g from the same forward pass
     return torch.cat(losses), torch.cat(hits), torch.cat(values)
 
 
